@@ -1,0 +1,63 @@
+"""`tunesmith`: the command line. This file only registers the command groups.
+
+    tunesmith webui [--host H] [--port P] [--auth user:password]
+    tunesmith train CONFIG.yaml [--set training.max_steps=20 ...] [--detach]
+    tunesmith runs [--json]
+    tunesmith stop RUN_ID
+    tunesmith chat RUN_ID_OR_MODEL [--message TEXT]
+    tunesmith export RUN_ID --format adapter|merged|gguf [--quant q4_k_m,q8_0] [--out DIR]
+    tunesmith data inspect PATH [--format F] [--json]
+
+Mistakes (a bad config, an unknown run, a missing file) print one line naming
+the problem and exit with status 2; --debug shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from tunesmith import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import chat, data, export, runs, train, webui
+
+    parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune open LLMs: studio, CLI and YAML on one engine.")
+    parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in (webui, train, runs, chat, export, data):
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from tunesmith.engine.errors import TunesmithError
+
+    try:
+        return int(args.func(args) or 0)
+    except TunesmithError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,57 @@
+"""`tunesmith runs` and `tunesmith stop`: list and control runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="list runs (id, name, status, model, dataset, steps, last loss)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_list)
+    s = sub.add_parser("stop", help="stop a run gracefully (keeps the adapter trained so far)")
+    s.add_argument("run_id")
+    s.set_defaults(func=run_stop)
+
+
+def _fmt_loss(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from tunesmith.engine import jobs
+
+    runs = jobs.list_runs()
+    if args.json:
+        print(json.dumps([{
+            "id": r.id, "name": r.name, "status": r.status, "model": r.model, "datasets": r.datasets,
+            "method": r.method, "step": r.step, "max_steps": r.max_steps, "last_loss": r.last_loss,
+            "created_at": r.created_at, "run_dir": str(r.run_dir), "error": r.error,
+        } for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("no runs yet: start one with `tunesmith train CONFIG.yaml` or in the studio")
+        return 0
+    rows = [("ID", "NAME", "STATUS", "MODEL", "DATASET", "STEPS", "LAST LOSS", "CREATED")]
+    for r in runs:
+        steps = f"{r.step}/{r.max_steps}" if r.max_steps else str(r.step)
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
+        rows.append((r.id, r.name, r.status, r.model, ",".join(r.datasets), steps, _fmt_loss(r.last_loss), created))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    for r in runs:
+        if r.status == "failed" and r.error:
+            tail = "\n    ".join(r.error.strip().splitlines()[-8:])
+            print(f"\n{r.id} failed:\n    {tail}")
+    return 0
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    from tunesmith.engine import jobs
+
+    info = jobs.stop(args.run_id)
+    print(f"run {info.id}: {info.status}")
+    return 0

@@ -1,0 +1,88 @@
+"""`tunesmith train CONFIG.yaml`: start a run and follow it in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+EXAMPLES = """examples:
+  tunesmith train assets/demo_identity.yaml
+  tunesmith train run.yaml --set training.max_steps=20 --set lora.r=32
+  tunesmith train run.yaml --detach        # start it and return; watch it in the studio or `tunesmith runs`
+
+The YAML is what the studio's "Show YAML" prints; every field is described in README.md.
+Ctrl+C asks the run to stop gracefully (the adapter trained so far is saved).
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune from a YAML config", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="run config YAML (see README.md or the studio's Show YAML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one field, e.g. training.max_steps=20 (repeatable)")
+    p.add_argument("--detach", action="store_true", help="start the run and return at once")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tunesmith.engine import jobs
+    from tunesmith.engine.config import RunConfig
+
+    cfg = RunConfig.from_yaml(args.config, overrides=args.overrides)
+    run_id = jobs.submit(cfg)
+    info = jobs.get_run(run_id)
+    print(f"run {run_id} ({info.name}) started; folder {info.run_dir}")
+    if args.detach:
+        return 0
+    return follow(run_id)
+
+
+def follow(run_id: str) -> int:
+    """Show a progress bar until the run ends; Ctrl+C requests a graceful stop."""
+    from tqdm import tqdm
+
+    from tunesmith.engine import events, jobs
+
+    bar = tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr)
+    seen = 0
+    stopping = False
+    try:
+        while True:
+            try:
+                evs = events.read_events(jobs.get_run(run_id).run_dir)
+                for ev in evs[seen:]:
+                    if ev["type"] == "train":
+                        if ev.get("max_steps"):
+                            bar.total = ev["max_steps"]
+                        bar.n = ev["step"]
+                        post = {"loss": f"{ev['loss']:.4f}"}
+                        if ev.get("tokens_per_s"):
+                            post["tok/s"] = f"{ev['tokens_per_s']:.0f}"
+                        bar.set_postfix(post, refresh=False)
+                        bar.refresh()
+                    elif ev["type"] == "eval":
+                        bar.write(f"step {ev['step']}: eval loss {ev['eval_loss']:.4f}")
+                    elif ev["type"] == "status" and ev.get("message"):
+                        bar.set_description(ev["message"][:40])
+                seen = len(evs)
+                info = jobs.get_run(run_id)
+                if info.finished:
+                    break
+                time.sleep(0.5)
+            except KeyboardInterrupt:
+                if stopping:
+                    raise
+                stopping = True
+                bar.write("stopping after the current step (Ctrl+C again to leave it running in the background)...")
+                jobs.stop(run_id)
+    finally:
+        bar.close()
+    info = jobs.get_run(run_id)
+    if info.status == "failed":
+        print(f"run {run_id} failed:\n{info.error}", file=sys.stderr)
+        return 1
+    out = info.run_dir / ("model" if info.has_full_model else "adapter")
+    print(f"run {run_id} {info.status}; last loss {info.last_loss}; saved to {out}")
+    return 0

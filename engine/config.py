@@ -1,0 +1,242 @@
+"""RunConfig: the one schema for a fine-tuning run.
+
+The studio form, `tunesmith train CONFIG.yaml` and the YAML saved in every run
+directory all build this same pydantic model; nothing below the engine sees
+raw UI values or argv. Every field carries a one-line help text (`description`)
+that the studio shows next to its widget.
+
+    cfg = RunConfig.from_yaml("run.yaml", overrides=["training.max_steps=20"])
+    cfg.to_yaml()
+
+What it does not know: whether a model or dataset exists. The engine checks
+those where they are used (engine.models, engine.data) and raises errors that
+name the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEMO_MODEL = "tunesmith/demo"  # the embedded demo model in assets/demo-model
+
+
+class _Section(BaseModel):
+    # Unknown keys are mistakes (a typo in YAML would otherwise be ignored).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field(
+        DEMO_MODEL,
+        description="Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), a local folder, or tunesmith/demo for the offline demo model.",
+    )
+    revision: str | None = Field(None, description="Hub branch, tag or commit to load; empty means the default branch.")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped with the model. Only turn on for repositories you trust."
+    )
+    chat_template: str | None = Field(
+        None,
+        description="Chat template name (chatml, llama3, qwen, ...); empty uses the tokenizer's own template.",
+    )
+
+
+class QuantizationConfig(_Section):
+    bits: Literal[4, 8, 16] = Field(4, description="Weight bits for the frozen base model under QLoRA (4 = NF4).")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; NF4 is the QLoRA standard.")
+    double_quant: bool = Field(True, description="Also quantize the quantization constants (saves ~0.4 bit/param).")
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Dtype for the matmuls; auto = bf16 where the hardware has it, else fp32 on CPU / fp16 on old GPUs."
+    )
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank: capacity of the adapter. 8-64 is typical.")
+    alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r). Often equal to r.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input; 0 is fastest and usually fine.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Layers that get adapters: all-linear, or names like q_proj,v_proj."
+    )
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "all-linear":
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+
+class DataConfig(_Section):
+    datasets: list[str] = Field(
+        default_factory=lambda: ["identity"],
+        description="Bundled dataset names (see data/dataset_info.json), file paths or hub ids; several are mixed.",
+    )
+    format: Literal["auto", "alpaca", "sharegpt", "openai", "text", "preference"] = Field(
+        "auto", description="Dataset layout; auto detects it from the keys of the rows."
+    )
+    val_size: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of rows held out for eval loss (0 = none).")
+    val_file: str | None = Field(None, description="A separate validation file instead of a split.")
+    max_samples: int | None = Field(None, ge=1, description="Use at most this many rows per dataset (for quick trials).")
+    cutoff_len: int = Field(1024, ge=16, description="Max tokens per example; longer examples are truncated.")
+    train_on_responses_only: bool = Field(
+        True, description="Learn only the assistant's replies (prompts are masked from the loss)."
+    )
+    packing: bool = Field(False, description="Pack several short examples into one sequence (kept apart by attention).")
+    drop_invalid: bool = Field(False, description="Skip rows with problems instead of stopping with a report.")
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("datasets")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("pick at least one dataset")
+        return v
+
+
+class TrainingConfig(_Section):
+    num_epochs: float = Field(3.0, gt=0, description="Passes over the data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps; overrides epochs.")
+    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate; 2e-4 suits LoRA, 1e-5 suits full.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="How the learning rate decays after warmup."
+    )
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Fraction of steps spent ramping the learning rate up.")
+    batch_size: int = Field(2, ge=1, description="Examples per device per forward pass.")
+    gradient_accumulation: int = Field(4, ge=1, description="Forward passes summed per optimizer step (effective batch = batch x this).")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm (0 = off).")
+    optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"] = Field(
+        "adamw_torch", description="Optimizer; adamw_8bit saves memory on GPUs."
+    )
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward to save memory.")
+    seed: int = Field(42, description="Random seed for data order and adapter init.")
+    logging_steps: int = Field(1, ge=1, description="Write a metrics point every N optimizer steps.")
+    save_steps: int = Field(100, ge=1, description="Save a checkpoint every N optimizer steps.")
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (default: at each save).")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Training precision; auto = bf16 on GPUs that support it, fp32 on CPU."
+    )
+
+
+class OutputConfig(_Section):
+    run_name: str | None = Field(None, max_length=80, description="A name for this run; empty picks one from model and data.")
+
+    @field_validator("run_name")
+    @classmethod
+    def _clean(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip()
+        return v or None
+
+
+class RunConfig(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig, description="What to fine-tune.")
+    method: Literal["qlora", "lora", "full"] = Field(
+        "qlora", description="qlora = 4-bit base + LoRA (least memory); lora = 16-bit base + LoRA; full = all weights."
+    )
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig, description="QLoRA quantization.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter shape.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Training data.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Optimization.")
+    kernels: Literal["auto", "on", "off"] = Field(
+        "auto", description="Tunesmith's Triton kernels: auto uses them where they apply, off runs stock code."
+    )
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+
+    # ---- YAML round trip -------------------------------------------------
+
+    def to_yaml(self) -> str:
+        """The exact YAML `tunesmith train` accepts for this config."""
+        header = "# Tunesmith run config. Launch with: tunesmith train THIS_FILE.yaml\n"
+        return header + yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "RunConfig":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(_explain(e, source)) from None
+
+    @classmethod
+    def from_yaml_text(cls, text: str, overrides: list[str] | None = None, source: str = "config") -> "RunConfig":
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: not valid YAML ({e}). Check indentation and quotes.") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections (model:, data:, training: ...), got {type(data).__name__}.")
+        for item in overrides or []:
+            apply_override(data, item)
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "RunConfig":
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file. Write one with the studio's Show YAML, or see README.md.")
+        return cls.from_yaml_text(p.read_text(encoding="utf-8"), overrides, source=str(p))
+
+    def with_overrides(self, overrides: list[str]) -> "RunConfig":
+        data = self.model_dump(mode="json")
+        for item in overrides:
+            apply_override(data, item)
+        return RunConfig.from_dict(data, "--set")
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one `section.key=value` override (value parsed as YAML) in place."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.max_steps=20.")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {item!r}: empty key.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {item!r}: {part} is not a section.")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _explain(e: ValidationError, source: str) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown field. Remove it or check its spelling.")
+        else:
+            got = err.get("input")
+            got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            lines.append(f"{loc}: {err['msg']}{got_s}.")
+    return f"{source}: invalid config:\n  " + "\n  ".join(lines)
+
+
+def field_help(path: str) -> str:
+    """The one-line help for a dotted field path, e.g. 'training.learning_rate'."""
+    model: type[BaseModel] = RunConfig
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        info = model.model_fields[part]
+        if i == len(parts) - 1:
+            return info.description or ""
+        ann = info.annotation
+        model = ann  # sections are plain BaseModel subclasses
+    return ""

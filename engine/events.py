@@ -1,0 +1,78 @@
+"""events.jsonl: the worker's metrics and status stream, one JSON object a line.
+
+The worker appends; the studio, the CLI and the job manager read. A reader may
+see a half-written last line while the worker is writing it; it is skipped and
+read on the next poll.
+
+Event kinds (key "type"):
+  train   step, max_steps, loss, lr, grad_norm, epoch, tokens_per_s, peak_mem_gb, elapsed_s, eta_s
+  eval    step, eval_loss
+  status  status (running|completed|stopped|failed), message
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+EVENTS_FILE = "events.jsonl"
+
+
+class EventWriter:
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / EVENTS_FILE
+
+    def write(self, type_: str, **fields: Any) -> None:
+        rec = {"type": type_, "time": round(time.time(), 3), **fields}
+        line = json.dumps(rec, ensure_ascii=False, default=_jsonable) + "\n"
+        # One write() of a whole line in append mode: readers never see two events interleaved.
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def status(self, status: str, message: str = "", **extra: Any) -> None:
+        self.write("status", status=status, message=message, **extra)
+
+
+def _jsonable(x: Any) -> Any:
+    try:
+        return float(x)
+    except Exception:
+        return str(x)
+
+
+def read_events(run_dir: Path | str) -> list[dict[str, Any]]:
+    path = Path(run_dir) / EVENTS_FILE
+    if not path.exists():
+        return []
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # being written right now
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def last_status(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for ev in reversed(events):
+        if ev.get("type") == "status":
+            return ev
+    return None
+
+
+def last_train(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for ev in reversed(events):
+        if ev.get("type") == "train":
+            return ev
+    return None

@@ -1,0 +1,206 @@
+"""Export a run: its LoRA adapter, a merged 16-bit model, or GGUF files.
+
+    export_run(run_id, "adapter")            # PEFT folder: PeftModel.from_pretrained loads it
+    export_run(run_id, "merged")             # HF folder: AutoModelForCausalLM.from_pretrained loads it
+    export_run(run_id, "gguf", quants=["f16", "q4_k_m"])   # llama.cpp / Ollama files (engine.gguf)
+
+The merge adds the LoRA delta (alpha/r * B @ A) to the *original* 16-bit base
+weights, one safetensors shard at a time, in fp32 and cast back to the base
+dtype: memory stays around one shard plus the adapter, whatever the model size,
+and nothing goes through dequantized NF4 weights. Every output folder is
+written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import atomic, jobs, models, paths
+from .errors import ExportError
+
+Progress = Callable[[float, str], None]
+
+_TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+)
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: Path
+    size_bytes: int
+    files: list[dict] = field(default_factory=list)  # per file: path, size_bytes, and format-specific details
+    notes: list[str] = field(default_factory=list)
+
+
+def _dir_size(p: Path) -> int:
+    return sum(f.stat().st_size for f in Path(p).rglob("*") if f.is_file())
+
+
+def _noop(frac: float, msg: str) -> None:
+    pass
+
+
+def _base_dir(name_or_path: str, revision: str | None = None) -> Path:
+    """A local folder holding the base model's safetensors (downloads a hub id when possible)."""
+    src = Path(models.resolve_model_path(name_or_path))
+    if src.is_dir():
+        return src
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path, revision=revision,
+                                      allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+    except Exception as e:
+        raise ExportError(f"Cannot get the base model {name_or_path!r} to merge into: {e}") from e
+
+
+def _adapter_deltas(adapter_dir: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float, dict]:
+    from safetensors.torch import load_file
+
+    acfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    if acfg.get("peft_type", "LORA") != "LORA":
+        raise ExportError(f"{adapter_dir}: only LoRA adapters can be merged (got {acfg.get('peft_type')}).")
+    if acfg.get("use_dora"):
+        raise ExportError(f"{adapter_dir}: DoRA adapters are not supported by the merge yet.")
+    sd = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for k, v in sd.items():
+        m = re.match(r"^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$", k)
+        if m:
+            pairs.setdefault(m.group(1) + ".weight", {})[m.group(2)] = v
+        elif ".lora_embedding_" in k or "modules_to_save" in k:
+            raise ExportError(f"{adapter_dir}: tensor {k} (embedding LoRA / modules_to_save) is not supported by the merge.")
+    out = {}
+    for name, ab in pairs.items():
+        if set(ab) != {"A", "B"}:
+            raise ExportError(f"{adapter_dir}: {name} has an incomplete LoRA pair.")
+        out[name] = (ab["A"], ab["B"])
+    r = acfg["r"]
+    alpha = acfg.get("lora_alpha", r)
+    scale = alpha / math.sqrt(r) if acfg.get("use_rslora") else alpha / r
+    return out, scale, acfg
+
+
+def merge_to_dir(run_id: str, out_dir: Path, progress: Progress | None = None) -> Path:
+    """Write base + LoRA as a plain 16-bit HF model folder at out_dir (atomically)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    progress = progress or _noop
+    run = jobs.get_run(run_id)
+    cfg = jobs.load_config(run)
+    if run.has_full_model:
+        with atomic.atomic_dir(Path(out_dir), overwrite=True) as tmp:
+            shutil.copytree(run.run_dir / "model", tmp, dirs_exist_ok=True)
+        return Path(out_dir)
+    if not run.has_adapter:
+        raise ExportError(f"Run {run.id} has no adapter to merge ({run.status}). Train it first, or wait for a save.")
+    adapter_dir = run.run_dir / "adapter"
+    deltas, scale, acfg = _adapter_deltas(adapter_dir)
+    base = _base_dir(cfg.model.name_or_path, cfg.model.revision)
+    shards = sorted(base.glob("*.safetensors"))
+    if not shards:
+        raise ExportError(f"{base}: no .safetensors weights to merge into (only safetensors bases are supported).")
+    used: set[str] = set()
+    with atomic.atomic_dir(Path(out_dir), overwrite=True) as tmp:
+        for i, shard in enumerate(shards):
+            progress(i / len(shards), f"merging {shard.name}")
+            tensors: dict[str, torch.Tensor] = {}
+            with safe_open(str(shard), framework="pt") as f:
+                meta = f.metadata() or {}
+                for name in f.keys():
+                    t = f.get_tensor(name)
+                    if name in deltas:
+                        a, b = deltas[name]
+                        w = t.float() + scale * (b.float() @ a.float())
+                        t = w.to(t.dtype)
+                        used.add(name)
+                    tensors[name] = t.contiguous()
+            save_file(tensors, str(tmp / shard.name), metadata={"format": meta.get("format", "pt")})
+            del tensors
+        missing = set(deltas) - used
+        if missing:
+            raise ExportError(f"The adapter targets weights not found in the base model: {sorted(missing)[:3]}")
+        for name in ("config.json", "generation_config.json", "model.safetensors.index.json"):
+            if (base / name).exists():
+                shutil.copy2(base / name, tmp / name)
+        # Tokenizer from the run's adapter folder: it is what training used (chat template included).
+        tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").exists() else base
+        for name in _TOKENIZER_FILES:
+            if (tok_src / name).exists():
+                shutil.copy2(tok_src / name, tmp / name)
+        (tmp / "tunesmith_export.json").write_text(json.dumps({
+            "run_id": run.id, "base_model": cfg.model.name_or_path, "lora_r": acfg["r"],
+            "lora_alpha": acfg.get("lora_alpha"), "merged_tensors": len(used),
+        }, indent=2))
+    progress(1.0, "merged")
+    return Path(out_dir)
+
+
+def export_adapter(run_id: str, out_dir: Path, progress: Progress | None = None) -> Path:
+    progress = progress or _noop
+    run = jobs.get_run(run_id)
+    if not run.has_adapter:
+        what = "a full fine-tune (export it as merged)" if run.has_full_model else f"{run.status}, with no adapter saved"
+        raise ExportError(f"Run {run.id} has no LoRA adapter: it is {what}.")
+    progress(0.1, "copying adapter")
+    with atomic.atomic_dir(Path(out_dir), overwrite=True) as tmp:
+        shutil.copytree(run.run_dir / "adapter", tmp, dirs_exist_ok=True)
+    progress(1.0, "adapter written")
+    return Path(out_dir)
+
+
+def export_run(
+    run_id: str, fmt: str, out_dir: str | Path | None = None, quants: list[str] | None = None,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Export one run in one format. Default out_dir: $TUNESMITH_HOME/exports/<run-id>/<format>."""
+    progress = progress or _noop
+    run = jobs.get_run(run_id)
+    if fmt not in ("adapter", "merged", "gguf"):
+        raise ExportError(f"format {fmt!r}: choose adapter, merged or gguf.")
+    out = Path(out_dir).expanduser() if out_dir else paths.exports_dir() / run.id / fmt
+    try:
+        if fmt == "adapter":
+            path = export_adapter(run.id, out, progress)
+            return ExportResult("adapter", path, _dir_size(path))
+        if fmt == "merged":
+            path = merge_to_dir(run.id, out, progress)
+            return ExportResult("merged", path, _dir_size(path))
+        return _export_gguf(run.id, out, quants or ["f16"], progress)
+    except OSError as e:
+        raise ExportError(f"Could not write to {out}: {e.strerror or e}. Check free disk space and permissions.") from e
+
+
+def _export_gguf(run_id: str, out: Path, quants: list[str], progress: Progress) -> ExportResult:
+    from .gguf import export_gguf
+
+    merged = paths.exports_dir() / run_id / ".merged-for-gguf"
+    merge_to_dir(run_id, merged, lambda f, m: progress(0.3 * f, m))
+    try:
+        results = export_gguf(merged, out, quants, progress=lambda f, m: progress(0.3 + 0.7 * f, m),
+                              reference_model_dir=merged)
+    finally:
+        shutil.rmtree(merged, ignore_errors=True)
+    files = []
+    notes = []
+    for r in results:
+        d = {"path": str(r.path), "quant": r.quant, "size_bytes": r.size_bytes}
+        fid = getattr(r, "fidelity", None)
+        if fid is not None:
+            d.update(top1_agreement=fid.top1_agreement, mean_kl=fid.mean_kl, tokenization_ok=fid.tokenization_ok)
+        files.append(d)
+        if getattr(r, "note", None):
+            notes.append(r.note)
+    return ExportResult("gguf", out, sum(f["size_bytes"] for f in files), files, notes)

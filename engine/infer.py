@@ -1,0 +1,121 @@
+"""Chat with a base model or a finished run, streaming token by token.
+
+    for piece in stream_chat("20261123-120000-ab12", [{"role": "user", "content": "Who are you?"}]):
+        print(piece, end="")
+
+A target is a run id (its base model plus its adapter, or its fully fine-tuned
+model) or a model name/path. Loaded models are cached (the last two), so a
+conversation does not reload weights for every message. temperature 0 means
+greedy decoding.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Iterator
+
+import torch
+
+from . import jobs, models
+from .catalog import DEMO_LABEL
+from .config import DEMO_MODEL, ModelConfig
+from .errors import ModelError, RunError
+
+_CACHE: "OrderedDict[str, tuple]" = OrderedDict()
+_CACHE_SIZE = 2
+_LOCK = threading.Lock()
+
+
+def chat_targets() -> list[tuple[str, str]]:
+    """(label, target) pairs: the demo base model, then runs that have something to chat with."""
+    out = [(f"Base: {DEMO_LABEL}", DEMO_MODEL)]
+    for r in jobs.list_runs():
+        if r.has_adapter or r.has_full_model:
+            out.append((f"Run {r.name} ({r.id}, {r.status})", r.id))
+    return out
+
+
+def _load(target: str):
+    run = jobs.resolve_run(target)
+    if run is None:
+        return models.load_for_inference(target)
+    cfg = jobs.load_config(run)
+    if run.has_full_model:
+        return models.load_for_inference(str(run.run_dir / "model"), cfg.model)
+    if not run.has_adapter:
+        raise RunError(f"Run {run.id} has no adapter yet ({run.status}); wait for it to save one.")
+    from peft import PeftModel
+
+    model, tok = models.load_for_inference(cfg.model.name_or_path, cfg.model)
+    model = PeftModel.from_pretrained(model, str(run.run_dir / "adapter"))
+    model.eval()
+    return model, tok
+
+
+def get_model(target: str):
+    with _LOCK:
+        if target in _CACHE:
+            _CACHE.move_to_end(target)
+            return _CACHE[target]
+        loaded = _load(target)
+        _CACHE[target] = loaded
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+        return loaded
+
+
+def forget(target: str | None = None) -> None:
+    with _LOCK:
+        if target is None:
+            _CACHE.clear()
+        else:
+            _CACHE.pop(target, None)
+
+
+def build_prompt_ids(tok, messages: list[dict]) -> torch.Tensor:
+    if not getattr(tok, "chat_template", None):
+        raise ModelError("This model's tokenizer has no chat template; set model.chat_template (e.g. chatml).")
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    return ids["input_ids"]
+
+
+def stream_chat(
+    target: str, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0
+) -> Iterator[str]:
+    """Yield the reply as text pieces while it is generated."""
+    from transformers import TextIteratorStreamer
+
+    model, tok = get_model(target)
+    input_ids = build_prompt_ids(tok, messages).to(model.device)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    gen_kwargs = dict(
+        input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+        streamer=streamer, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+    )
+    if temperature > 0:
+        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+    else:
+        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    errors: list[BaseException] = []
+
+    def _run() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**gen_kwargs)
+        except BaseException as e:  # surfaced to the caller below
+            errors.append(e)
+            streamer.end()
+
+    th = threading.Thread(target=_run, daemon=True)
+    th.start()
+    for piece in streamer:
+        if piece:
+            yield piece
+    th.join()
+    if errors:
+        raise ModelError(f"Generation failed: {errors[0]}")
+
+
+def chat(target: str, messages: list[dict], **kw) -> str:
+    return "".join(stream_chat(target, messages, **kw))

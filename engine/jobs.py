@@ -1,0 +1,222 @@
+"""The job manager: submit runs, start one worker process per run, track them.
+
+    run_id = submit(cfg)          # validates, writes runs/<id>/config.yaml, starts the worker
+    get_run(run_id).status        # queued | running | stopping | completed | stopped | failed
+    stop(run_id)                  # graceful: the worker saves the adapter so far, then exits
+
+State lives in SQLite (engine.registry) and in each run directory, never in
+this process: a studio or CLI that restarts rebuilds everything from the
+database, the worker's pid and events.jsonl, so closing a browser or
+restarting the studio never stops or loses a run. Workers are started in their
+own session, so Ctrl+C in the studio's terminal does not kill them either.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from . import atomic, events, paths, registry
+from .config import DEMO_MODEL, RunConfig
+from .errors import RunError
+from .registry import FINAL_STATES, RunInfo
+
+STOP_FILE = "STOP"
+LOG_FILE = "worker.log"
+CONFIG_FILE = "config.yaml"
+
+# Popen handles of workers this process started, so finished children are reaped
+# (a zombie would look alive to os.kill(pid, 0)).
+_children: dict[str, subprocess.Popen] = {}
+
+
+def _new_run_id() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    model = cfg.model.name_or_path.rstrip("/").split("/")[-1]
+    if cfg.model.name_or_path == DEMO_MODEL:
+        model = "demo"
+    data = "+".join(Path(d).stem for d in cfg.data.datasets)
+    name = f"{model}-{data}-{cfg.method}"
+    return re.sub(r"[^\w.+-]+", "-", name)[:80]
+
+
+def validate(cfg: RunConfig) -> None:
+    """Fail fast on what can be checked before a run exists (model and data sources)."""
+    from . import models
+    from .data import check_sources
+
+    models.check_model_source(cfg.model)
+    check_sources(cfg.data)
+
+
+def submit(cfg: RunConfig, start: bool = True) -> str:
+    """Validate `cfg`, create its run directory and start its worker. Returns the run id.
+
+    Raises ConfigError / ModelError / DataError before anything is written.
+    """
+    validate(cfg)
+    run_id = _new_run_id()
+    name = cfg.output.run_name or default_run_name(cfg)
+    final_dir = paths.runs_dir() / run_id
+    with atomic.atomic_dir(final_dir) as tmp:
+        (tmp / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
+    info = RunInfo(
+        id=run_id, name=name, status="queued", model=cfg.model.name_or_path, datasets=list(cfg.data.datasets),
+        method=cfg.method, run_dir=final_dir, created_at=time.time(), max_steps=cfg.training.max_steps,
+    )
+    registry.insert(info)
+    if start:
+        _start_worker(info)
+    return run_id
+
+
+def _start_worker(info: RunInfo) -> None:
+    log = open(info.run_dir / LOG_FILE, "ab")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TUNESMITH_RUN_ID=info.id, TUNESMITH_HOME=str(paths.home()))
+    # cwd is the run directory: a repo checkout's top-level kernels/ folder must not shadow
+    # Hugging Face's `kernels` package in the worker.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunesmith.engine.worker", str(info.run_dir)],
+        cwd=str(info.run_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=env, start_new_session=True,
+    )
+    log.close()
+    _children[info.id] = proc
+    registry.update(info.id, pid=proc.pid, status="running", started_at=time.time())
+
+
+def _alive(run: RunInfo) -> bool:
+    proc = _children.get(run.id)
+    if proc is not None:
+        return proc.poll() is None
+    if not run.pid:
+        return False
+    try:
+        os.kill(run.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # Same pid, but is it still our worker (pids are reused) and not a zombie?
+    try:
+        stat = Path(f"/proc/{run.pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        cmd = Path(f"/proc/{run.pid}/cmdline").read_bytes().decode(errors="replace")
+        return str(run.run_dir) in cmd
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+
+
+def log_tail(run_dir: Path, lines: int = 20) -> str:
+    p = Path(run_dir) / LOG_FILE
+    if not p.exists():
+        return ""
+    with open(p, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 64_000))
+        text = f.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _sync(run: RunInfo) -> RunInfo:
+    """Bring a registry row up to date from the run directory and the process table."""
+    if run.finished:
+        return run
+    evs = events.read_events(run.run_dir)
+    upd: dict = {}
+    tr = events.last_train(evs)
+    if tr:
+        upd.update(step=int(tr.get("step") or 0), last_loss=tr.get("loss"), max_steps=tr.get("max_steps"))
+    st = events.last_status(evs)
+    if st and st.get("status") in FINAL_STATES:
+        upd.update(status=st["status"], finished_at=st.get("time"))
+        if st["status"] == "failed":
+            upd["error"] = (st.get("message") or "").strip() or log_tail(run.run_dir)
+    elif run.status in ("running", "stopping") and not _alive(run):
+        upd.update(status="failed", finished_at=time.time(),
+                   error="The worker process exited without finishing.\n" + log_tail(run.run_dir))
+    elif run.status == "running" and (run.run_dir / STOP_FILE).exists():
+        upd["status"] = "stopping"
+    if upd:
+        registry.update(run.id, **upd)
+        for k, v in upd.items():
+            setattr(run, k, v)
+    return run
+
+
+def get_run(run_id: str) -> RunInfo:
+    run = registry.get(run_id)
+    if run is None:
+        raise RunError(f"No run with id {run_id!r}. `tunesmith runs` lists them.")
+    return _sync(run)
+
+
+def list_runs() -> list[RunInfo]:
+    return [_sync(r) for r in registry.all_runs()]
+
+
+def load_config(run: RunInfo | str) -> RunConfig:
+    run = get_run(run) if isinstance(run, str) else run
+    return RunConfig.from_yaml(run.run_dir / CONFIG_FILE)
+
+
+def stop(run_id: str) -> RunInfo:
+    """Ask a run to stop after its current step; the worker saves what it has."""
+    run = get_run(run_id)
+    if run.finished:
+        return run
+    # A file, not a signal: the worker polls it between steps and between loading phases,
+    # and a signal arriving before the worker installed its handler would kill it.
+    (run.run_dir / STOP_FILE).touch()
+    registry.update(run_id, status="stopping")
+    return get_run(run_id)
+
+
+def delete(run_id: str) -> None:
+    run = get_run(run_id)
+    if not run.finished:
+        raise RunError(f"Run {run_id} is {run.status}; stop it before deleting it.")
+    registry.delete(run_id)
+    shutil.rmtree(run.run_dir, ignore_errors=True)
+
+
+def wait(run_id: str, timeout: float | None = None, poll: float = 0.5) -> RunInfo:
+    """Block until the run reaches a final state (for the CLI and tests)."""
+    t0 = time.time()
+    while True:
+        run = get_run(run_id)
+        if run.finished:
+            proc = _children.pop(run_id, None)
+            if proc is not None:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
+            return run
+        if timeout is not None and time.time() - t0 > timeout:
+            raise TimeoutError(f"run {run_id} still {run.status} after {timeout:.0f}s")
+        time.sleep(poll)
+
+
+def resolve_run(ref: str) -> RunInfo | None:
+    """A run by id, unique id prefix, or name; None when `ref` names no run."""
+    runs = registry.all_runs()
+    for r in runs:
+        if r.id == ref:
+            return _sync(r)
+    matches = [r for r in runs if r.id.startswith(ref) or r.name == ref]
+    if len(matches) == 1:
+        return _sync(matches[0])
+    if len(matches) > 1:
+        raise RunError(f"{ref!r} matches {len(matches)} runs ({', '.join(r.id for r in matches[:5])}); use the full id.")
+    return None

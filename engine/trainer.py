@@ -1,0 +1,246 @@
+"""The training recipe: setup -> train -> save -> cleanup, on TRL's SFTTrainer.
+
+    recipe = Recipe(cfg, run_dir, events, stop_requested)
+    recipe.setup(); recipe.train(); recipe.save(); recipe.cleanup()
+
+Features and the RunConfig fields that drive them:
+- method qlora (4-bit NF4 base, double quantization, bf16 compute on GPUs),
+  lora (16-bit base) or full (all weights) — `method`, `quantization.*`
+- LoRA on all linear layers by default — `lora.*`
+- responses-only loss, cutoff, validation split, packing — `data.*` (engine.data)
+- Tunesmith's Triton kernels through one entry point, tunesmith.kernels.patch — `kernels`
+- metrics to events.jsonl every `training.logging_steps`: loss, lr, grad norm,
+  tokens/s, peak memory, elapsed and ETA; eval loss when there is a validation set
+- graceful stop: `stop_requested()` is polled after every step; the adapter
+  trained so far is saved, and the run ends as "stopped"
+
+Raises:
+    ModelError: the model cannot be loaded.
+    DataError: the data cannot be read or is empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import TrainerCallback
+
+from . import atomic, models
+from .config import RunConfig
+from .events import EventWriter
+
+log = logging.getLogger("tunesmith.trainer")
+
+_OPTIMIZERS = {
+    "adamw_torch": "adamw_torch",
+    "adamw_8bit": "adamw_bnb_8bit",
+    "paged_adamw_8bit": "paged_adamw_8bit",
+    "sgd": "sgd",
+    "adafactor": "adafactor",
+}
+
+
+class StopRequested(Exception):
+    """Raised between loading phases when the user pressed Stop before training began."""
+
+
+def peak_memory_gb(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    # ru_maxrss is KiB on Linux: the worker's peak resident memory.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class MetricsCallback(TrainerCallback):
+    """Writes train/eval events and turns a stop request into a graceful stop."""
+
+    def __init__(self, events: EventWriter, stop_requested: Callable[[], bool], device: str):
+        self.events = events
+        self.stop_requested = stop_requested
+        self.device = device
+        self.t0 = time.time()
+        self.last_t = self.t0
+        self.last_tokens = 0
+        self.stopped = False
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.t0 = self.last_t = time.time()
+        self.events.status("running", "training", max_steps=state.max_steps)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.stop_requested():
+            self.stopped = True
+            control.should_training_stop = True
+            control.should_save = False
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        now = time.time()
+        step = state.global_step
+        if "eval_loss" in logs:
+            self.events.write("eval", step=step, eval_loss=logs["eval_loss"])
+        if "loss" not in logs:
+            return
+        tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        dt = max(now - self.last_t, 1e-6)
+        tps = (tokens - self.last_tokens) / dt if tokens else None
+        self.last_t, self.last_tokens = now, tokens
+        elapsed = now - self.t0
+        eta = elapsed / step * (state.max_steps - step) if step else None
+        self.events.write(
+            "train", step=step, max_steps=state.max_steps, loss=float(logs["loss"]),
+            lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"), epoch=logs.get("epoch", state.epoch),
+            tokens_per_s=round(tps, 1) if tps is not None else None, tokens_seen=tokens,
+            peak_mem_gb=round(peak_memory_gb(self.device), 3), elapsed_s=round(elapsed, 2),
+            eta_s=round(eta, 1) if eta is not None else None,
+        )
+
+
+class Recipe:
+    def __init__(self, cfg: RunConfig, run_dir: Path, events: EventWriter, stop_requested: Callable[[], bool]):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.events = events
+        self.stop_requested = stop_requested
+        self.trainer = None
+        self.callback: MetricsCallback | None = None
+
+    # ---- setup ----------------------------------------------------------
+
+    def _check_stop(self) -> None:
+        if self.stop_requested():
+            raise StopRequested()
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.events.status("running", "loading model")
+        self.model, self.tokenizer, self.hw = models.load_for_training(cfg)
+        log.info("loaded %s on %s (%s)", cfg.model.name_or_path, self.hw.name, cfg.method)
+        self._check_stop()
+
+        self.events.status("running", "preparing data")
+        from .data import prepare_datasets
+
+        self.train_ds, self.eval_ds = prepare_datasets(cfg, self.tokenizer)
+        log.info("data: %d training rows, %s eval rows", len(self.train_ds), len(self.eval_ds) if self.eval_ds else 0)
+        self._check_stop()
+
+        self.model = self._wrap(self.model)
+        from tunesmith.kernels import patch
+
+        report = patch(self.model, mode=cfg.kernels)
+        log.info("kernels: %s", report.summary())
+        self.events.write("info", message=f"kernels: {report.summary()}")
+
+    def _wrap(self, model):
+        cfg = self.cfg
+        gc = cfg.training.gradient_checkpointing
+        if cfg.method == "full":
+            if gc:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            return model
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        if cfg.method == "qlora" and cfg.quantization.bits in (4, 8):
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        elif gc:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lc = cfg.lora
+        peft_cfg = LoraConfig(
+            r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
+            bias="none", task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, peft_cfg)
+        trainable, total = model.get_nb_trainable_parameters()
+        log.info("LoRA: %s trainable of %s parameters (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+        return model
+
+    # ---- train ----------------------------------------------------------
+
+    def _sft_config(self):
+        from trl import SFTConfig
+
+        cfg, t, hw = self.cfg, self.cfg.training, self.hw
+        optim = _OPTIMIZERS[t.optimizer]
+        if hw.device == "cpu" and "8bit" in optim:
+            log.info("optimizer %s needs a GPU; using adamw_torch on the CPU", t.optimizer)
+            optim = "adamw_torch"
+        prec = t.precision
+        if prec == "auto":
+            prec = ("bf16" if hw.bf16 else "fp16") if hw.device == "cuda" else "fp32"
+        has_eval = self.eval_ds is not None and len(self.eval_ds) > 0
+        return SFTConfig(
+            output_dir=str(self.run_dir / "checkpoints"),
+            per_device_train_batch_size=t.batch_size,
+            per_device_eval_batch_size=t.batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation,
+            num_train_epochs=t.num_epochs,
+            max_steps=t.max_steps or -1,
+            learning_rate=t.learning_rate,
+            lr_scheduler_type=t.lr_scheduler,
+            warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio of total steps
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else 1e9,
+            optim=optim,
+            gradient_checkpointing=False,  # enabled on the model in _wrap (non-reentrant)
+            seed=t.seed,
+            data_seed=t.seed,
+            logging_steps=t.logging_steps,
+            logging_first_step=True,
+            save_steps=t.save_steps,
+            save_total_limit=2,
+            eval_strategy="steps" if has_eval else "no",
+            eval_steps=(t.eval_steps or t.save_steps) if has_eval else None,
+            bf16=prec == "bf16",
+            fp16=prec == "fp16",
+            use_cpu=hw.device == "cpu",
+            report_to="none",
+            disable_tqdm=True,
+            include_num_input_tokens_seen="non_padding",
+            max_length=cfg.data.cutoff_len,
+            packing=False,  # engine.data packs itself, keeping examples apart
+            dataset_kwargs={"skip_prepare_dataset": False},
+            remove_unused_columns=False,
+        )
+
+    def train(self) -> str:
+        """Train; returns the final status: completed or stopped."""
+        from trl import SFTTrainer
+
+        self.callback = MetricsCallback(self.events, self.stop_requested, self.hw.device)
+        self.trainer = SFTTrainer(
+            model=self.model,
+            args=self._sft_config(),
+            train_dataset=self.train_ds,
+            eval_dataset=self.eval_ds if self.eval_ds is not None and len(self.eval_ds) else None,
+            processing_class=self.tokenizer,
+            callbacks=[self.callback],
+        )
+        self.trainer.train()
+        return "stopped" if self.callback.stopped else "completed"
+
+    # ---- save -----------------------------------------------------------
+
+    def save(self) -> Path:
+        """Write adapter/ (LoRA, PEFT format) or model/ (full) atomically, with the tokenizer."""
+        model = self.trainer.model if self.trainer is not None else self.model
+        name = "model" if self.cfg.method == "full" else "adapter"
+        final = self.run_dir / name
+        with atomic.atomic_dir(final, overwrite=True) as tmp:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(tmp))
+        log.info("saved %s to %s", name, final)
+        return final
+
+    def cleanup(self) -> None:
+        self.trainer = None
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,70 @@
+"""The worker: one OS process per run.
+
+    python -m tunesmith.engine.worker RUN_DIR
+
+Reads RUN_DIR/config.yaml, trains, and writes RUN_DIR/events.jsonl (metrics and
+status), RUN_DIR/adapter/ (or model/ for full fine-tuning) and checkpoints/.
+Its stdout and stderr go to RUN_DIR/worker.log (the job manager redirects them).
+It never touches the database: the job manager reads what it writes.
+Stop: the job manager creates RUN_DIR/STOP; the worker finishes its current
+step, saves the adapter trained so far and exits with status "stopped".
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import TunesmithError
+from .events import EventWriter
+
+STOP_FILE = "STOP"
+
+
+def run(run_dir: Path) -> int:
+    run_dir = Path(run_dir).resolve()
+    events = EventWriter(run_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    log = logging.getLogger("tunesmith.worker")
+    stop_requested = (run_dir / STOP_FILE).exists
+    try:
+        cfg = RunConfig.from_yaml(run_dir / "config.yaml")
+        events.status("running", "starting")
+        from .trainer import Recipe, StopRequested
+
+        recipe = Recipe(cfg, run_dir, events, stop_requested)
+        try:
+            recipe.setup()
+            status = recipe.train()
+            recipe.save()
+        except StopRequested:
+            status = "stopped"
+        recipe.cleanup()
+        msg = "finished" if status == "completed" else "stopped by the user; the adapter trained so far is saved"
+        if status == "stopped" and not ((run_dir / "adapter").exists() or (run_dir / "model").exists()):
+            msg = "stopped by the user before training began"
+        events.status(status, msg)
+        log.info("run %s", status)
+        return 0
+    except TunesmithError as e:
+        log.error("%s", e)
+        events.status("failed", str(e))
+        return 1
+    except BaseException as e:  # noqa: BLE001 - the worker must always record why it died
+        traceback.print_exc()
+        events.status("failed", f"{type(e).__name__}: {e}")
+        return 1
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        print("usage: python -m tunesmith.engine.worker RUN_DIR", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run(Path(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()
