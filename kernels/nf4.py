@@ -1,0 +1,152 @@
+"""NF4 dequantization, bit-identical to bitsandbytes (blocksize 64, double-quantized absmax).
+
+bitsandbytes stores a 4-bit weight W (out, in) as:
+  - A: uint8, two codes per byte, the first element in the high nibble;
+  - absmax: one scale per block of `blocksize` (64) consecutive elements.
+    With double quantization ("nested") absmax is itself uint8 codes into an
+    8-bit dynamic map `code2`, with one fp32 scale per 256 absmax values
+    (`absmax2`) and an fp32 `offset` (the mean that was subtracted);
+  - code: the 16 NF4 values (Dettmers et al. 2023, QLoRA, appendix E).
+
+Dequantization, element i, all in fp32 and rounded once to the output dtype:
+
+    s_j  = code2[absmax[j]] * absmax2[j // 256] + offset      (nested)
+    s_j  = absmax[j]                                           (not nested)
+    W_i  = code[nibble(A, i)] * s_{i // 64}
+
+bitsandbytes computes s_j with a multiply, rounds it to fp32, then adds the
+offset in a second op. To be bit-identical the kernel must do the same: two
+roundings, not one fused multiply-add, so on the GPU it is compiled with
+`enable_fp_fusion=False` (Triton otherwise contracts a*b+c into an FMA).
+
+`dequantize_nf4(weight)` writes into a reused per-device scratch buffer by
+default (`out="scratch"`), so a layer's 16-bit weight exists only for the
+GEMM that needs it; the next dequantization overwrites it. Callers must use
+the result before dequantizing again (same CUDA stream: ordering is free).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .utils import empty, interpreting
+
+
+@triton.jit
+def _nf4_dequant_kernel(
+    OUT, A, ABSMAX, CODE, ABSMAX2, CODE2, OFFSET, n,
+    BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr, NESTED: tl.constexpr, BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    byte = tl.load(A + offs // 2, mask=mask, other=0).to(tl.int32)
+    nib = tl.where(offs % 2 == 0, byte >> 4, byte & 15)
+    q = tl.load(CODE + nib, mask=mask, other=0.0)
+    blk = offs // BLOCKSIZE
+    if NESTED:
+        a8 = tl.load(ABSMAX + blk, mask=mask, other=0).to(tl.int32)
+        s = tl.load(CODE2 + a8, mask=mask, other=0.0) * tl.load(ABSMAX2 + blk // BLOCKSIZE2, mask=mask, other=0.0)
+        s = s + tl.load(OFFSET)
+    else:
+        s = tl.load(ABSMAX + blk, mask=mask, other=0.0)
+    w = q * s
+    if OUT.dtype.element_ty == tl.bfloat16:
+        # Round to nearest even by hand: Triton's interpreter truncates fp32 -> bf16
+        # (compiled Triton rounds to nearest even already; this is exact either way,
+        # the final cast then only drops zero bits).
+        bits = w.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        w = bits.to(tl.float32, bitcast=True)
+    tl.store(OUT + offs, w.to(OUT.dtype.element_ty), mask=mask)
+
+
+_BLOCK = 1024
+_SCRATCH: dict[tuple, torch.Tensor] = {}
+
+
+def scratch(numel: int, dtype: torch.dtype, device: torch.device, slot: int = 0) -> torch.Tensor:
+    """A flat buffer of at least numel elements, reused across calls with the same (device, dtype, slot)."""
+    key = (torch.device(device), dtype, slot)
+    buf = _SCRATCH.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = empty((numel,), dtype, device)
+        _SCRATCH[key] = buf
+    return buf[:numel]
+
+
+def quant_parts(quant_state) -> dict:
+    """The tensors and sizes the kernel needs from a bitsandbytes QuantState."""
+    assert quant_state.quant_type == "nf4", f"only nf4 is supported, not {quant_state.quant_type}"
+    nested = bool(getattr(quant_state, "nested", False))
+    parts = dict(absmax=quant_state.absmax, code=quant_state.code, blocksize=quant_state.blocksize,
+                 shape=tuple(quant_state.shape), dtype=quant_state.dtype, nested=nested)
+    if nested:
+        st2 = quant_state.state2
+        off = quant_state.offset
+        parts.update(absmax2=st2.absmax, code2=st2.code, blocksize2=st2.blocksize,
+                     offset=off if torch.is_tensor(off) else torch.tensor(float(off)))
+    return parts
+
+
+def dequantize_nf4(packed: torch.Tensor, quant_state, out=None, dtype: torch.dtype | None = None,
+                   slot: int = 0) -> torch.Tensor:
+    """The 16-bit weight (out_features, in_features) of a bitsandbytes NF4 weight.
+
+    out: None (fresh tensor), "scratch" (reused buffer, see module doc) or a tensor.
+    """
+    p = quant_parts(quant_state)
+    shape, dtype = p["shape"], dtype or p["dtype"]
+    n = 1
+    for d in shape:
+        n *= d
+    device = packed.device
+    if out is None:
+        out = empty(shape, dtype, device)
+    elif isinstance(out, str):
+        out = scratch(n, dtype, device, slot).view(shape)
+    assert out.is_contiguous() and out.numel() == n and out.dtype == dtype
+    a = packed.view(torch.uint8).reshape(-1)
+    code = p["code"].to(device=device, dtype=torch.float32)
+    if p["nested"]:
+        absmax2 = p["absmax2"].to(device)
+        code2 = p["code2"].to(device=device, dtype=torch.float32)
+        offset = p["offset"].to(device=device, dtype=torch.float32).reshape(1)
+        bs2 = p["blocksize2"]
+    else:
+        absmax2 = code2 = offset = code  # unused pointers
+        bs2 = 1
+    kwargs = {} if interpreting() else {"enable_fp_fusion": False}
+    if n:
+        _nf4_dequant_kernel[(triton.cdiv(n, _BLOCK),)](
+            out, a, p["absmax"], code, absmax2, code2, offset, n,
+            BLOCKSIZE=p["blocksize"], BLOCKSIZE2=bs2, NESTED=p["nested"], BLOCK=_BLOCK, num_warps=4, **kwargs)
+    return out
+
+
+def dequantize_nf4_reference(packed: torch.Tensor, quant_state, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Plain PyTorch, step for step as bitsandbytes' default backend."""
+    p = quant_parts(quant_state)
+    shape, dtype = p["shape"], dtype or p["dtype"]
+    a = packed.view(torch.uint8).reshape(-1)
+    n = 1
+    for d in shape:
+        n *= d
+    codes = torch.empty(a.numel() * 2, dtype=torch.long, device=a.device)
+    codes[0::2] = (a >> 4).long()
+    codes[1::2] = (a & 15).long()
+    vals = p["code"].float().to(a.device)[codes[:n]]
+    if p["nested"]:
+        absmax = p["code2"].float()[p["absmax"].long()]
+        idx = torch.arange(absmax.numel(), device=a.device) // p["blocksize2"]
+        absmax = absmax * p["absmax2"][idx]
+        absmax = absmax + p["offset"].to(a.device)
+    else:
+        absmax = p["absmax"].float()
+    scale = absmax[torch.arange(n, device=a.device) // p["blocksize"]]
+    return (vals * scale).to(dtype).reshape(shape)
+
+
+def is_nf4_weight(weight) -> bool:
+    qs = getattr(weight, "quant_state", None)
+    return qs is not None and getattr(qs, "quant_type", None) == "nf4"
