@@ -1,0 +1,199 @@
+"""Dataset registry: names -> files, in LLaMA-Factory's dataset_info.json format.
+
+Two files are read, the second overriding the first by name:
+
+    data/dataset_info.json                 bundled samples (read-only)
+    $TUNESMITH_HOME/dataset_info.json      the user's registrations (uploads, `register_upload`)
+
+An entry looks like LLaMA-Factory's, so people can bring theirs unchanged:
+
+    "my_set": {
+      "file_name": "my_set.json",          # relative to the dataset_info.json folder, or absolute
+      "hf_hub_url": "owner/name",          # instead of file_name (needs a network)
+      "subset": "...", "split": "train",   # for hub datasets
+      "formatting": "alpaca" | "sharegpt" | "openai",
+      "ranking": true,                      # preference pairs (chosen / rejected)
+      "columns": {"prompt": "instruction", "query": "input", "response": "output",
+                  "history": ..., "system": ..., "messages": ..., "tools": ...,
+                  "chosen": ..., "rejected": ...},
+      "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human",
+               "assistant_tag": "gpt", "observation_tag": "observation",
+               "function_tag": "function_call", "system_tag": "system"},
+      "description": "...", "language": ["en", "zh"]       # Tunesmith extras, optional
+    }
+
+An alpaca entry whose only column is `prompt` is raw text for continued
+pretraining (LLaMA-Factory's c4_demo convention); `"format": "text"` says so
+explicitly.
+
+What it does not know: whether a hub dataset exists (checked when loaded).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import atomic, paths
+from ..errors import DataError
+from .formats import FORMATS, ColumnMapping
+
+USER_INFO_NAME = "dataset_info.json"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+@dataclass
+class DatasetEntry:
+    """One registered dataset."""
+
+    name: str
+    path: str | None  # absolute file or folder path; None for hub datasets
+    format: str  # alpaca | sharegpt | openai | text | preference
+    description: str = ""
+    language: list[str] = field(default_factory=list)
+    hub_id: str | None = None
+    subset: str | None = None
+    split: str = "train"
+    mapping: ColumnMapping | None = None  # from columns/tags; None = detect
+    source: str = "bundled"  # bundled | user
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "path": self.path, "format": self.format, "description": self.description,
+            "language": list(self.language), "hub_id": self.hub_id, "subset": self.subset,
+            "split": self.split, "source": self.source,
+        }
+
+
+def user_info_path() -> Path:
+    return paths.home() / USER_INFO_NAME
+
+
+def bundled_info_path() -> Path:
+    return paths.data_dir() / USER_INFO_NAME
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}). Fix or delete the file to reset the registrations.") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected an object mapping dataset names to entries, got {type(data).__name__}.")
+    return data
+
+
+def entry_from_info(name: str, info: dict[str, Any], base: Path, source: str) -> DatasetEntry:
+    """Build a DatasetEntry from one LLaMA-Factory style dict (`base` = its folder)."""
+    if not isinstance(info, dict):
+        raise DataError(f"{base / USER_INFO_NAME}: entry {name!r} must be an object with file_name or hf_hub_url.")
+    columns = dict(info.get("columns") or {})
+    tags = dict(info.get("tags") or {})
+    formatting = str(info.get("formatting") or "alpaca").lower()
+    fmt = str(info.get("format") or "").lower()
+    if not fmt:
+        if info.get("ranking"):
+            fmt = "preference"
+        elif formatting == "alpaca" and set(columns) == {"prompt"}:
+            fmt = "text"
+        elif formatting in ("sharegpt", "openai"):
+            fmt = formatting
+        else:
+            fmt = "alpaca"
+    if fmt not in FORMATS:
+        raise DataError(f"dataset_info entry {name!r}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    path = None
+    hub = info.get("hf_hub_url")
+    if info.get("file_name"):
+        p = Path(str(info["file_name"])).expanduser()
+        path = str(p if p.is_absolute() else (base / p).resolve())
+    elif not hub:
+        raise DataError(f"dataset_info entry {name!r}: needs file_name (a file or folder) or hf_hub_url.")
+    mapping = None
+    if columns or tags:
+        mapping = ColumnMapping.from_llamafactory(fmt, formatting, columns, tags)
+    lang = info.get("language") or []
+    return DatasetEntry(
+        name=name, path=path, format=fmt, description=str(info.get("description") or ""),
+        language=[lang] if isinstance(lang, str) else list(lang), hub_id=hub,
+        subset=info.get("subset"), split=str(info.get("split") or "train"), mapping=mapping, source=source,
+    )
+
+
+def list_datasets() -> list[DatasetEntry]:
+    """Bundled datasets plus the user's registrations (user entries win on a name clash)."""
+    entries: dict[str, DatasetEntry] = {}
+    for path, source in ((bundled_info_path(), "bundled"), (user_info_path(), "user")):
+        for name, info in _read_info(path).items():
+            entries[name] = entry_from_info(name, info, path.parent, source)
+    return list(entries.values())
+
+
+def get_dataset(name: str) -> DatasetEntry | None:
+    for e in list_datasets():
+        if e.name == name:
+            return e
+    return None
+
+
+def register_dataset(name: str, info: dict[str, Any], overwrite: bool = False) -> DatasetEntry:
+    """Add (or replace) one entry in $TUNESMITH_HOME/dataset_info.json, written atomically."""
+    if not _NAME_RE.match(name):
+        raise DataError(
+            f"dataset name {name!r}: use letters, digits, '_', '-' or '.', up to 64 characters, starting with a letter or digit."
+        )
+    bundled = _read_info(bundled_info_path())
+    if name in bundled:
+        raise DataError(f"dataset name {name!r} is a bundled dataset; pick another name.")
+    path = user_info_path()
+    current = _read_info(path)
+    if name in current and not overwrite:
+        raise DataError(f"dataset name {name!r} is already registered in {path}; pick another name or replace it.")
+    entry = entry_from_info(name, info, path.parent, "user")  # validate before writing
+    current[name] = info
+    atomic.write_text(path, json.dumps(current, ensure_ascii=False, indent=2) + "\n")
+    return entry
+
+
+def register_upload(path: str | Path, name: str, overwrite: bool = False) -> DatasetEntry:
+    """Copy an uploaded file into $TUNESMITH_HOME/uploads/<name>/ and register it.
+
+    The file is read and its format detected first; a file that cannot be
+    read (0 bytes, bad encoding, not JSON, ...) raises DataError and nothing is
+    copied or registered. Rows with problems do not stop registration: the
+    check report lists them and training refuses them until the user agrees.
+    """
+    from .formats import detect_format
+    from .readers import read_source
+
+    src = Path(path)
+    if not src.is_file():
+        raise DataError(f"upload {src}: no such file.")
+    if not _NAME_RE.match(name):
+        raise DataError(
+            f"dataset name {name!r}: use letters, digits, '_', '-' or '.', up to 64 characters, starting with a letter or digit."
+        )
+    loaded = read_source(src)  # raises on unreadable files
+    detection = detect_format(loaded.records, path_hint=src)
+    dest_dir = paths.uploads_dir() / name
+    if dest_dir.exists() and not overwrite:
+        raise DataError(f"an upload named {name!r} already exists in {dest_dir}; pick another name or replace it.")
+    with atomic.atomic_dir(dest_dir, overwrite=True) as tmp:
+        shutil.copyfile(src, tmp / src.name)
+    info: dict[str, Any] = {
+        "file_name": str(dest_dir / src.name),
+        "format": detection.format,
+        "columns": detection.mapping.to_columns(),
+        "description": f"Uploaded {src.name}",
+    }
+    try:
+        return register_dataset(name, info, overwrite=overwrite)
+    except BaseException:
+        shutil.rmtree(dest_dir, ignore_errors=True)
+        raise
