@@ -289,15 +289,15 @@ def encode_cached(tokenizer, template: ChatTemplate | None, examples: list[dict]
 @contextmanager
 def _quiet_datasets():
     """No per-shard progress bars from datasets for our small internal saves."""
-    from datasets.utils import tqdm as dtqdm
+    from datasets.utils.tqdm import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
 
-    was = dtqdm.is_progress_bar_enabled()
-    dtqdm.disable_progress_bars()
+    was = is_progress_bar_enabled()
+    disable_progress_bars()
     try:
         yield
     finally:
         if was:
-            dtqdm.enable_progress_bars()
+            enable_progress_bars()
 
 
 # ---------------------------------------------------------------------------
