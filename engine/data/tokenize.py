@@ -7,8 +7,9 @@ for each assistant message i the conversation is rendered twice more,
     upto_i   = render(messages[:i+1])                              # through the reply and its end-of-turn
 
 and the characters between len(prefix_i) and len(upto_i) of the full
-rendering are the trained span (the reply plus its end-of-turn marker, e.g.
-"...<|im_end|>\\n"). The start is the longest common prefix of prefix_i and the
+rendering are the trained span: the reply plus its end-of-turn marker
+("...<|im_end|>"), less the whitespace the template puts after the marker
+(the same span a `{% generation %}` block usually marks). The start is the longest common prefix of prefix_i and the
 full text, which stays right for templates that rewrite earlier turns (Qwen3
 drops past reasoning); when upto_i is not a prefix of the full text the end is
 found by locating the reply text and its end-of-turn suffix. Characters map to
@@ -108,6 +109,13 @@ def chat_spans(tokenizer, template: ChatTemplate, example: dict) -> tuple[str, l
                 suffix = upto[cut + len(content):] if cut >= 0 else ""
                 if suffix and full.startswith(suffix, end):
                     end += len(suffix)
+        content = msgs[i].get("content") or ""
+        k = full.rfind(content, start, end) if content else -1
+        if k >= 0:  # train the end-of-turn marker but not the whitespace the template puts after it
+            tail_start = k + len(content)
+            tail = full[tail_start:end].rstrip()
+            if tail:
+                end = tail_start + len(tail)
         if end > start:
             spans.append((start, end))
     return full, spans

@@ -61,7 +61,7 @@ def test_identity_masks_cover_replies_and_end_of_turn(tokenizer):
     row = train[0]
     assert len(row["input_ids"]) == len(row["assistant_masks"])
     runs = trained_text(tokenizer, row["input_ids"], row["assistant_masks"])
-    assert runs == ["I am Smith, an AI assistant fine-tuned with Tunesmith. How can I help you today?<|im_end|>\n"]
+    assert runs == ["I am Smith, an AI assistant fine-tuned with Tunesmith. How can I help you today?<|im_end|>"]
     # the prompt is masked
     assert row["assistant_masks"][0] == 0
 
@@ -70,7 +70,7 @@ def test_multiturn_every_reply_trained(tokenizer):
     train, _ = prepare_datasets(cfg(datasets=["sharegpt_multiturn"]), tokenizer)
     row = train[0]
     runs = trained_text(tokenizer, row["input_ids"], row["assistant_masks"])
-    assert len(runs) == 3 and all(r.endswith("<|im_end|>\n") for r in runs)
+    assert len(runs) == 3 and all(r.endswith("<|im_end|>") for r in runs)
     assert runs[0].startswith("Of course.")
 
 
@@ -178,7 +178,7 @@ def test_masks_match_generation_markers(tokenizer):
     """Where a template has {% generation %}, our prefix-diff masks agree with transformers' own."""
     gen_template = (
         "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}"
-        "{% generation %}{{ m['content'] + '<|im_end|>\n' }}{% endgeneration %}"
+        "{% generation %}{{ m['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
         "{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
@@ -193,3 +193,25 @@ def test_masks_match_generation_markers(tokenizer):
                                         return_assistant_tokens_mask=True)
     assert ours.input_ids == list(ref["input_ids"])
     assert ours.assistant_masks == list(ref["assistant_masks"])
+
+
+def test_demo_model_masks_match_its_generation_markers():
+    """The demo model's template has {% generation %}; our masks must agree with it on every bundled chat set."""
+    from tunesmith.engine import paths
+
+    if not (paths.demo_model_dir() / "tokenizer.json").exists():
+        pytest.skip("demo model not built")
+    from transformers import AutoTokenizer
+
+    from tunesmith.engine.data import load_examples
+    from tunesmith.engine.data.tokenize import encode_examples
+
+    tok = AutoTokenizer.from_pretrained(str(paths.demo_model_dir()))
+    t = resolve_template(tok)
+    for name in ("identity", "sharegpt_multiturn", "openai_messages"):
+        examples = load_examples(name).usable()[:8]
+        ours = encode_examples(tok, t, examples)
+        for ex, enc in zip(examples, ours):
+            ref = tok.apply_chat_template(ex["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+            assert enc.input_ids == list(ref["input_ids"])
+            assert enc.assistant_masks == list(ref["assistant_masks"]), name
