@@ -1,0 +1,170 @@
+"""LoRA projections without forming W + BA: the plumbing, and the fused single linear.
+
+A LoRA projection of x (N, in) is
+
+    y = x W^T + b + s * (x A^T) B^T          A: (r, in), B: (out, r), s = alpha / r
+
+computed as one base GEMM plus two rank-r GEMMs; the (N, r) intermediate
+xa = x A^T is the only thing kept besides x. Backward, with dy (N, out):
+
+    dB = s * dy^T xa                 (out, r)
+    dyB = dy B                       (N, r)
+    dA = s * dyB^T x                 (r, in)
+    dx = dy W + s * dyB A            (accumulated into one buffer with addmm_)
+
+W is either a 16-bit tensor or a bitsandbytes NF4 weight; NF4 is dequantized
+by our kernel (kernels/nf4.py) into a reused scratch buffer right before each
+GEMM that needs it, forward and backward, so no 16-bit copy of the model
+lives longer than one GEMM. The GEMMs themselves are cuBLAS (torch.matmul):
+this file has no Triton kernel of its own.
+
+The rank-r matmuls run in the activation dtype (bf16 in training), as they
+do under the Trainer's autocast in stock PEFT; A and B may be stored in fp32
+and their gradients are returned in their own dtype.
+
+`lora_projection(module)` reads a PEFT LoRA layer (or a plain frozen
+nn.Linear / bnb Linear4bit) into a `Proj`, or returns None with a reason when
+the fused path cannot reproduce the module: several active adapters, dropout
+> 0 while training, DoRA or another variant, a trainable base weight, 8-bit
+bases. Those run stock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .nf4 import dequantize_nf4, is_nf4_weight
+
+
+@dataclass
+class Proj:
+    """A frozen base projection plus at most one LoRA adapter (A, B live outside, as autograd inputs)."""
+
+    weight: torch.Tensor          # (out, in) 16/32-bit, or packed NF4 data
+    quant_state: object | None    # bitsandbytes QuantState for NF4, else None
+    bias: torch.Tensor | None
+    scale: float                  # LoRA scaling s; unused without an adapter
+    out_features: int
+
+    def base_weight(self, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
+        if self.quant_state is not None:
+            return dequantize_nf4(self.weight, self.quant_state, out="scratch", dtype=dtype, slot=slot)
+        return self.weight if self.weight.dtype == dtype else self.weight.to(dtype)
+
+
+def lora_projection(module: torch.nn.Module) -> tuple[Proj | None, torch.Tensor | None, torch.Tensor | None, str]:
+    """(Proj, A, B, "") for a module the fused path can run, else (None, None, None, why)."""
+    base = getattr(module, "base_layer", None)
+    lora_a = getattr(module, "lora_A", None)
+    A = B = None
+    scale = 0.0
+    if base is not None and lora_a is not None:  # a PEFT LoRA layer
+        if getattr(module, "merged", False) or getattr(module, "disable_adapters", False):
+            pass  # base weight alone (merged already holds BA; disabled means base only)
+        else:
+            active = [a for a in module.active_adapters if a in lora_a.keys()]
+            if len(active) > 1:
+                return None, None, None, "several active LoRA adapters"
+            if active:
+                name = active[0]
+                if name in getattr(module, "lora_variant", {}):
+                    return None, None, None, "DoRA or another LoRA variant"
+                drop = module.lora_dropout[name]
+                if isinstance(drop, torch.nn.Dropout) and drop.p > 0 and module.training:
+                    return None, None, None, "lora_dropout > 0"
+                if module.lora_B[name].bias is not None:
+                    return None, None, None, "LoRA bias"
+                A, B = lora_a[name].weight, module.lora_B[name].weight
+                scale = float(module.scaling[name])
+    else:
+        base = module
+    w = getattr(base, "weight", None)
+    if w is None or not isinstance(base, torch.nn.Linear):
+        return None, None, None, f"base layer {type(base).__name__} is not a Linear"
+    if w.requires_grad:
+        return None, None, None, "base weight is trainable"
+    if is_nf4_weight(w):
+        qs = w.quant_state
+        return Proj(w.data, qs, base.bias, scale, int(qs.shape[0])), A, B, ""
+    if w.dtype not in (torch.float32, torch.float16, torch.bfloat16) or getattr(w, "quant_state", None) is not None:
+        return None, None, None, f"base weight dtype {w.dtype} (only 16/32-bit and NF4 are fused)"
+    return Proj(w, None, base.bias, scale, w.shape[0]), A, B, ""
+
+
+# --- the math shared by the fused ops ---------------------------------------------
+
+
+def proj_forward(x2: torch.Tensor, p: Proj, A, B, slot: int = 0):
+    """(y, xa) for x2 (N, in); xa = x2 A^T (N, r) or None without an adapter."""
+    w = p.base_weight(x2.dtype, slot)
+    y = x2 @ w.t()
+    if p.bias is not None:
+        y += p.bias.to(y.dtype)
+    xa = None
+    if A is not None:
+        xa = x2 @ A.to(x2.dtype).t()
+        y.addmm_(xa, B.to(x2.dtype).t(), alpha=p.scale)
+    return y, xa
+
+
+def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, A, B, dx: torch.Tensor | None,
+                  accumulate: bool, slot: int = 0):
+    """Adds (or writes) dy W + s dyB A into dx when dx is given; returns (dA, dB) or (None, None)."""
+    dA = dB = dyB = None
+    if A is not None:
+        Bc = B.to(dy.dtype)
+        dyB = dy @ Bc
+        if B.requires_grad:
+            dB = (dy.t() @ xa).mul_(p.scale).to(B.dtype)
+        if A.requires_grad:
+            dA = (dyB.t() @ x2).mul_(p.scale).to(A.dtype)
+    if dx is not None:
+        w = p.base_weight(dy.dtype, slot)
+        if accumulate:
+            dx.addmm_(dy, w)
+        else:
+            torch.matmul(dy, w, out=dx)
+        if dyB is not None:
+            dx.addmm_(dyB, A.to(dy.dtype), alpha=p.scale)
+    return dA, dB
+
+
+def _once(ctx):
+    if getattr(ctx, "_done", False):
+        raise RuntimeError("tunesmith LoRA-fused ops free their buffers in backward: backward twice is not supported")
+    ctx._done = True
+
+
+class LoRALinearFunction(torch.autograd.Function):
+    """y = x W^T + b + s (x A^T) B^T, saving x and the (N, r) xa only."""
+
+    @staticmethod
+    def forward(ctx, x, p: Proj, A, B):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        y, xa = proj_forward(x2, p, A, B)
+        ctx.save_for_backward(x2, xa, A, B)
+        ctx.p, ctx.shape = p, shape
+        return y.view(*shape[:-1], p.out_features)
+
+    @staticmethod
+    def backward(ctx, dy):
+        _once(ctx)
+        x2, xa, A, B = ctx.saved_tensors
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
+        dA, dB = proj_backward(dy2, x2, xa, ctx.p, A, B, dx, accumulate=False)
+        return (None if dx is None else dx.view(ctx.shape)), None, dA, dB
+
+
+def lora_linear(x: torch.Tensor, p: Proj, A=None, B=None) -> torch.Tensor:
+    return LoRALinearFunction.apply(x, p, A, B)
+
+
+def lora_linear_reference(x, weight, bias, A, B, scale):
+    """Plain PyTorch: base linear plus the low-rank update, as PEFT computes it (dropout 0)."""
+    y = torch.nn.functional.linear(x, weight, bias)
+    if A is not None:
+        y = y + (x @ A.t() @ B.t()) * scale
+    return y

@@ -1,0 +1,53 @@
+"""LoRA-fused Q, K, V projections of one input: three outputs, one input gradient.
+
+    q = x Wq^T + s_q (x Aq^T) Bq^T      (and k, v alike; see kernels/lora.py)
+
+Forward keeps x and three (N, r) intermediates. Backward writes
+dx = dq Wq + dk Wk + dv Wv + the three rank-r terms into ONE buffer with
+accumulating GEMMs (no per-projection dx tensors, no sum), dequantizing each
+NF4 weight into the shared scratch buffer just before its GEMM. Without a
+gradient for x (the first layer under frozen embeddings) the three big
+input-gradient GEMMs are skipped.
+"""
+from __future__ import annotations
+
+import torch
+
+from .lora import Proj, _once, proj_backward, proj_forward
+
+
+class LoRAQKVFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, pq: Proj, pk: Proj, pv: Proj, Aq, Bq, Ak, Bk, Av, Bv):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        q, xaq = proj_forward(x2, pq, Aq, Bq)
+        k, xak = proj_forward(x2, pk, Ak, Bk)
+        v, xav = proj_forward(x2, pv, Av, Bv)
+        ctx.save_for_backward(x2, xaq, xak, xav, Aq, Bq, Ak, Bk, Av, Bv)
+        ctx.projs, ctx.shape = (pq, pk, pv), shape
+        lead = shape[:-1]
+        return q.view(*lead, -1), k.view(*lead, -1), v.view(*lead, -1)
+
+    @staticmethod
+    def backward(ctx, dq, dk, dv):
+        _once(ctx)
+        x2, xaq, xak, xav, Aq, Bq, Ak, Bk, Av, Bv = ctx.saved_tensors
+        pq, pk, pv = ctx.projs
+        dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
+        grads = []
+        first = True
+        for dy, xa, p, A, B in ((dq, xaq, pq, Aq, Bq), (dk, xak, pk, Ak, Bk), (dv, xav, pv, Av, Bv)):
+            if dy is None:  # an output that did not reach the loss
+                grads += [None, None]
+                continue
+            dy2 = dy.reshape(-1, dy.shape[-1])
+            grads += list(proj_backward(dy2, x2, xa, p, A, B, dx, accumulate=not first))
+            first = False
+        if dx is not None and first:
+            dx.zero_()
+        return ((None if dx is None else dx.view(ctx.shape)), None, None, None, *grads)
+
+
+def lora_qkv(x, pq, pk, pv, Aq=None, Bq=None, Ak=None, Bk=None, Av=None, Bv=None):
+    return LoRAQKVFunction.apply(x, pq, pk, pv, Aq, Bq, Ak, Bk, Av, Bv)

@@ -1,0 +1,115 @@
+"""LoRA-fused ops (single linear, QKV, gated MLP) against plain PyTorch, 16-bit and NF4 bases."""
+import pytest
+import torch
+from kernel_testutils import DEVICE, assert_close, gpu_param, leaf
+
+from tunesmith.kernels.lora import Proj, lora_linear, lora_linear_reference
+from tunesmith.kernels.lora_mlp import lora_mlp, lora_mlp_reference
+from tunesmith.kernels.lora_qkv import lora_qkv
+
+CASES = [(torch.float32, 1e-4, 1e-4), (torch.bfloat16, 5e-2, 5e-2)]
+
+
+def _proj(out_f, in_f, r, dtype, nf4=False, lora=True, bias=False):
+    w = torch.randn(out_f, in_f, device=DEVICE) / in_f**0.5
+    b = torch.randn(out_f, device=DEVICE, dtype=dtype) * 0.1 if bias else None
+    if nf4:
+        F = pytest.importorskip("bitsandbytes.functional")
+        packed, qs = F.quantize_4bit(w.to(dtype), blocksize=64, compress_statistics=True, quant_type="nf4")
+        qs.dtype = dtype
+        p = Proj(packed, qs, b, 0.5, out_f)
+        w_ref = F.dequantize_4bit(packed, qs).float()
+    else:
+        w = w.to(dtype)
+        p = Proj(w, None, b, 0.5, out_f)
+        w_ref = w.float()
+    A = leaf(torch.randn(r, in_f, device=DEVICE) / in_f**0.5) if lora else None  # fp32, like PEFT
+    B = leaf(torch.randn(out_f, r, device=DEVICE) * 0.2) if lora else None
+    return p, A, B, w_ref
+
+
+def _ref_args(p, A, B, w_ref):
+    return (w_ref, None if p.bias is None else p.bias.float(), None if A is None else leaf(A.detach()),
+            None if B is None else leaf(B.detach()), p.scale)
+
+
+def _grads(ref_args):
+    return ref_args[2].grad, ref_args[3].grad
+
+
+@pytest.mark.parametrize("dtype,atol,rtol", CASES)
+@pytest.mark.parametrize("nf4", [False, True], ids=["16bit", "nf4"])
+@pytest.mark.parametrize("n,in_f,out_f,r", [(6, 64, 48, 4), (10, 128, 192, 8), gpu_param(4096, 4096, 4096, 16)])
+def test_lora_linear(dtype, atol, rtol, nf4, n, in_f, out_f, r):
+    p, A, B, w_ref = _proj(out_f, in_f, r, dtype, nf4, bias=True)
+    x = torch.randn(2, n // 2, in_f, device=DEVICE, dtype=dtype)
+    dy = torch.randn(2, n // 2, out_f, device=DEVICE, dtype=dtype)
+    x1 = leaf(x)
+    y = lora_linear(x1, p, A, B)
+    y.backward(dy)
+    ra = _ref_args(p, A, B, w_ref)
+    x2 = leaf(x.float())
+    yr = lora_linear_reference(x2, *ra)
+    yr.backward(dy.float())
+    assert y.dtype == dtype
+    assert_close(y, yr, atol, rtol, "y")
+    assert_close(x1.grad, x2.grad, atol, rtol, "dx")
+    assert A.grad.dtype == torch.float32
+    assert_close(A.grad, ra[2].grad, atol, rtol, "dA")
+    assert_close(B.grad, ra[3].grad, atol, rtol, "dB")
+
+
+@pytest.mark.parametrize("dtype,atol,rtol", CASES)
+@pytest.mark.parametrize("nf4", [False, True], ids=["16bit", "nf4"])
+def test_lora_qkv(dtype, atol, rtol, nf4):
+    h, r = 64, 4
+    projs = [_proj(64, h, r, dtype, nf4, bias=True), _proj(32, h, r, dtype, nf4, lora=False),
+             _proj(32, h, r, dtype, nf4)]
+    x = torch.randn(3, 5, h, device=DEVICE, dtype=dtype)
+    dys = [torch.randn(3, 5, p[0].out_features, device=DEVICE, dtype=dtype) for p in projs]
+    x1 = leaf(x)
+    outs = lora_qkv(x1, *[p[0] for p in projs], *[t for p in projs for t in p[1:3]])
+    torch.autograd.backward(outs, dys)
+    x2 = leaf(x.float())
+    ras = [_ref_args(*p) for p in projs]
+    refs = [lora_linear_reference(x2, *ra) for ra in ras]
+    torch.autograd.backward(refs, [d.float() for d in dys])
+    for name, o, rf in zip("qkv", outs, refs):
+        assert_close(o, rf, atol, rtol, name)
+    assert_close(x1.grad, x2.grad, atol, rtol, "dx")
+    for name, p, ra in zip("qkv", projs, ras):
+        if p[1] is not None:
+            assert_close(p[1].grad, ra[2].grad, atol, rtol, f"dA_{name}")
+            assert_close(p[2].grad, ra[3].grad, atol, rtol, f"dB_{name}")
+
+
+@pytest.mark.parametrize("dtype,atol,rtol", CASES)
+@pytest.mark.parametrize("nf4", [False, True], ids=["16bit", "nf4"])
+@pytest.mark.parametrize("act", ["silu", "gelu_tanh"])
+@pytest.mark.parametrize("h,i,r", [(64, 192, 4), gpu_param(4096, 14336, 16)])
+def test_lora_mlp(dtype, atol, rtol, nf4, act, h, i, r):
+    gate, up, down = _proj(i, h, r, dtype, nf4), _proj(i, h, r, dtype, nf4), _proj(h, i, r, dtype, nf4)
+    x = torch.randn(2, 7, h, device=DEVICE, dtype=dtype)
+    dy = torch.randn(2, 7, h, device=DEVICE, dtype=dtype)
+    x1 = leaf(x)
+    out = lora_mlp(x1, gate[0], up[0], down[0], act, *gate[1:3], *up[1:3], *down[1:3])
+    out.backward(dy)
+    x2 = leaf(x.float())
+    ras = [_ref_args(*p) for p in (gate, up, down)]
+    ref = lora_mlp_reference(x2, *ras, act=act)
+    ref.backward(dy.float())
+    assert_close(out, ref, atol, rtol, "out")
+    assert_close(x1.grad, x2.grad, atol, rtol, "dx")
+    for name, p, ra in zip(("gate", "up", "down"), (gate, up, down), ras):
+        assert_close(p[1].grad, ra[2].grad, atol, rtol, f"dA_{name}")
+        assert_close(p[2].grad, ra[3].grad, atol, rtol, f"dB_{name}")
+
+
+def test_lora_mlp_without_input_grad_and_backward_twice_refused():
+    gate, up, down = _proj(96, 64, 4, torch.float32), _proj(96, 64, 4, torch.float32), _proj(64, 96, 4, torch.float32)
+    x = torch.randn(5, 64, device=DEVICE)  # no grad: the first layer above frozen embeddings
+    out = lora_mlp(x, gate[0], up[0], down[0], "silu", *gate[1:3], *up[1:3], *down[1:3])
+    out.sum().backward(retain_graph=True)
+    assert gate[1].grad is not None and down[2].grad is not None
+    with pytest.raises(RuntimeError, match="backward twice"):
+        out.sum().backward()
