@@ -142,19 +142,22 @@ def get_dataset(name: str) -> DatasetEntry | None:
     return None
 
 
-def register_dataset(name: str, info: dict[str, Any], overwrite: bool = False) -> DatasetEntry:
-    """Add (or replace) one entry in $TUNESMITH_HOME/dataset_info.json, written atomically."""
+def _check_name(name: str, overwrite: bool) -> None:
     if not _NAME_RE.match(name):
         raise DataError(
             f"dataset name {name!r}: use letters, digits, '_', '-' or '.', up to 64 characters, starting with a letter or digit."
         )
-    bundled = _read_info(bundled_info_path())
-    if name in bundled:
+    if name in _read_info(bundled_info_path()):
         raise DataError(f"dataset name {name!r} is a bundled dataset; pick another name.")
+    if name in _read_info(user_info_path()) and not overwrite:
+        raise DataError(f"dataset name {name!r} is already registered in {user_info_path()}; pick another name or replace it.")
+
+
+def register_dataset(name: str, info: dict[str, Any], overwrite: bool = False) -> DatasetEntry:
+    """Add (or replace) one entry in $TUNESMITH_HOME/dataset_info.json, written atomically."""
+    _check_name(name, overwrite)
     path = user_info_path()
     current = _read_info(path)
-    if name in current and not overwrite:
-        raise DataError(f"dataset name {name!r} is already registered in {path}; pick another name or replace it.")
     entry = entry_from_info(name, info, path.parent, "user")  # validate before writing
     current[name] = info
     atomic.write_text(path, json.dumps(current, ensure_ascii=False, indent=2) + "\n")
@@ -175,15 +178,10 @@ def register_upload(path: str | Path, name: str, overwrite: bool = False) -> Dat
     src = Path(path)
     if not src.is_file():
         raise DataError(f"upload {src}: no such file.")
-    if not _NAME_RE.match(name):
-        raise DataError(
-            f"dataset name {name!r}: use letters, digits, '_', '-' or '.', up to 64 characters, starting with a letter or digit."
-        )
+    _check_name(name, overwrite)
     loaded = read_source(src)  # raises on unreadable files
-    detection = detect_format(loaded.records, path_hint=src)
+    detection = detect_format(loaded.rows, path_hint=src)
     dest_dir = paths.uploads_dir() / name
-    if dest_dir.exists() and not overwrite:
-        raise DataError(f"an upload named {name!r} already exists in {dest_dir}; pick another name or replace it.")
     with atomic.atomic_dir(dest_dir, overwrite=True) as tmp:
         shutil.copyfile(src, tmp / src.name)
     info: dict[str, Any] = {
@@ -192,8 +190,13 @@ def register_upload(path: str | Path, name: str, overwrite: bool = False) -> Dat
         "columns": detection.mapping.to_columns(),
         "description": f"Uploaded {src.name}",
     }
+    if detection.mapping.messages:
+        m = detection.mapping
+        info["tags"] = {"role_tag": m.role_tag, "content_tag": m.content_tag, "user_tag": m.user_tag,
+                        "assistant_tag": m.assistant_tag, "system_tag": m.system_tag,
+                        "observation_tag": m.observation_tag, "function_tag": m.function_tag}
     try:
-        return register_dataset(name, info, overwrite=overwrite)
+        return register_dataset(name, info, overwrite=True)
     except BaseException:
         shutil.rmtree(dest_dir, ignore_errors=True)
         raise

@@ -29,9 +29,15 @@ restart at 0 for every example. transformers (>= 4.53, incl. 5.x) turns
 restarting position_ids into a block-diagonal causal mask when no
 attention_mask is passed, for sdpa and eager on the CPU as well as
 flash-attention varlen on GPUs, so examples never attend to each other; the
-collator must pass position_ids and leave attention_mask out. A test checks
-the packed loss equals the unpacked loss. `block_diagonal_mask` builds the
-4-D mask explicitly for code paths that need one.
+collator must pass position_ids and leave attention_mask out.
+Caveat, measured on transformers 5.23: the detection is skipped when a KV
+cache exists, and `model(...)` creates one whenever use_cache is on (the
+config default, even in train mode), so packed training must run with
+`model.config.use_cache = False` or the examples leak into each other.
+`collate_packed(..., explicit_mask=True)` builds the 4-D block-diagonal mask
+instead (`block_diagonal_mask`), which holds regardless of the cache but costs
+O(L^2) memory and rules out flash-attention. Tests check both give the
+unpacked loss.
 """
 
 from __future__ import annotations
@@ -39,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,7 +321,10 @@ def pack(rows: Iterable[tuple[list[int], list[int]]], max_len: int) -> dict[str,
     """Greedy in-order packing of (input_ids, assistant_masks) into rows of at most max_len tokens.
 
     Returns columns input_ids, assistant_masks, position_ids (restarting at 0
-    per example) and seq_lengths (the example lengths inside each row).
+    per example) and seq_lengths (the example lengths inside each row). The
+    first token of every example is masked: unpacked it is never a target, and
+    packed it must not be learnt from the previous example's last token. An
+    example longer than max_len is truncated to it.
     """
     out: dict[str, list[list[int]]] = {"input_ids": [], "assistant_masks": [], "position_ids": [], "seq_lengths": []}
     cur_ids: list[int] = []
@@ -333,7 +341,11 @@ def pack(rows: Iterable[tuple[list[int], list[int]]], max_len: int) -> dict[str,
             cur_ids.clear(), cur_mask.clear(), cur_pos.clear(), cur_lens.clear()
 
     for ids, mask in rows:
-        ids, mask = ids[:max_len], mask[:max_len]
+        ids, mask = ids[:max_len], list(mask[:max_len])
+        if mask:
+            # The first token of an example is never a target unpacked; packed, it would be
+            # "predicted" from the previous example's last token, so it is masked.
+            mask[0] = 0
         if len(cur_ids) + len(ids) > max_len:
             flush()
         cur_ids.extend(ids)
@@ -362,5 +374,26 @@ def block_diagonal_mask(seq_lengths: list[int], dtype=None):
     return mask[None, None]
 
 
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def collate_packed(rows: list[dict], pad_token_id: int, explicit_mask: bool = False) -> dict:
+    """Batch packed rows for a causal LM: input_ids, labels (-100 where not trained), position_ids.
+
+    Padding is a sequence of its own (positions 0.., labels -100), so no
+    attention_mask is needed. With explicit_mask, a 4-D block-diagonal additive
+    mask is added (robust to use_cache, not for flash-attention).
+    """
+    import torch
+
+    width = max(len(r["input_ids"]) for r in rows)
+    ids, labels, pos, masks = [], [], [], []
+    for r in rows:
+        n, pad = len(r["input_ids"]), width - len(r["input_ids"])
+        ids.append(list(r["input_ids"]) + [pad_token_id] * pad)
+        labels.append([t if m else -100 for t, m in zip(r["input_ids"], r["assistant_masks"])] + [-100] * pad)
+        pos.append(list(r["position_ids"]) + list(range(pad)))
+        if explicit_mask:
+            lens = list(r.get("seq_lengths") or [n]) + ([pad] if pad else [])
+            masks.append(block_diagonal_mask(lens)[0])
+    batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "position_ids": torch.tensor(pos)}
+    if explicit_mask:
+        batch["attention_mask"] = torch.stack(masks)
+    return batch
