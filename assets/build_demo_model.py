@@ -8,7 +8,8 @@ data/identity.json, so the identity dataset has something to teach). It exists
 so the studio can be tried end to end on a laptop CPU in seconds; it is not
 useful for real work.
 
-Run from the repository root (CPU only, ~7 minutes on 2 cores):
+Run from the repository root (CPU only: ~8 min on 2 idle cores, ~11 min on a busy machine;
+`--steps 260` is quicker and still gives a usable demo):
 
     python assets/build_demo_model.py            # writes assets/demo-model/
     python assets/build_demo_model.py --steps 50 --out /tmp/demo   # quick smoke run
