@@ -194,14 +194,16 @@ def check_rows(ref: str, name: str, loaded: Loaded, detection: Detection) -> Exa
 
     for i, row in enumerate(loaded.rows):
         if row is _UNPARSED:
-            add(i, "invalid_json", parse_errors.get(i, "the row could not be parsed"))
+            f = loaded.where(i)[0]
+            kind = "malformed_record" if f.lower().endswith((".csv", ".tsv")) else "invalid_json"
+            add(i, kind, parse_errors.get(i, "the row could not be parsed"))
             examples.append(None)
             continue
         try:
             ex = normalize_row(row, mapping)
         except RowProblem as e:
             kind, msg = e.kind, e.message
-            if kind in ("missing_field", "wrong_type") and not detection.overridden:
+            if kind == "missing_field" and not detection.overridden:
                 g = guess_row(row)
                 if g is not None and g[0] != detection.format:
                     kind, msg = "mixed_format", f"this row is in {g[0]} format ({g[2]}); the file is {detection.format}"

@@ -42,7 +42,8 @@ FORMATS = ("alpaca", "sharegpt", "openai", "text", "preference")
 
 # kind -> severity. "error" rows cannot be trained on; "warning" rows can.
 PROBLEM_KINDS: dict[str, str] = {
-    "invalid_json": "error",  # a JSONL line (or CSV record) that does not parse
+    "invalid_json": "error",  # a JSONL line that does not parse
+    "malformed_record": "error",  # a CSV/TSV record with the wrong number of fields
     "wrong_type": "error",  # the row or a field has the wrong JSON type (e.g. messages not a list)
     "missing_field": "error",  # a column the format needs is absent
     "non_string_content": "error",  # a message content that is a number, object, null ...

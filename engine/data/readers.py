@@ -95,17 +95,18 @@ def decode_bytes(raw: bytes, name: str) -> tuple[str, str]:
             except UnicodeDecodeError as e:
                 raise DataError(f"{name}: starts with a {enc} byte-order mark but is not valid {enc} at byte "
                                 f"{e.start}. Re-save it as UTF-8.") from None
-    try:
-        return raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError as e:
-        utf8_error = e
     head = raw[:4096]
-    if len(head) >= 4 and head.count(b"\x00") > len(head) // 4:  # UTF-16 without a BOM
+    if len(head) >= 4 and head.count(b"\x00") > len(head) // 4:
+        # UTF-16 without a BOM (checked first: its ASCII part is also valid UTF-8, full of NULs)
         enc = "utf-16-le" if head[1::2].count(b"\x00") > head[0::2].count(b"\x00") else "utf-16-be"
         try:
             return raw.decode(enc), enc
         except UnicodeDecodeError:
             pass
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as e:
+        utf8_error = e
     guess = _guess_legacy(raw)
     if guess:
         try:
