@@ -6,6 +6,6 @@
 Kernels never import tunesmith.engine. See kernels/patching.py for what
 patch() does and does not do.
 """
-from .patching import PatchReport, patch, unwrap_model
+from .patching import PatchReport, patch, unpatch, unwrap_model
 
-__all__ = ["patch", "PatchReport", "unwrap_model"]
+__all__ = ["patch", "unpatch", "PatchReport", "unwrap_model"]

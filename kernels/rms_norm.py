@@ -40,52 +40,59 @@ CASTING = {"llama": 0, "gemma": 1}
 
 @triton.jit
 def _rms_norm_forward_kernel(
-    Y, Y_row_stride, X, X_row_stride, W, RSTD, n_cols, eps, offset,
-    CASTING: tl.constexpr, BLOCK: tl.constexpr,
+    Y, Y_row_stride, X, X_row_stride, W, RSTD, n_rows, n_cols, eps, offset,
+    CASTING: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
+    """ROWS rows per program: 1 on the GPU, more under the interpreter (fewer Python-level programs)."""
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK)
-    mask = cols < n_cols
-    x_raw = tl.load(X + row * X_row_stride + cols, mask=mask, other=0.0)
+    rmask = rows < n_rows
+    mask = rmask[:, None] & (cols < n_cols)[None, :]
+    x_raw = tl.load(X + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0)
     x = x_raw.to(tl.float32)
-    w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
-    rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / n_cols + eps)
-    tl.store(RSTD + row, rstd)
-    xhat = x * rstd
+    w = tl.load(W + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / n_cols + eps)
+    tl.store(RSTD + rows, rstd, mask=rmask)
+    xhat = x * rstd[:, None]
     if CASTING == 0:
         xhat = xhat.to(x_raw.dtype).to(tl.float32)
-    y = xhat * (w + offset)
-    tl.store(Y + row * Y_row_stride + cols, y.to(Y.dtype.element_ty), mask=mask)
+    y = xhat * (w + offset)[None, :]
+    tl.store(Y + rows[:, None] * Y_row_stride + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _rms_norm_backward_kernel(
     DX, DX_row_stride, DY, DY_row_stride, X, X_row_stride, W, RSTD, DW_PARTIAL,
     n_rows, n_cols, offset, rows_per_program,
-    CASTING: tl.constexpr, BLOCK: tl.constexpr,
+    CASTING: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
-    mask = cols < n_cols
-    g = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32) + offset
-    dw = tl.zeros([BLOCK], dtype=tl.float32)
-    row_start = pid * rows_per_program
-    for i in range(0, rows_per_program):
-        row = (row_start + i).to(tl.int64)
-        if row < n_rows:
-            x_raw = tl.load(X + row * X_row_stride + cols, mask=mask, other=0.0)
-            x = x_raw.to(tl.float32)
-            dy = tl.load(DY + row * DY_row_stride + cols, mask=mask, other=0.0).to(tl.float32)
-            rstd = tl.load(RSTD + row)
-            xhat = x * rstd
-            if CASTING == 0:
-                dw += dy * xhat.to(x_raw.dtype).to(tl.float32)
-            else:
-                dw += dy * xhat
-            dyg = dy * g
-            dx = rstd * (dyg - xhat * (tl.sum(dyg * xhat, axis=0) / n_cols))
-            tl.store(DX + row * DX_row_stride + cols, dx.to(DX.dtype.element_ty), mask=mask)
-    tl.store(DW_PARTIAL + pid * n_cols + cols, dw, mask=mask)
+    cmask = cols < n_cols
+    g = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32) + offset
+    dw = tl.zeros([ROWS, BLOCK], dtype=tl.float32)
+    row_start = pid.to(tl.int64) * rows_per_program
+    for i in range(0, rows_per_program, ROWS):
+        rows = row_start + i + tl.arange(0, ROWS)
+        rmask = (rows < n_rows) & (rows < row_start + rows_per_program)
+        mask = rmask[:, None] & cmask[None, :]
+        x_raw = tl.load(X + rows[:, None] * X_row_stride + cols[None, :], mask=mask, other=0.0)
+        x = x_raw.to(tl.float32)
+        dy = tl.load(DY + rows[:, None] * DY_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows, mask=rmask, other=0.0)
+        xhat = x * rstd[:, None]
+        if CASTING == 0:
+            dw += dy * xhat.to(x_raw.dtype).to(tl.float32)
+        else:
+            dw += dy * xhat
+        dyg = dy * g[None, :]
+        dx = rstd[:, None] * (dyg - xhat * (tl.sum(dyg * xhat, axis=1) / n_cols)[:, None])
+        tl.store(DX + rows[:, None] * DX_row_stride + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+    tl.store(DW_PARTIAL + pid * n_cols + cols, tl.sum(dw, axis=0), mask=cmask)
+
+
+def _rows_per_tile(x: torch.Tensor) -> int:
+    return 1 if x.is_cuda else 16
 
 
 def _num_programs(n_rows: int, device: torch.device) -> int:
@@ -108,9 +115,10 @@ def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float, offset: 
     rstd = empty((rows,), torch.float32, x.device)
     block, warps = calculate_settings(n)
     if rows:
-        _rms_norm_forward_kernel[(rows,)](
-            y, y.stride(0), x2, x2.stride(0), weight, rstd, n, eps, offset,
-            CASTING=CASTING[casting], BLOCK=block, num_warps=warps,
+        tile = _rows_per_tile(x2)
+        _rms_norm_forward_kernel[(triton.cdiv(rows, tile),)](
+            y, y.stride(0), x2, x2.stride(0), weight, rstd, rows, n, eps, offset,
+            CASTING=CASTING[casting], ROWS=tile, BLOCK=block, num_warps=warps,
         )
     return y.view(*shape[:-1], n), rstd
 
@@ -132,7 +140,7 @@ def rms_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, r
         _rms_norm_backward_kernel[(programs,)](
             dx, dx.stride(0), dy2, dy2.stride(0), x2, x2.stride(0), weight, rstd, dw_partial,
             rows, n, offset, rows_per_program,
-            CASTING=CASTING[casting], BLOCK=block, num_warps=warps,
+            CASTING=CASTING[casting], ROWS=_rows_per_tile(x2), BLOCK=block, num_warps=warps,
         )
         dw = dw_partial.sum(0).to(weight.dtype) if weight_grad else None
     else:

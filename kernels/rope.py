@@ -15,8 +15,9 @@ makes from position_ids, so any rope type (default, llama3 frequency
 scaling, linear, yarn attention scaling) and packed sequences (position ids
 restarting inside a row) come for free: each token reads its own cos/sin row.
 
-One program per (batch, token) rotates all query and key heads of that token,
-so Q and K share a single load of cos/sin and a single launch. q and k come
+One program per (batch, token) rotates all query and key heads of that token
+(a tile whose rows are (token, head) pairs), so Q and K share one launch and
+each token's cos/sin row is read from cache for every head. q and k come
 in as the (batch, heads, seq, d) views transformers makes with
 `.view(...).transpose(1, 2)`; any strides work as long as d is dense. The
 outputs are written (batch, seq, heads, d) in memory and returned transposed,
@@ -32,47 +33,49 @@ from .utils import empty, next_power_of_2
 
 
 @triton.jit
+def _rope_part(OUT, IN, COS, SIN, pid, n_tokens, seq_len, n_heads, half,
+               s_b, s_h, s_s, o_b, o_h, o_s, c_sb, c_ss,
+               BACKWARD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Rotate all heads of BLOCK_T tokens; the rows of the tile are (token, head) pairs."""
+    r = tl.arange(0, BLOCK_T * BLOCK_H)
+    h = r % BLOCK_H
+    tok = pid * BLOCK_T + r // BLOCK_H
+    b = tok // seq_len
+    s = tok % seq_len
+    d = tl.arange(0, BLOCK_D)
+    mask = ((h < n_heads) & (tok < n_tokens))[:, None] & (d < half)[None, :]
+    c_off = (b * c_sb + s * c_ss)[:, None] + d[None, :]
+    cos1 = tl.load(COS + c_off, mask=mask, other=0.0).to(tl.float32)
+    cos2 = tl.load(COS + c_off + half, mask=mask, other=0.0).to(tl.float32)
+    sin1 = tl.load(SIN + c_off, mask=mask, other=0.0).to(tl.float32)
+    sin2 = tl.load(SIN + c_off + half, mask=mask, other=0.0).to(tl.float32)
+    if BACKWARD:  # the transpose of [[cos1, -sin1], [sin2, cos2]]
+        sin1, sin2 = -sin2, -sin1
+    src = IN + (b * s_b + s * s_s + h * s_h)[:, None] + d[None, :]
+    x1 = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(src + half, mask=mask, other=0.0).to(tl.float32)
+    dst = OUT + (b * o_b + s * o_s + h * o_h)[:, None] + d[None, :]
+    tl.store(dst, (x1 * cos1 - x2 * sin1).to(OUT.dtype.element_ty), mask=mask)
+    tl.store(dst + half, (x2 * cos2 + x1 * sin2).to(OUT.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _rope_qk_kernel(
     QO, KO, Q, K, COS, SIN,
-    seq_len, n_qh, n_kh, half,
+    n_tokens, seq_len, n_qh, n_kh, half,
     q_sb, q_sh, q_ss, k_sb, k_sh, k_ss,
     qo_sb, qo_sh, qo_ss, ko_sb, ko_sh, ko_ss,
     c_sb, c_ss,
-    BACKWARD: tl.constexpr, BLOCK_QH: tl.constexpr, BLOCK_KH: tl.constexpr, BLOCK_D: tl.constexpr,
+    BACKWARD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_QH: tl.constexpr, BLOCK_KH: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
+    """One program per BLOCK_T tokens: 1 on the GPU; more under the interpreter, where
+    each program costs milliseconds of Python."""
     pid = tl.program_id(0).to(tl.int64)
-    b = pid // seq_len
-    s = pid % seq_len
-    d = tl.arange(0, BLOCK_D)
-    dmask = d < half
-    c_off = b * c_sb + s * c_ss
-    cos1 = tl.load(COS + c_off + d, mask=dmask, other=0.0).to(tl.float32)
-    cos2 = tl.load(COS + c_off + half + d, mask=dmask, other=0.0).to(tl.float32)
-    sin1 = tl.load(SIN + c_off + d, mask=dmask, other=0.0).to(tl.float32)
-    sin2 = tl.load(SIN + c_off + half + d, mask=dmask, other=0.0).to(tl.float32)
-    if BACKWARD:
-        # transpose of [[cos1, -sin1], [sin2, cos2]]
-        a11, a12, a21, a22 = cos1, sin2, -sin1, cos2
-    else:
-        a11, a12, a21, a22 = cos1, -sin1, sin2, cos2
-
-    qh = tl.arange(0, BLOCK_QH)
-    qm = (qh[:, None] < n_qh) & dmask[None, :]
-    q_in = Q + b * q_sb + s * q_ss + qh[:, None] * q_sh + d[None, :]
-    x1 = tl.load(q_in, mask=qm, other=0.0).to(tl.float32)
-    x2 = tl.load(q_in + half, mask=qm, other=0.0).to(tl.float32)
-    q_out = QO + b * qo_sb + s * qo_ss + qh[:, None] * qo_sh + d[None, :]
-    tl.store(q_out, (x1 * a11[None, :] + x2 * a12[None, :]).to(QO.dtype.element_ty), mask=qm)
-    tl.store(q_out + half, (x1 * a21[None, :] + x2 * a22[None, :]).to(QO.dtype.element_ty), mask=qm)
-
-    kh = tl.arange(0, BLOCK_KH)
-    km = (kh[:, None] < n_kh) & dmask[None, :]
-    k_in = K + b * k_sb + s * k_ss + kh[:, None] * k_sh + d[None, :]
-    y1 = tl.load(k_in, mask=km, other=0.0).to(tl.float32)
-    y2 = tl.load(k_in + half, mask=km, other=0.0).to(tl.float32)
-    k_out = KO + b * ko_sb + s * ko_ss + kh[:, None] * ko_sh + d[None, :]
-    tl.store(k_out, (y1 * a11[None, :] + y2 * a12[None, :]).to(KO.dtype.element_ty), mask=km)
-    tl.store(k_out + half, (y1 * a21[None, :] + y2 * a22[None, :]).to(KO.dtype.element_ty), mask=km)
+    _rope_part(QO, Q, COS, SIN, pid, n_tokens, seq_len, n_qh, half, q_sb, q_sh, q_ss, qo_sb, qo_sh, qo_ss,
+               c_sb, c_ss, BACKWARD, BLOCK_T, BLOCK_QH, BLOCK_D)
+    _rope_part(KO, K, COS, SIN, pid, n_tokens, seq_len, n_kh, half, k_sb, k_sh, k_ss, ko_sb, ko_sh, ko_ss,
+               c_sb, c_ss, BACKWARD, BLOCK_T, BLOCK_KH, BLOCK_D)
 
 
 def _rope_launch(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool):
@@ -92,13 +95,15 @@ def _rope_launch(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
     ko = empty((b, s, n_kh, d), k.dtype, k.device).transpose(1, 2)
     c_sb = 0 if cos.shape[0] == 1 else cos.stride(0)
     half = d // 2
-    if b * s:
-        _rope_qk_kernel[(b * s,)](
-            qo, ko, q, k, cos, sin, s, n_qh, n_kh, half,
+    n_tokens = b * s
+    block_t = 1 if q.is_cuda else 16
+    if n_tokens:
+        _rope_qk_kernel[(triton.cdiv(n_tokens, block_t),)](
+            qo, ko, q, k, cos, sin, n_tokens, s, n_qh, n_kh, half,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             qo.stride(0), qo.stride(1), qo.stride(2), ko.stride(0), ko.stride(1), ko.stride(2),
             c_sb, cos.stride(1),
-            BACKWARD=backward, BLOCK_QH=next_power_of_2(n_qh), BLOCK_KH=next_power_of_2(n_kh),
+            BACKWARD=backward, BLOCK_T=block_t, BLOCK_QH=next_power_of_2(n_qh), BLOCK_KH=next_power_of_2(n_kh),
             BLOCK_D=next_power_of_2(half), num_warps=4 if d * n_qh <= 4096 else 8,
         )
     return qo, ko
