@@ -192,6 +192,7 @@ def check_rows(ref: str, name: str, loaded: Loaded, detection: Detection) -> Exa
         out.problems.append(p)
         out.problem_rows.setdefault(i, []).append(p)
 
+    roles = mapping.roles()
     for i, row in enumerate(loaded.rows):
         if row is _UNPARSED:
             f = loaded.where(i)[0]
@@ -200,7 +201,7 @@ def check_rows(ref: str, name: str, loaded: Loaded, detection: Detection) -> Exa
             examples.append(None)
             continue
         try:
-            ex = normalize_row(row, mapping)
+            ex = normalize_row(row, mapping, roles)
         except RowProblem as e:
             kind, msg = e.kind, e.message
             if kind == "missing_field" and not detection.overridden:

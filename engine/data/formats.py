@@ -361,8 +361,11 @@ def _short(v: Any, n: int = 40) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
-def normalize_row(row: Any, mapping: ColumnMapping) -> dict:
-    """One row -> one example dict; raises RowProblem on a row that cannot be used."""
+def normalize_row(row: Any, mapping: ColumnMapping, roles: dict[str, str] | None = None) -> dict:
+    """One row -> one example dict; raises RowProblem on a row that cannot be used.
+
+    `roles` is mapping.roles(), passed in by callers that normalise many rows.
+    """
     if not isinstance(row, dict):
         raise RowProblem("wrong_type", f"row is a JSON {type(row).__name__}, expected an object with named fields")
     fmt = mapping.format
@@ -377,10 +380,10 @@ def normalize_row(row: Any, mapping: ColumnMapping) -> dict:
     if fmt == "alpaca":
         return _check_turns(_alpaca(row, mapping), fmt)
     if fmt in ("sharegpt", "openai"):
-        ex = _chat(row, mapping)
+        ex = _chat(row, mapping, roles)
         return _check_turns(ex, fmt)
     if fmt == "preference":
-        return _preference(row, mapping)
+        return _preference(row, mapping, roles)
     raise DataError(f"unknown format {fmt!r}")
 
 
@@ -413,12 +416,22 @@ def _alpaca(row: dict, mapping: ColumnMapping) -> dict:
 
 
 def _message(m: Any, i: int, mapping: ColumnMapping, roles: dict[str, str]) -> dict:
+    # Fast path (most rows): {role, content} with a known role and string content.
+    if type(m) is dict and len(m) == 2:
+        raw_role, content = m.get(mapping.role_tag), m.get(mapping.content_tag)
+        if type(content) is str and type(raw_role) is str:
+            role = roles.get(raw_role)
+            if role is not None and role != "function_call":
+                if role == raw_role and mapping.role_tag == "role" and mapping.content_tag == "content":
+                    return m  # already canonical: shared, never mutated
+                return {"role": role, "content": content}
     if not isinstance(m, dict):
         raise RowProblem("wrong_type", f"message {i} is a {type(m).__name__}, expected an object")
     if mapping.role_tag not in m:
         raise RowProblem("missing_field", f"message {i} has no {mapping.role_tag!r} key")
     raw_role = m[mapping.role_tag]
-    role = roles.get(raw_role) or roles.get(str(raw_role).lower())
+    role = roles.get(raw_role) if isinstance(raw_role, str) else None
+    role = role or roles.get(str(raw_role).lower())
     if role is None:
         known = sorted({k for k in (mapping.user_tag, mapping.assistant_tag, mapping.system_tag,
                                     mapping.observation_tag, mapping.function_tag)})
@@ -467,16 +480,17 @@ def _as_tool_call(call: Any, i: int) -> dict:
     return {"type": "function", "function": {"name": call["name"], "arguments": args}}
 
 
-def _chat(row: dict, mapping: ColumnMapping) -> dict:
+def _chat(row: dict, mapping: ColumnMapping, roles: dict[str, str] | None = None) -> dict:
     col = mapping.messages or "messages"
     if col not in row:
         raise RowProblem("missing_field", f"no {col!r} field ({mapping.format} rows hold a list of messages there)")
     items = row[col]
     if not isinstance(items, list):
         raise RowProblem("wrong_type", f"field {col!r} is a {type(items).__name__}, expected a list of messages")
-    roles = mapping.roles()
+    roles = roles or mapping.roles()
     msgs = _system(row, mapping)
-    msgs.extend(_message(m, i, mapping, roles) for i, m in enumerate(items, 1))
+    for i, m in enumerate(items, 1):
+        msgs.append(_message(m, i, mapping, roles))
     ex: dict[str, Any] = {"messages": msgs}
     tools = row.get(mapping.tools) if mapping.tools else None
     if tools not in (None, "", []):
@@ -510,12 +524,12 @@ def _reply(value: Any, col: str, mapping: ColumnMapping) -> dict:
     return {"role": "assistant", "content": content}
 
 
-def _preference(row: dict, mapping: ColumnMapping) -> dict:
+def _preference(row: dict, mapping: ColumnMapping, roles: dict[str, str] | None = None) -> dict:
     for col in (mapping.chosen, mapping.rejected):
         if col not in row:
             raise RowProblem("missing_field", f"no {col!r} field (preference rows need chosen and rejected)")
     if mapping.messages:
-        prompt = _chat(row, mapping)["messages"]
+        prompt = _chat(row, mapping, roles)["messages"]
     else:
         if not mapping.prompt or mapping.prompt not in row:
             raise RowProblem("missing_field", f"no {mapping.prompt or 'prompt'!r} field")

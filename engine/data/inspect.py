@@ -167,12 +167,12 @@ def _example_text_size(ex: dict) -> tuple[int, int, int]:
     """(characters, utf-8 bytes, turns) of one example."""
     if "text" in ex:
         t = ex["text"]
-        return len(t), len(t.encode("utf-8")), 1
+        return len(t), len(t) if t.isascii() else len(t.encode("utf-8")), 1
     chars = nbytes = 0
     for m in ex["messages"]:
-        c = m.get("content") or ""
+        c = m["content"]
         chars += len(c)
-        nbytes += len(c.encode("utf-8"))
+        nbytes += len(c) if c.isascii() else len(c.encode("utf-8"))  # isascii is O(1) in CPython
     return chars, nbytes, len(ex["messages"])
 
 
@@ -269,19 +269,7 @@ def inspect_dataset(path_or_name: str, format: str | None = None, model: str | N
                 warnings.append(f"no token statistics: {e}")
                 return report
         ds, hit = encode_cached(tok, template, used, train_on_responses_only)
-        lengths, over, lost, empty, total, trained = [], 0, 0, 0, 0, 0
-        for ids, mask in zip(ds["input_ids"], ds["assistant_masks"]):
-            n = len(ids)
-            lengths.append(n)
-            if n > cutoff_len:
-                over += 1
-                lost += n - cutoff_len
-            kept = mask[:cutoff_len]
-            t = sum(kept)
-            if not t:
-                empty += 1
-            total += min(n, cutoff_len)
-            trained += t
+        lengths, over, lost, empty, total, trained = _token_counts(ds, cutoff_len)
         d["token_stats"] = {
             "model": model_name, "template": template.name if template else "none (text)", "cutoff_len": cutoff_len,
             "lengths": _summary(lengths), "histogram": _histogram(lengths), "rows_over_cutoff": over,
@@ -297,6 +285,31 @@ def inspect_dataset(path_or_name: str, format: str | None = None, model: str | N
             except Exception as e:  # an estimate is a nicety; never fail the report for it
                 log.info("no time estimate for %s: %s", model, e)
     return report
+
+
+def _token_counts(ds, cutoff: int):
+    """(lengths, rows over cutoff, tokens lost, rows with nothing trained, kept tokens, trained kept tokens).
+
+    Vectorised over the Arrow columns: a cached 100k-row dataset is counted in
+    well under a second instead of materialising millions of Python ints.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    def flat(name):
+        col = ds.data.column(name)
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        return np.asarray(col.offsets), np.asarray(col.values)
+
+    offsets, _ = flat("input_ids")
+    moff, mvals = flat("assistant_masks")
+    lengths = np.diff(offsets)
+    kept = np.minimum(lengths, cutoff)
+    cs = np.concatenate([[0], np.cumsum(mvals, dtype=np.int64)])
+    trained_rows = cs[moff[:-1] + kept] - cs[moff[:-1]]
+    over = lengths > cutoff
+    return (lengths.tolist(), int(over.sum()), int((lengths - kept).sum()), int((trained_rows == 0).sum()),
+            int(kept.sum()), int(trained_rows.sum()))
 
 
 # ---------------------------------------------------------------------------

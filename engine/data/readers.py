@@ -226,7 +226,7 @@ def _read_jsonl(text: str) -> tuple[list, list[int], dict[int, str]]:
     numbers: list[int] = []
     errors: dict[int, str] = {}
     for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
+        if not line or line.isspace():
             continue
         try:
             rows.append(_loads(line))

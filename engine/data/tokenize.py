@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from bisect import bisect_left
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,13 +170,12 @@ def encode_examples(tokenizer, template: ChatTemplate | None, examples: list[dic
                 ids = list(enc["input_ids"][j])
                 offs = [tuple(o) for o in enc["offset_mapping"][j]]
                 if train_on_responses_only:
+                    # a token is trained when its first character lies inside a span
+                    starts = [o[0] for o in offs]
                     mask = [0] * len(ids)
-                    si = 0
-                    for t, (s, _e) in enumerate(offs):
-                        while si < len(spans) and s >= spans[si][1]:
-                            si += 1
-                        if si < len(spans) and spans[si][0] <= s < spans[si][1]:
-                            mask[t] = 1
+                    for s, e in spans:
+                        a, b = bisect_left(starts, s), bisect_left(starts, e)
+                        mask[a:b] = [1] * (b - a)
                 else:
                     mask = [1] * len(ids)
                 out.append(Encoded(ids, mask, texts[k] if keep_text else "", offs if keep_text else None))
