@@ -1,0 +1,253 @@
+"""Activation checkpointing per decoder layer, optionally offloaded to pinned CPU memory,
+and the policy that checkpoints only as many layers as memory requires.
+
+    from tunesmith.kernels.checkpoint import plan_checkpointing, apply_checkpointing
+    plan = plan_checkpointing(model, tokens_per_step=2 * 2048, prefer="auto")
+    apply_checkpointing(model, plan)
+    log.info(plan.summary())
+
+A checkpointed layer keeps only its input hidden states (tokens x hidden)
+and recomputes everything else in backward. With `offload`, even that input
+goes to pinned host memory: the device-to-host copy runs on a side CUDA
+stream while the next layers compute, and in backward each layer starts
+copying the previous layer's input back before it recomputes itself, so the
+copies hide behind compute. Host memory needed: layers x tokens x hidden x 2
+bytes (8B model, 128k tokens: 32 GiB).
+
+It plugs into transformers' own mechanism: decoder layers are
+GradientCheckpointingLayer instances with a `gradient_checkpointing` flag and
+a `_gradient_checkpointing_func`; we set both per layer.
+
+Policy (`plan_checkpointing`), from the free device memory now and an
+estimate of what one layer keeps for backward (with Tunesmith's kernels:
+4 x hidden + 3 x q-width + 2 x kv-width + 2 x intermediate values per
+token, 16-bit; +30% and 1 GiB reserve for transients and fragmentation):
+  prefer="speed"/"auto": no checkpointing if it fits, else the fewest
+      checkpointed layers that fit, else all layers offloaded.
+  prefer="memory": all layers checkpointed and offloaded.
+It is an estimate, not a measurement: it does not know about other
+processes allocating later, or attention implementations that keep more.
+
+Recompute notes: the autocast state of forward is re-entered for the
+recompute; RNG state is not replayed (use no dropout in checkpointed layers,
+as LoRA with dropout 0 and these models' attention_dropout 0 do).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+GiB = 1024**3
+
+
+@dataclass
+class CheckpointPlan:
+    n_layers: int
+    checkpointed: int           # the first `checkpointed` layers are checkpointed
+    offload: bool               # their inputs live in pinned host memory
+    reason: str
+    est_peak_bytes: int = 0
+
+    def summary(self) -> str:
+        if self.checkpointed == 0:
+            what = "no checkpointing"
+        else:
+            what = f"checkpoint {self.checkpointed}/{self.n_layers} layers" + (" offloaded to CPU" if self.offload else "")
+        est = f", est. activations {self.est_peak_bytes / GiB:.1f} GiB" if self.est_peak_bytes else ""
+        return f"{what} ({self.reason}{est})"
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated decoder layers (transformers GradientCheckpointingLayer instances), in order."""
+    from .patching import unwrap_model
+
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:
+        GradientCheckpointingLayer = ()
+    out = []
+    for m in unwrap_model(model).modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) and all(
+                isinstance(c, GradientCheckpointingLayer) or type(c).__name__.endswith("DecoderLayer") for c in m):
+            out = list(m)
+            break
+    return out
+
+
+def layer_activation_bytes(config, tokens: int, elem: int = 2) -> tuple[int, int]:
+    """(bytes one layer keeps for backward without checkpointing, with checkpointing in GPU memory)."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    h = cfg.hidden_size
+    heads = cfg.num_attention_heads
+    hd = getattr(cfg, "head_dim", None) or h // heads
+    kv = getattr(cfg, "num_key_value_heads", heads) * hd
+    inter = cfg.intermediate_size
+    per_token = 4 * h + 3 * heads * hd + 2 * kv + 2 * inter
+    return tokens * per_token * elem, tokens * h * elem
+
+
+def plan_checkpointing(model: torch.nn.Module, tokens_per_step: int, prefer: str = "auto",
+                       free_bytes: int | None = None) -> CheckpointPlan:
+    layers = decoder_layers(model)
+    n = len(layers)
+    if prefer not in ("auto", "speed", "memory"):
+        raise ValueError(f"prefer must be auto, speed or memory, not {prefer!r}")
+    if n == 0:
+        return CheckpointPlan(0, 0, False, "no decoder layers found")
+    if prefer == "memory":
+        return CheckpointPlan(n, n, torch.cuda.is_available(), "memory mode")
+    if free_bytes is None:
+        if not torch.cuda.is_available():
+            return CheckpointPlan(n, n, False, "no CUDA: stock checkpointing of every layer")
+        free_bytes, _ = torch.cuda.mem_get_info()
+    from .patching import unwrap_model
+
+    full, ckpt = layer_activation_bytes(unwrap_model(model).config, tokens_per_step)
+    cfg = unwrap_model(model).config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    # transients: one layer recomputed with its gradients, the LM head chunk, optimizer states on step one
+    transient = 2 * full + tokens_per_step * cfg.hidden_size * 4 + 256 * 1024**2
+    lora = sum(p.numel() for p in model.parameters() if p.requires_grad) * 12
+    budget = free_bytes - GiB - transient - lora
+    need = lambda k: int(1.3 * ((n - k) * full + k * ckpt))  # noqa: E731
+    if need(0) <= budget:
+        return CheckpointPlan(n, 0, False, f"fits in {free_bytes / GiB:.1f} GiB free", need(0))
+    if full > ckpt:
+        k = math.ceil((1.3 * n * full - budget) / (1.3 * (full - ckpt)))
+        if k <= n and need(k) <= budget:
+            return CheckpointPlan(n, k, False, f"{free_bytes / GiB:.1f} GiB free", need(k))
+    return CheckpointPlan(n, n, torch.cuda.is_available(),
+                          f"only {free_bytes / GiB:.1f} GiB free", 0)
+
+
+def apply_checkpointing(model: torch.nn.Module, plan: CheckpointPlan) -> None:
+    """Turn checkpointing on for the first plan.checkpointed decoder layers and off for the rest."""
+    layers = decoder_layers(model)
+    offloader = _Offloader() if plan.offload else None
+    for i, layer in enumerate(layers):
+        on = i < plan.checkpointed
+        layer.gradient_checkpointing = on
+        if on:
+            layer._gradient_checkpointing_func = functools.partial(checkpoint, offloader=offloader, index=i)
+    if plan.checkpointed:
+        from .patching import unwrap_model
+
+        inner = unwrap_model(model)
+        # the layer inputs must require grad for the LoRA grads of layer 0 to flow (as HF does)
+        if hasattr(inner, "enable_input_require_grads"):
+            inner.enable_input_require_grads()
+
+
+# --- the checkpoint itself ------------------------------------------------------------
+
+
+class _Offloader:
+    """Pinned host buffers, one per layer, reused across steps; a side stream for the copies."""
+
+    def __init__(self):
+        self.host: dict[int, torch.Tensor] = {}
+        self.pending: dict[int, "_Saved"] = {}
+        self.stream = None
+
+    def side(self, device):
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(device=device)
+        return self.stream
+
+    def save(self, index: int, x: torch.Tensor) -> "_Saved":
+        buf = self.host.get(index)
+        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
+            buf = torch.empty(x.shape, dtype=x.dtype, device="cpu", pin_memory=True)
+            self.host[index] = buf
+        side = self.side(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            buf.copy_(x, non_blocking=True)
+        x.record_stream(side)  # x's memory is not reused before the copy is done
+        saved = _Saved(buf, x.device, self)
+        self.pending[index] = saved
+        return saved
+
+    def prefetch(self, index: int) -> None:
+        saved = self.pending.get(index)
+        if saved is not None:
+            saved.start()
+
+
+class _Saved:
+    def __init__(self, buf, device, offloader):
+        self.buf, self.device, self.offloader = buf, device, offloader
+        self.gpu = None
+
+    def start(self):
+        if self.gpu is None:
+            side = self.offloader.side(self.device)
+            with torch.cuda.stream(side):
+                self.gpu = self.buf.to(self.device, non_blocking=True)
+
+    def get(self) -> torch.Tensor:
+        self.start()
+        cur = torch.cuda.current_stream(self.device)
+        cur.wait_stream(self.offloader.side(self.device))
+        self.gpu.record_stream(cur)
+        x, self.gpu = self.gpu, None
+        return x
+
+
+class _CheckpointFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, run, offloader, index, x, *rest):
+        ctx.run, ctx.rest, ctx.index, ctx.offloader = run, rest, index, offloader
+        ctx.autocast = _autocast_state(x.device.type)
+        with torch.no_grad():
+            out = run(x, *rest)
+        if offloader is not None and x.is_cuda:
+            ctx.saved = offloader.save(index, x)
+        else:
+            ctx.saved = None
+            ctx.save_for_backward(x)
+        return out
+
+    @staticmethod
+    def backward(ctx, *douts):
+        if ctx.saved is not None:
+            x = ctx.saved.get()
+            ctx.offloader.pending.pop(ctx.index, None)
+            ctx.offloader.prefetch(ctx.index - 1)  # overlaps with this layer's recompute
+        else:
+            (x,) = ctx.saved_tensors
+        x = x.detach().requires_grad_(ctx.needs_input_grad[3])
+        enabled, dtype = ctx.autocast
+        with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
+            out = ctx.run(x, *ctx.rest)
+        outs = out if isinstance(out, tuple) else (out,)
+        pairs = [(o, d) for o, d in zip(outs, douts)
+                 if isinstance(o, torch.Tensor) and o.requires_grad and d is not None]
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [d for _, d in pairs])
+        return (None, None, None, x.grad if ctx.needs_input_grad[3] else None, *([None] * len(ctx.rest)))
+
+
+def _autocast_state(device_type: str):
+    try:
+        return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    except TypeError:  # older torch: no device argument
+        return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+
+
+def checkpoint(function, *args, offloader: _Offloader | None = None, index: int = 0, **kwargs):
+    """transformers-compatible _gradient_checkpointing_func: function(*args, **kwargs) with a
+    checkpoint around it; the first positional argument (hidden states) is what is kept."""
+    if kwargs:
+        function = functools.partial(function, **kwargs)
+    x, *rest = args
+    if not torch.is_grad_enabled() or not isinstance(x, torch.Tensor) or \
+            any(isinstance(r, torch.Tensor) and r.requires_grad for r in rest):
+        if not torch.is_grad_enabled():
+            return function(*args)
+        return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False)
+    out = _CheckpointFunction.apply(function, offloader, index, x, *rest)
+    return out
