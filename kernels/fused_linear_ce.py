@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import empty
+from .utils import compute_dtype, empty, no_autocast
 
 CHUNK_BYTES = 256 * 1024 * 1024  # logits of one chunk; 256 MiB = 1024 rows of a 128k vocab in bf16
 
@@ -100,14 +100,16 @@ def _chunk_rows(n_rows: int, n_vocab: int, elem: int, chunk_rows: int | None) ->
 
 
 def fused_linear_ce_forward(h, weight, labels, bias=None, ignore_index=-100, softcap=None,
-                            num_items_in_batch=None, chunk_rows=None, need_dw=True, need_db=True):
+                            num_items_in_batch=None, chunk_rows=None, need_dw=True, need_db=True,
+                            cdt=None):
     """(loss, dh, dW or None, db or None) for h (N, H), weight (V, H), labels (N,)."""
     assert h.dim() == 2 and weight.dim() == 2 and h.shape[1] == weight.shape[1], \
         f"hidden {tuple(h.shape)} and head weight {tuple(weight.shape)} do not match"
     assert labels.shape == (h.shape[0],), f"labels {tuple(labels.shape)} vs {h.shape[0]} rows"
     n, _ = h.shape
     v = weight.shape[0]
-    h = h.contiguous()
+    in_dtype = h.dtype
+    h = h.to(cdt).contiguous() if cdt is not None else h.contiguous()
     labels = labels.contiguous()
     device = h.device
     if num_items_in_batch is None:
@@ -139,16 +141,18 @@ def fused_linear_ce_forward(h, weight, labels, bias=None, ignore_index=-100, sof
         if db is not None:
             db += z.float().sum(0)
     loss = loss_rows.sum() * inv_d[0]
-    return loss, dh, dw, db
+    return loss, dh.to(in_dtype), dw, db
 
 
 class FusedLinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, labels, bias=None, ignore_index=-100, softcap=None, num_items_in_batch=None,
                 chunk_rows=None):
-        loss, dh, dw, db = fused_linear_ce_forward(
-            h, weight, labels, bias, ignore_index, softcap, num_items_in_batch, chunk_rows,
-            need_dw=weight.requires_grad, need_db=bias is not None and bias.requires_grad)
+        with no_autocast(h):  # GEMMs in autocast's dtype when it is on, like the stock head
+            loss, dh, dw, db = fused_linear_ce_forward(
+                h, weight, labels, bias, ignore_index, softcap, num_items_in_batch, chunk_rows,
+                need_dw=weight.requires_grad, need_db=bias is not None and bias.requires_grad,
+                cdt=compute_dtype(h))
         ctx.save_for_backward(dh, dw, db)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         return loss

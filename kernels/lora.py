@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from .nf4 import dequantize_nf4, is_nf4_weight
+from .utils import compute_dtype, no_autocast  # noqa: F401  (re-exported for the fused ops)
 
 
 @dataclass
@@ -141,21 +142,22 @@ class LoRALinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, p: Proj, A, B):
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        y, xa = proj_forward(x2, p, A, B)
+        shape, in_dtype, cdt = x.shape, x.dtype, compute_dtype(x)
+        with no_autocast(x):
+            x2 = x.reshape(-1, shape[-1]).to(cdt)
+            y, xa = proj_forward(x2, p, A, B)
         ctx.save_for_backward(x2, xa, A, B)
-        ctx.p, ctx.shape = p, shape
+        ctx.p, ctx.shape, ctx.in_dtype = p, shape, in_dtype
         return y.view(*shape[:-1], p.out_features)
 
     @staticmethod
     def backward(ctx, dy):
         _once(ctx)
         x2, xa, A, B = ctx.saved_tensors
-        dy2 = dy.reshape(-1, dy.shape[-1])
+        dy2 = dy.reshape(-1, dy.shape[-1]).to(x2.dtype)
         dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
         dA, dB = proj_backward(dy2, x2, xa, ctx.p, A, B, dx, accumulate=False)
-        return (None if dx is None else dx.view(ctx.shape)), None, dA, dB
+        return (None if dx is None else dx.view(ctx.shape).to(ctx.in_dtype)), None, dA, dB
 
 
 def lora_linear(x: torch.Tensor, p: Proj, A=None, B=None) -> torch.Tensor:

@@ -20,22 +20,23 @@ from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, proj_backward, proj_forward
+from .lora import Proj, _once, compute_dtype, no_autocast, proj_backward, proj_forward
 from .swiglu import glu_backward, glu_forward
 
 
 class LoRAMLPFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, pg: Proj, pu: Proj, pd: Proj, act: str, Ag, Bg, Au, Bu, Ad, Bd):
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        g, xag = proj_forward(x2, pg, Ag, Bg)
-        u, xau = proj_forward(x2, pu, Au, Bu)
-        h = glu_forward(g, u, act)
-        out, had = proj_forward(h, pd, Ad, Bd)
-        del h
+        shape, cdt = x.shape, compute_dtype(x)
+        with no_autocast(x):
+            x2 = x.reshape(-1, shape[-1]).to(cdt)
+            g, xag = proj_forward(x2, pg, Ag, Bg)
+            u, xau = proj_forward(x2, pu, Au, Bu)
+            h = glu_forward(g, u, act)
+            out, had = proj_forward(h, pd, Ad, Bd)
+            del h
         ctx.save_for_backward(x2, g, u, xag, xau, had, Ag, Bg, Au, Bu, Ad, Bd)
-        ctx.projs, ctx.act, ctx.shape = (pg, pu, pd), act, shape
+        ctx.projs, ctx.act, ctx.shape, ctx.in_dtype = (pg, pu, pd), act, shape, x.dtype
         return out.view(*shape[:-1], pd.out_features)
 
     @staticmethod
@@ -43,7 +44,7 @@ class LoRAMLPFunction(torch.autograd.Function):
         _once(ctx)
         x2, g, u, xag, xau, had, Ag, Bg, Au, Bu, Ad, Bd = ctx.saved_tensors
         pg, pu, pd = ctx.projs
-        d2 = dout.reshape(-1, dout.shape[-1])
+        d2 = dout.reshape(-1, dout.shape[-1]).to(x2.dtype)
         dh = torch.empty_like(g)
         # down projection: dh and the rank-r grads that only need dout (dAd needs h, below)
         Bd_c = None if Bd is None else Bd.to(d2.dtype)
@@ -65,7 +66,7 @@ class LoRAMLPFunction(torch.autograd.Function):
         dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
         dAg, dBg = proj_backward(dg, x2, xag, pg, Ag, Bg, dx, accumulate=False)
         dAu, dBu = proj_backward(du, x2, xau, pu, Au, Bu, dx, accumulate=True)
-        return ((None if dx is None else dx.view(ctx.shape)), None, None, None, None,
+        return ((None if dx is None else dx.view(ctx.shape).to(ctx.in_dtype)), None, None, None, None,
                 dAg, dBg, dAu, dBu, dAd, dBd)
 
 

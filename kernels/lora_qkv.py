@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, proj_backward, proj_forward
+from .lora import Proj, _once, compute_dtype, no_autocast, proj_backward, proj_forward
 
 
 class LoRAQKVFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, pq: Proj, pk: Proj, pv: Proj, Aq, Bq, Ak, Bk, Av, Bv):
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        q, xaq = proj_forward(x2, pq, Aq, Bq)
-        k, xak = proj_forward(x2, pk, Ak, Bk)
-        v, xav = proj_forward(x2, pv, Av, Bv)
+        shape, cdt = x.shape, compute_dtype(x)
+        with no_autocast(x):
+            x2 = x.reshape(-1, shape[-1]).to(cdt)
+            q, xaq = proj_forward(x2, pq, Aq, Bq)
+            k, xak = proj_forward(x2, pk, Ak, Bk)
+            v, xav = proj_forward(x2, pv, Av, Bv)
         ctx.save_for_backward(x2, xaq, xak, xav, Aq, Bq, Ak, Bk, Av, Bv)
-        ctx.projs, ctx.shape = (pq, pk, pv), shape
+        ctx.projs, ctx.shape, ctx.in_dtype = (pq, pk, pv), shape, x.dtype
         lead = shape[:-1]
         return q.view(*lead, -1), k.view(*lead, -1), v.view(*lead, -1)
 
@@ -41,12 +42,12 @@ class LoRAQKVFunction(torch.autograd.Function):
             if dy is None:  # an output that did not reach the loss
                 grads += [None, None]
                 continue
-            dy2 = dy.reshape(-1, dy.shape[-1])
+            dy2 = dy.reshape(-1, dy.shape[-1]).to(x2.dtype)
             grads += list(proj_backward(dy2, x2, xa, p, A, B, dx, accumulate=not first))
             first = False
         if dx is not None and first:
             dx.zero_()
-        return ((None if dx is None else dx.view(ctx.shape)), None, None, None, *grads)
+        return ((None if dx is None else dx.view(ctx.shape).to(ctx.in_dtype)), None, None, None, *grads)
 
 
 def lora_qkv(x, pq, pk, pv, Aq=None, Bq=None, Ak=None, Bk=None, Av=None, Bv=None):

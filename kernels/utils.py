@@ -76,3 +76,19 @@ def cuda_capability() -> tuple[int, int] | None:
     if not torch.cuda.is_available():
         return None
     return torch.cuda.get_device_capability()
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the GEMMs run in: autocast's when it is on (as stock layers would), else x's."""
+    dev = x.device.type
+    try:
+        on = torch.is_autocast_enabled(dev)
+        dt = torch.get_autocast_dtype(dev)
+    except TypeError:  # older torch without the device argument
+        on, dt = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return dt if on and x.is_floating_point() else x.dtype
+
+
+def no_autocast(x: torch.Tensor):
+    """Inside the fused ops every dtype is explicit; autocast would re-cast in-place GEMMs."""
+    return torch.autocast(device_type=x.device.type, enabled=False)

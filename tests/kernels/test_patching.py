@@ -147,3 +147,25 @@ def test_dropout_keeps_stock_lora_layers_with_a_reason():
     m.train()
     ids, labels = _batch(128)
     m(input_ids=ids, labels=labels).loss.backward()  # runs: GLU kernel around PEFT's own layers
+
+
+def test_under_autocast_fp32_master_weights():
+    """prepare_model_for_kbit_training leaves norms/embeddings/head in fp32 and the Trainer runs
+    under bf16 autocast: the fused ops must run their GEMMs in bf16 and agree with stock."""
+    stock, ours = _models("llama")
+    K.patch(ours, mode="on")
+    ids, labels = _batch(128)
+    stock.train(), ours.train()
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        ls = stock(input_ids=ids, labels=labels).loss
+        lo = ours(input_ids=ids, labels=labels).loss
+    torch.testing.assert_close(lo, ls, atol=2e-2, rtol=2e-2)
+    ls.backward()
+    lo.backward()
+    gs, go = _lora_grads(stock), _lora_grads(ours)
+    for name in gs:
+        assert go[name].dtype == torch.float32
+        # bf16 GEMMs on both sides, different rounding points: compare as directions and norms
+        cos = torch.nn.functional.cosine_similarity(go[name].flatten(), gs[name].flatten(), dim=0)
+        assert cos > 0.99, (name, float(cos))
+        torch.testing.assert_close(go[name].norm(), gs[name].norm(), rtol=5e-2, atol=1e-4)
