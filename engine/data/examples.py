@@ -157,6 +157,7 @@ def load_examples(ref: str, format: str | None = None, mapping: ColumnMapping | 
             fmt = detect_format(loaded.rows, loaded.files[0]).format
         mapping = ColumnMapping.parse(fmt, mapping)
     if mapping is not None:
+        _prune_optional(mapping, loaded.rows)
         detection = Detection(mapping.format, mapping, [f"column mapping given: {mapping.describe()}"], overridden=True)
     elif fmt is not None:
         # A named format: take the detected keys when the rows agree, else that format's defaults.
@@ -169,7 +170,8 @@ def load_examples(ref: str, format: str | None = None, mapping: ColumnMapping | 
         else:
             from .formats import default_mapping
 
-            detection = Detection(fmt, default_mapping(fmt), [f"format {fmt} given; default keys"], overridden=True)
+            m = _prune_optional(default_mapping(fmt), loaded.rows)
+            detection = Detection(fmt, m, [f"format {fmt} given; default keys"], overridden=True)
     elif entry is not None and entry.mapping is not None:
         detection = Detection(entry.format, entry.mapping, [f"registered in dataset_info.json as {entry.format}"])
     else:
@@ -177,6 +179,18 @@ def load_examples(ref: str, format: str | None = None, mapping: ColumnMapping | 
         if entry is not None and entry.format != detection.format and entry.format in FORMATS:
             detection.evidence.append(f"registry says {entry.format}; the rows say {detection.format}")
     return check_rows(ref, name, loaded, detection)
+
+
+def _prune_optional(mapping: ColumnMapping, rows: list, sample: int = 2000) -> ColumnMapping:
+    """Forget optional columns (input, system, history, tools) that no sampled row has, so reports stay truthful."""
+    keys: set[str] = set()
+    for row in rows[:sample]:
+        if isinstance(row, dict):
+            keys.update(row.keys())
+    for col in ("query", "system", "history", "tools"):
+        if getattr(mapping, col) and getattr(mapping, col) not in keys:
+            setattr(mapping, col, None)
+    return mapping
 
 
 def check_rows(ref: str, name: str, loaded: Loaded, detection: Detection) -> ExampleSet:

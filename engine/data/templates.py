@@ -62,9 +62,11 @@ QWEN = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
-# Qwen3: the final assistant turn shows its reasoning in <think></think>; with
-# thinking off the generation prompt carries an empty think block, so the model
-# learns to answer without one. Earlier turns are rendered without reasoning.
+# Qwen3: assistant turns after the last user turn carry a <think></think> block
+# (empty when the data has no reasoning); earlier turns are rendered without it.
+# Thinking on: the generation prompt ends at "assistant\n", so the think block
+# is trained. Thinking off: the prompt already holds the empty block, so only
+# the answer is trained and the model learns to answer without thinking.
 QWEN3 = (
     "{%- set ns = namespace(last_user=-1) %}"
     "{%- for message in messages %}{%- if message.role == 'user' %}{%- set ns.last_user = loop.index0 %}{%- endif %}{%- endfor %}"
@@ -77,8 +79,8 @@ QWEN3 = (
     "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}"
     "{%- endif %}"
     "{{- '<|im_start|>assistant\\n' }}"
-    "{%- if loop.index0 > ns.last_user and (reasoning or (enable_thinking is defined and enable_thinking is false)) %}"
-    "{{- '<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' if reasoning else '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- if loop.index0 > ns.last_user %}"
+    "{{- '<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' }}"
     "{%- endif %}"
     "{{- content }}"
     "{%- if message.tool_calls is defined %}{%- for tc in message.tool_calls %}"
