@@ -13,16 +13,37 @@ Modules, in the order data flows through them:
     tokenize.py   rendering, loss masks, packing, tokenization cache
     prepare.py    prepare_datasets(cfg, tokenizer)
     inspect.py    the check report (tunesmith data inspect, the Data tab), previews, histograms
+
+For the studio's Data tab:
+
+    report = inspect_dataset(path_or_name, format=None, model=None, cutoff_len=1024, drop_invalid=False,
+                             allowed_roots=[paths.uploads_dir(), paths.data_dir()])
+    report.to_json(); report.to_text(); length_histogram_figure(report)
+    rows = preview_rows(path_or_name, tokenizer=tok, n=5)      # PreviewRow.spans: [(text, trained)]
+    render_masked_html(rows[0])
+    register_upload(uploaded_file, name) -> DatasetEntry
+
+For the trainer, with data.packing: run the model with use_cache=False (or use
+tokenize.collate_packed(..., explicit_mask=True)); see tokenize.py.
 """
 
 from .examples import ExampleSet, Problem, load_examples
 from .formats import FORMATS, PROBLEM_KINDS, ColumnMapping
+from .inspect import (
+    InspectReport,
+    PreviewRow,
+    inspect_dataset,
+    length_histogram_figure,
+    preview_rows,
+    render_masked_html,
+)
 from .prepare import prepare_datasets
 from .registry import DatasetEntry, get_dataset, list_datasets, register_dataset, register_upload
 from .templates import TEMPLATES, resolve_template, template_names
 
 __all__ = [
-    "FORMATS", "PROBLEM_KINDS", "TEMPLATES", "ColumnMapping", "DatasetEntry", "ExampleSet", "Problem",
-    "get_dataset", "list_datasets", "load_examples", "prepare_datasets", "register_dataset", "register_upload",
-    "resolve_template", "template_names",
+    "FORMATS", "PROBLEM_KINDS", "TEMPLATES", "ColumnMapping", "DatasetEntry", "ExampleSet", "InspectReport",
+    "PreviewRow", "Problem", "get_dataset", "inspect_dataset", "length_histogram_figure", "list_datasets",
+    "load_examples", "prepare_datasets", "preview_rows", "register_dataset", "register_upload",
+    "render_masked_html", "resolve_template", "template_names",
 ]
