@@ -1,0 +1,381 @@
+"""QLoRA training speed and memory: stock transformers + PEFT + bitsandbytes vs Tunesmith, in ONE run.
+
+    python bench/bench_qlora.py --quick --json bench_qlora.json            # 1B and 8B, ~5 min on an H100
+    python bench/bench_qlora.py --shapes 1b --steps 10                      # one shape, more steps
+    python bench/bench_qlora.py --shapes 8b --batch 1 --seq 131072 --methods tunesmith-memory   # long context
+    python bench/bench_qlora.py --parity 50 --shapes 1b                     # kernels on vs off, 50 steps
+
+Models are random-weight Llama-3.2-1B and Llama-3.1-8B shapes built on the GPU
+(no download), the decoder projections quantized to NF4 with double quant
+(blocksize 64) by bitsandbytes, LoRA r=16 / alpha=32 on all seven projections,
+bf16 autocast, AdamW on the LoRA weights, batch 2 x 2048 random tokens (same
+tokens, same seed for every method). Methods:
+
+  stock-gc          the stock QLoRA recipe (what engine/trainer.py does with kernels off):
+                    prepare_model_for_kbit_training (norms/embeddings/head to fp32) +
+                    PEFT + non-reentrant gradient checkpointing on every layer
+  stock             the same without gradient checkpointing (may run out of memory)
+  tunesmith-auto    patch(model) + tune_memory(prefer="auto"): the fastest checkpointing
+                    that fits free memory (the plan is printed)
+  tunesmith-speed   patch(model), no checkpointing
+  tunesmith-memory  patch(model), every layer checkpointed with its input offloaded to
+                    pinned CPU memory, small LM-head chunks
+  liger-gc          Liger-Kernel's apply_liger_kernel_to_llama on stock-gc (only if installed)
+
+Tunesmith methods keep the non-quantized weights (norms, embeddings, head) in bf16
+instead of prepare_model_for_kbit_training's fp32 copies; LoRA weights are fp32 in
+all methods (PEFT's default).
+
+Reported per method: tokens/s over the timed steps (after warm-up), ratio to
+stock-gc, peak GiB (torch.cuda.max_memory_allocated, weights included), first
+and last loss. A table is printed and everything is written as JSON.
+
+What it does not know: real checkpoints and real text (random weights and
+tokens make the loss meaningless beyond parity between methods), multi-GPU,
+and flash-attn (attention is PyTorch SDPA in every method).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import platform
+import subprocess
+import sys
+import time
+import traceback
+
+import torch
+
+# --- shapes -----------------------------------------------------------------------------
+LLAMA3_ROPE = {"rope_type": "llama3", "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+SHAPES = {
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
+               rope_theta=500000.0, rope_scaling={**LLAMA3_ROPE, "factor": 32.0}, max_position_embeddings=131072),
+    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=128, vocab_size=128256, tie_word_embeddings=False,
+               rope_theta=500000.0, rope_scaling={**LLAMA3_ROPE, "factor": 8.0}, max_position_embeddings=131072),
+}
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+METHODS = ["stock-gc", "stock", "tunesmith-auto", "tunesmith-speed", "tunesmith-memory", "liger-gc"]
+EXTRA_METHODS = ["tunesmith-ckpt"]  # diagnosis only: every layer checkpointed, nothing offloaded
+GiB = 1024**3
+
+
+# --- model building -----------------------------------------------------------------------
+
+
+def build_model(shape: str, seq: int):
+    """Random-weight Llama of `shape` on the GPU in bf16, decoder Linears quantized to NF4 (double quant)."""
+    import bitsandbytes as bnb
+    import transformers
+
+    cfg = transformers.LlamaConfig(**SHAPES[shape])
+    cfg.max_position_embeddings = max(cfg.max_position_embeddings, seq)
+    cfg._attn_implementation = "sdpa"
+    cfg.use_cache = False
+    torch.manual_seed(0)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("cuda"):
+            model = transformers.LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(prev)
+    for layer in model.model.layers:
+        for parent in (layer.self_attn, layer.mlp):
+            for name, lin in list(parent.named_children()):
+                if not isinstance(lin, torch.nn.Linear):
+                    continue
+                with torch.device("meta"):
+                    q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,
+                                          compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4",
+                                          quant_storage=torch.uint8)
+                q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, compress_statistics=True,
+                                             quant_type="nf4", blocksize=64).to("cuda")
+                if lin.bias is not None:
+                    q.bias = torch.nn.Parameter(lin.bias.data, requires_grad=False)
+                setattr(parent, name, q)
+                del lin
+    model.is_loaded_in_4bit = True  # what from_pretrained(load_in_4bit) sets; PEFT reads it
+    gc.collect()
+    torch.cuda.empty_cache()
+    return model
+
+
+def prepare(model, method: str, tokens: int):
+    """Apply the method's recipe; returns (model, note)."""
+    import peft
+
+    lora = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS, bias="none",
+                           task_type="CAUSAL_LM")
+    note = ""
+    if method.startswith(("stock", "liger")):
+        gc_on = method.endswith("-gc")
+        model = peft.prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gc_on, gradient_checkpointing_kwargs={"use_reentrant": False})
+        if method == "liger-gc":
+            from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+            apply_liger_kernel_to_llama(model=model)
+            note = "liger: rope, rms_norm, swiglu, fused_linear_cross_entropy"
+        model = peft.get_peft_model(model, lora)
+    else:
+        import tunesmith.kernels as K
+
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model = peft.get_peft_model(model, lora)
+        report = K.patch(model, mode="on")
+        prefer = method.split("-", 1)[1]
+        if prefer == "ckpt":
+            from tunesmith.kernels.checkpoint import apply_checkpointing, plan_checkpointing
+
+            plan = plan_checkpointing(model, tokens, "memory")
+            plan.offload, plan.reason = False, "diagnosis: no offload"
+            apply_checkpointing(model, plan)
+        else:
+            plan = K.tune_memory(model, tokens, prefer=prefer)
+        note = f"{report.summary()} | {plan.summary()}"
+    model.train()
+    return model, note
+
+
+# --- one measurement ----------------------------------------------------------------------
+
+
+def batches(n: int, batch: int, seq: int, vocab: int):
+    g = torch.Generator().manual_seed(1234)
+    return [torch.randint(0, vocab, (batch, seq), generator=g) for _ in range(n)]
+
+
+def run_method(shape: str, method: str, args) -> dict:
+    tokens = args.batch * args.seq
+    row = dict(shape=shape, method=method, batch=args.batch, seq=args.seq)
+    model = opt = None
+    try:
+        t0 = time.perf_counter()
+        model = build_model(shape, args.seq)
+        model, note = prepare(model, method, tokens)
+        row["note"] = note
+        row["setup_s"] = round(time.perf_counter() - t0, 1)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=args.lr, fused=True)
+        data = batches(args.warmup + args.steps, args.batch, args.seq, SHAPES[shape]["vocab_size"])
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        losses = []
+        for i, ids in enumerate(data):
+            if i == args.warmup:
+                torch.cuda.synchronize()
+                t_start = time.perf_counter()
+            ids = ids.cuda(non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t_start
+        losses = [float(x) for x in losses]
+        row.update(status="ok", tokens_per_s=round(args.steps * tokens / elapsed, 1),
+                   step_s=round(elapsed / args.steps, 3), peak_gib=round(torch.cuda.max_memory_allocated() / GiB, 2),
+                   first_loss=round(losses[0], 4), last_loss=round(losses[-1], 4), losses=[round(x, 5) for x in losses])
+    except torch.OutOfMemoryError:
+        row.update(status="OOM", peak_gib=round(torch.cuda.max_memory_allocated() / GiB, 2))
+    except Exception as exc:  # one broken method must not lose the others' numbers
+        row.update(status=f"error: {type(exc).__name__}: {exc}"[:300])
+        traceback.print_exc()
+    finally:
+        del model, opt
+        gc.collect()
+        torch.cuda.empty_cache()
+    return row
+
+
+# --- parity: kernels on vs off --------------------------------------------------------------
+
+
+def parity(shape: str, args) -> dict:
+    """Same weights, data, seed and recipe (bf16 non-quantized weights, no checkpointing),
+    kernels off vs on: loss curves and the LoRA gradients of step one."""
+    import peft
+
+    import tunesmith.kernels as K
+
+    out = {}
+    grads = {}
+    for on in (False, True):
+        model = build_model(shape, args.seq)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        torch.manual_seed(1)
+        model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS,
+                                                           lora_dropout=0.0, init_lora_weights=False))
+        if on:
+            K.patch(model, mode="on")
+        model.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+        losses = []
+        for i, ids in enumerate(batches(args.parity, args.batch, args.seq, SHAPES[shape]["vocab_size"])):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(input_ids=ids.cuda(), labels=ids.cuda()).loss
+            loss.backward()
+            if i == 0:
+                grads[on] = {n: p.grad.detach().float().clone() for n, p in model.named_parameters()
+                             if p.requires_grad}
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+        out["on" if on else "off"] = losses
+        del model, opt
+        gc.collect()
+        torch.cuda.empty_cache()
+    rel = [abs(a - b) / abs(b) for a, b in zip(out["on"], out["off"])]
+    worst = max(
+        ((g - grads[False][n]).norm() / grads[False][n].norm().clamp_min(1e-12)).item() for n, g in grads[True].items())
+    return dict(shape=shape, steps=args.parity, max_rel_loss_diff=max(rel), loss_off=out["off"], loss_on=out["on"],
+                worst_lora_grad_rel_err=worst)
+
+
+def profile(shape: str, method: str, args) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    model = build_model(shape, args.seq)
+    model, note = prepare(model, method, args.batch * args.seq)
+    print(note)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, fused=True)
+    data = batches(4, args.batch, args.seq, SHAPES[shape]["vocab_size"])
+
+    def step(ids):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=ids.cuda(), labels=ids.cuda()).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for ids in data[:2]:
+        step(ids)
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for ids in data[2:]:
+            step(ids)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total" if _old_profiler() else "device_time_total",
+                                    row_limit=30, max_name_column_width=70))
+
+
+def _old_profiler() -> bool:
+    return tuple(int(x) for x in torch.__version__.split(".")[:2]) < (2, 4)
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def environment() -> dict:
+    import transformers
+
+    env = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), python=platform.python_version(),
+               torch=torch.__version__, transformers=transformers.__version__,
+               gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+    for mod in ("triton", "peft", "bitsandbytes", "liger_kernel"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except Exception:
+            env[mod] = None
+    try:
+        env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                       capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+    except Exception:
+        env["driver"] = None
+    return env
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| shape | method | tokens/s | vs stock-gc | peak GiB | first loss | last loss | status |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    base = {r["shape"]: r.get("tokens_per_s") for r in rows if r["method"] == "stock-gc" and r.get("status") == "ok"}
+    for r in rows:
+        tps = r.get("tokens_per_s")
+        ratio = f"{tps / base[r['shape']]:.2f}x" if tps and base.get(r["shape"]) else "-"
+        lines.append(f"| {r['shape']} | {r['method']} | {tps if tps else '-'} | {ratio} | {r.get('peak_gib', '-')} | "
+                     f"{r.get('first_loss', '-')} | {r.get('last_loss', '-')} | {r.get('status', '-')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # what to run
+    ap.add_argument("--shapes", default="1b,8b", help="comma list of: " + ", ".join(SHAPES))
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma list of: " + ", ".join(METHODS))
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=2048)
+    # how long
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per method")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compile, allocator)")
+    ap.add_argument("--quick", action="store_true", help="--warmup 1 --steps 4")
+    ap.add_argument("--budget-s", type=float, default=450.0,
+                    help="skip the methods left once this much wall time has passed (the table says so)")
+    ap.add_argument("--parity", type=int, default=0, help="instead: N steps kernels on vs off, report the curves")
+    ap.add_argument("--profile", default="", metavar="METHOD",
+                    help="instead: profile two steps of METHOD on the first shape, print the top CUDA kernels")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--json", default="bench_qlora.json", help="where to write the results")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.warmup, args.steps = 1, 4
+    if not torch.cuda.is_available():
+        print("bench_qlora needs a CUDA GPU", file=sys.stderr)
+        return 2
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [s for s in shapes if s not in SHAPES] + [m for m in methods if m not in METHODS + EXTRA_METHODS]
+    if unknown:
+        ap.error(f"unknown shape/method: {unknown}")
+    env = environment()
+    print(json.dumps(env))
+
+    if args.profile:
+        profile(shapes[0], args.profile, args)
+        return 0
+    if args.parity:
+        res = [parity(s, args) for s in shapes]
+        for r in res:
+            print(f"{r['shape']}: {r['steps']} steps, max relative loss difference {r['max_rel_loss_diff']:.2%}, "
+                  f"worst LoRA-gradient relative error (step 1) {r['worst_lora_grad_rel_err']:.3%}")
+        with open(args.json, "w") as f:
+            json.dump(dict(env=env, parity=res), f, indent=1)
+        return 0
+
+    try:
+        import liger_kernel  # noqa: F401
+    except ImportError:
+        methods = [m for m in methods if m != "liger-gc"]
+    rows = []
+    t_all = time.perf_counter()
+    for shape in shapes:
+        for method in methods:
+            if time.perf_counter() - t_all > args.budget_s:
+                rows.append(dict(shape=shape, method=method, status="skipped (time budget)"))
+                continue
+            row = run_method(shape, method, args)
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "losses"}), flush=True)
+    print()
+    print(table(rows))
+    for r in rows:
+        if r.get("note"):
+            print(f"- {r['shape']} {r['method']}: {r['note']}")
+    with open(args.json, "w") as f:
+        json.dump(dict(env=env, args=vars(args), rows=rows, total_s=round(time.perf_counter() - t_all, 1)), f, indent=1)
+    print(f"wrote {args.json} ({time.perf_counter() - t_all:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
