@@ -6,6 +6,7 @@
     tunesmith data inspect messy.jsonl --drop-invalid          # statistics without the bad rows
     tunesmith data list [--json]
     tunesmith data register my_chats.jsonl --name my_chats     # then data.datasets: [my_chats]
+    tunesmith data import-info ~/LLaMA-Factory/data/dataset_info.json   # bring LLaMA-Factory entries
 
 `inspect` exits 0 when every row is usable (or --drop-invalid was given), 1
 when rows have errors, 2 (from the main CLI) when the file cannot be read.
@@ -57,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--name", required=True, help="the name to use in data.datasets")
     r.add_argument("--replace", action="store_true", help="replace an existing registration with this name")
     r.set_defaults(func=run_register)
+
+    # --- import-info
+    im = sub.add_parser("import-info", help="register the entries of a LLaMA-Factory dataset_info.json")
+    im.add_argument("path", metavar="PATH", help="a dataset_info.json, or the folder holding one")
+    im.add_argument("--replace", action="store_true", help="replace registrations with the same names")
+    im.set_defaults(func=run_import_info)
 
 
 def _ansi(spans, cut) -> str:
@@ -115,3 +122,14 @@ def run_register(args: argparse.Namespace) -> int:
     e = register_upload(args.path, args.name, overwrite=args.replace)
     print(f"registered {e.name!r} ({e.format}) -> {e.path}; use it as data.datasets: [{e.name}]")
     return 0
+
+
+def run_import_info(args: argparse.Namespace) -> int:
+    from tunesmith.engine.data import import_dataset_info
+
+    imported, skipped = import_dataset_info(args.path, overwrite=args.replace)
+    for e in imported:
+        print(f"registered {e.name!r} ({e.format}) -> {e.path or e.hub_id}")
+    for name, why in skipped.items():
+        print(f"skipped {name!r}: {why}")
+    return 0 if imported else 1

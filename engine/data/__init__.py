@@ -38,12 +38,19 @@ from .inspect import (
     render_masked_html,
 )
 from .prepare import prepare_datasets
-from .registry import DatasetEntry, get_dataset, list_datasets, register_dataset, register_upload
+from .registry import (
+    DatasetEntry,
+    get_dataset,
+    import_dataset_info,
+    list_datasets,
+    register_dataset,
+    register_upload,
+)
 from .templates import TEMPLATES, resolve_template, template_names
 
 __all__ = [
     "FORMATS", "PROBLEM_KINDS", "TEMPLATES", "ColumnMapping", "DatasetEntry", "ExampleSet", "InspectReport",
-    "PreviewRow", "Problem", "get_dataset", "inspect_dataset", "length_histogram_figure", "list_datasets",
+    "PreviewRow", "Problem", "get_dataset", "import_dataset_info", "inspect_dataset", "length_histogram_figure", "list_datasets",
     "load_examples", "prepare_datasets", "preview_rows", "register_dataset", "register_upload",
     "render_masked_html", "resolve_template", "template_names",
 ]

@@ -164,6 +164,55 @@ def register_dataset(name: str, info: dict[str, Any], overwrite: bool = False) -
     return entry
 
 
+def import_dataset_info(path: str | Path, overwrite: bool = False) -> tuple[list[DatasetEntry], dict[str, str]]:
+    """Register every entry of a LLaMA-Factory dataset_info.json, unchanged except for absolute paths.
+
+    Relative file_name values are resolved against that file's folder. Returns
+    (imported entries, {skipped name: reason}); entries that cannot work here
+    (ModelScope or script datasets, missing files, name clashes) are skipped
+    with a reason, and nothing is written unless at least one entry imports.
+    """
+    src = Path(path)
+    if src.is_dir():
+        src = src / USER_INFO_NAME
+    if not src.is_file():
+        raise DataError(f"{src}: no such file; give the path of a dataset_info.json.")
+    infos = _read_info(src)
+    if not infos:
+        raise DataError(f"{src}: no dataset entries in it.")
+    current = _read_info(user_info_path())
+    bundled = _read_info(bundled_info_path())
+    imported: list[DatasetEntry] = []
+    skipped: dict[str, str] = {}
+    for name, info in infos.items():
+        if not isinstance(info, dict):
+            skipped[name] = "not an object"
+            continue
+        if not info.get("file_name") and not info.get("hf_hub_url"):
+            skipped[name] = "only file_name and hf_hub_url sources are supported (not ms_hub_url / script_url)"
+            continue
+        if not _NAME_RE.match(name) or name in bundled or (name in current and not overwrite):
+            skipped[name] = "the name is invalid, bundled or already registered"
+            continue
+        info = dict(info)
+        if info.get("file_name"):
+            p = Path(str(info["file_name"])).expanduser()
+            p = p if p.is_absolute() else (src.parent / p).resolve()
+            if not p.exists():
+                skipped[name] = f"{p} does not exist"
+                continue
+            info["file_name"] = str(p)
+        try:
+            imported.append(entry_from_info(name, info, src.parent, "user"))
+        except DataError as e:
+            skipped[name] = str(e)
+            continue
+        current[name] = info
+    if imported:
+        atomic.write_text(user_info_path(), json.dumps(current, ensure_ascii=False, indent=2) + "\n")
+    return imported, skipped
+
+
 def register_upload(path: str | Path, name: str, overwrite: bool = False) -> DatasetEntry:
     """Copy an uploaded file into $TUNESMITH_HOME/uploads/<name>/ and register it.
 

@@ -440,3 +440,40 @@ def test_template_failure_leaves_no_cache_entry(tmp_path, tokenizer):
     with pytest.raises(DataError, match="chat template failed"):
         encode_cached(tokenizer, bad, examples)
     assert not cache_dir().exists() or not any(cache_dir().iterdir())
+
+
+def test_llamafactory_dataset_info_imports_unchanged(tmp_path):
+    """A LLaMA-Factory data folder: alpaca, sharegpt with tags, ranking, pretraining text, a ModelScope entry."""
+    from tunesmith.engine.data import import_dataset_info
+
+    lf = tmp_path / "lf_data"
+    lf.mkdir()
+    jfile(lf / "alpaca_demo.json", [{"instruction": "hi", "input": "", "output": "hello", "system": "s",
+                                      "history": [["a", "b"]]}])
+    jfile(lf / "glaive.json", [{"conversations": [{"from": "human", "value": "w?"},
+                                                   {"from": "function_call", "value": "{\"name\": \"f\", \"arguments\": {}}"},
+                                                   {"from": "observation", "value": "ok"},
+                                                   {"from": "gpt", "value": "done"}], "tools": "[]"}])
+    jfile(lf / "dpo.json", [{"conversations": [{"from": "human", "value": "q"}],
+                             "chosen": {"from": "gpt", "value": "good"}, "rejected": {"from": "gpt", "value": "bad"}}])
+    jsonl(lf / "c4_demo.jsonl", [{"text": "Some pretraining text."}])
+    (lf / "dataset_info.json").write_text(json.dumps({
+        "alpaca_demo": {"file_name": "alpaca_demo.json", "columns": {"prompt": "instruction", "query": "input",
+                                                                      "response": "output", "system": "system",
+                                                                      "history": "history"}},
+        "glaive": {"file_name": "glaive.json", "formatting": "sharegpt",
+                   "columns": {"messages": "conversations", "tools": "tools"}},
+        "dpo": {"file_name": "dpo.json", "formatting": "sharegpt", "ranking": True,
+                "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
+        "c4_demo": {"file_name": "c4_demo.jsonl", "columns": {"prompt": "text"}},
+        "ms_only": {"ms_hub_url": "AI-ModelScope/x"},
+    }))
+    imported, skipped = import_dataset_info(lf)
+    assert {e.name: e.format for e in imported} == {"alpaca_demo": "alpaca", "glaive": "sharegpt", "dpo": "preference",
+                                                    "c4_demo": "text"}
+    assert list(skipped) == ["ms_only"]
+    for name in ("alpaca_demo", "glaive", "dpo", "c4_demo"):
+        es = load_examples(name)
+        assert es.n_rows == 1 and not es.problems, (name, es.problems)
+    assert [m["role"] for m in load_examples("glaive").examples[0]["messages"]] == ["user", "assistant", "tool", "assistant"]
+    assert load_examples("dpo").examples[0]["rejected"]["content"] == "bad"
