@@ -27,6 +27,8 @@ INSPECT_EXAMPLES = """examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from tunesmith.engine.data.formats import FORMATS
+
     p = subparsers.add_parser("data", help="check, list and register datasets")
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -34,17 +36,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # --- inspect
     i = sub.add_parser("inspect", help="check a dataset: format, rows with problems, token statistics",
                        epilog=INSPECT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    i.add_argument("path", metavar="PATH", help="a file, a folder, a registered dataset name or a hub id (owner/name[:subset][@split])")
-    i.add_argument("--format", default="auto", choices=["auto", "alpaca", "sharegpt", "openai", "text", "preference"],
+    i.add_argument("path", metavar="PATH",
+                   help="a file, a folder, a registered dataset name or a hub id (owner/name[:subset][@split])")
+    i.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                    help="dataset layout (default: detect it from the keys of the rows)")
     i.add_argument("--map", dest="mapping", metavar="FIELD=COLUMN,...",
-                   help="column mapping overriding detection, e.g. prompt=question,response=answer or messages=dialog,role_tag=speaker")
-    i.add_argument("--model", metavar="M", help="tokenize with this model's tokenizer and template (enables token statistics)")
-    i.add_argument("--template", metavar="NAME", help="named chat template instead of the tokenizer's own (chatml, llama3, qwen, ...)")
-    i.add_argument("--cutoff-len", type=int, default=1024, help="max tokens per example, as data.cutoff_len (default 1024)")
-    i.add_argument("--drop-invalid", action="store_true", help="leave rows with errors out of the statistics (as data.drop_invalid)")
-    i.add_argument("--preview", type=int, default=0, metavar="N", help="show the first N rows as the model sees them (needs --model)")
-    i.add_argument("--json", action="store_true", help="machine-readable report (stable schema, see the module docstring)")
+                   help="column mapping overriding detection, e.g. prompt=question,response=answer "
+                        "or messages=dialog,role_tag=speaker")
+    # Token statistics and previews need a tokenizer; without --model the report counts characters only.
+    i.add_argument("--model", metavar="M", help="tokenize with this model's tokenizer and template")
+    i.add_argument("--template", metavar="NAME",
+                   help="named chat template instead of the tokenizer's own (chatml, llama3, qwen, ...)")
+    i.add_argument("--cutoff-len", type=int, default=1024, help="max tokens per example, as data.cutoff_len")
+    i.add_argument("--drop-invalid", action="store_true",
+                   help="leave rows with errors out of the statistics (as data.drop_invalid)")
+    i.add_argument("--preview", type=int, default=0, metavar="N",
+                   help="show the first N rows as the model sees them (needs --model)")
+    i.add_argument("--json", action="store_true",
+                   help="machine-readable report (stable schema, see tunesmith.engine.data.inspect)")
     i.set_defaults(func=run_inspect)
 
     # --- list

@@ -151,7 +151,10 @@ def _guess_legacy(raw: bytes) -> str | None:
 
 
 def is_hub_id(s: str) -> bool:
-    return bool(HUB_ID_RE.match(s)) and not Path(s).suffix.lower() in SUPPORTED_SUFFIXES and not Path(s).exists()
+    """owner/name[:subset][@split] that is not a local path or a file name."""
+    if s.startswith((".", "/", "~")) or Path(s).suffix.lower() in SUPPORTED_SUFFIXES:
+        return False
+    return bool(HUB_ID_RE.match(s)) and not Path(s).exists()
 
 
 def read_source(source: str | Path, subset: str | None = None, split: str | None = None) -> Loaded:
@@ -162,7 +165,7 @@ def read_source(source: str | Path, subset: str | None = None, split: str | None
     if p.is_file():
         return _read_files([p], str(source))
     s = str(source)
-    if is_hub_id(s) and not s.startswith((".", "/", "~")):
+    if is_hub_id(s):
         return _read_hub(s, subset, split)
     raise DataError(f"{source}: no such file or folder. Check the path, or give a bundled dataset name "
                     "(tunesmith data list) or a hub id like owner/name.")

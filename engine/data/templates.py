@@ -143,7 +143,8 @@ GEMMA = (
 
 ALPACA = (
     "{%- if messages and messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}"
-    "{%- else %}{{- 'Below is an instruction that describes a task. Write a response that appropriately completes the request.\\n\\n' }}"
+    "{%- else %}{{- 'Below is an instruction that describes a task. '"
+    "'Write a response that appropriately completes the request.\\n\\n' }}"
     "{%- endif %}"
     "{%- for message in messages %}"
     "{%- if message.role in ['user', 'tool'] %}{{- '### Instruction:\\n' + message.content + '\\n\\n' }}"

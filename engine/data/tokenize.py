@@ -154,9 +154,11 @@ def encode_examples(tokenizer, template: ChatTemplate | None, examples: list[dic
             is_text.append(False)
         if fast:
             chat_idx = [k for k, t in enumerate(is_text) if not t]
-            enc = tokenizer([texts[k] for k in chat_idx], add_special_tokens=False, return_offsets_mapping=True) if chat_idx else None
+            enc = None
+            if chat_idx:
+                enc = tokenizer([texts[k] for k in chat_idx], add_special_tokens=False, return_offsets_mapping=True)
             by_k = {k: j for j, k in enumerate(chat_idx)}
-        for k, ex in enumerate(batch):
+        for k in range(len(batch)):
             if is_text[k]:
                 ids = list(tokenizer(texts[k], add_special_tokens=True)["input_ids"])
                 eos = _eos_id(tokenizer)
@@ -190,7 +192,7 @@ def encode_examples(tokenizer, template: ChatTemplate | None, examples: list[dic
 
 
 def _encode_by_segments(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
-    cuts, trained = [0], []
+    cuts = [0]
     for s, e in spans:
         cuts += [s, e]
     cuts.append(len(text))
