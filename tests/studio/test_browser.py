@@ -1,0 +1,174 @@
+"""The studio in real Chromium: train on the demo model, reload, chat with the result.
+
+    pytest tests/studio -m browser          # needs /usr/bin/chromium (Debian package)
+    TUNESMITH_SCREENSHOT=assets/screenshot.png pytest tests/studio -m browser   # also saves the README shot
+
+The server is a subprocess running `launch()` with its own TUNESMITH_HOME
+(conftest.py); training runs in the engine's worker process on the embedded
+demo model, on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tunesmith.engine.config import RunConfig
+
+pytestmark = pytest.mark.browser
+
+POINTS = "#loss-chart .scatterlayer .trace.scatter .points path"
+
+
+def _text_input(page, elem_id: str):
+    return page.locator(f"#{elem_id}").locator("input, textarea").first
+
+
+def _open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def _wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _toasts(page) -> list[str]:
+    return page.locator(".toast-body").all_inner_texts()
+
+
+def _shown_yaml(page) -> RunConfig:
+    before = page.locator("#yaml .cm-content").inner_text() if page.locator("#yaml .cm-content").count() else None
+    page.click("#show-yaml")
+    code = page.locator("#yaml .cm-content")
+    code.wait_for()
+    if before is not None:
+        _wait_for(lambda: code.inner_text() != before, 10, "the YAML to update")
+    return RunConfig.from_yaml_text(code.inner_text())
+
+
+def _pick_model(page, name: str) -> None:
+    _open_tab(page, "1 · Model")
+    model = _text_input(page, "model-name")
+    model.fill(name)
+    model.press("Enter")
+    time.sleep(1)  # the recommended-settings handler round trip
+
+
+def test_show_yaml_is_the_config_the_cli_runs(page):
+    _open_tab(page, "3 · Train")
+    steps = _text_input(page, "max-steps")
+    steps.fill("5")
+    steps.press("Tab")
+    cfg = _shown_yaml(page)
+    assert cfg.model.name_or_path == "tunesmith/demo"
+    assert cfg.training.max_steps == 5
+    assert cfg.training.learning_rate == 2e-3  # the demo model's recommended setting was applied
+    assert cfg.data.datasets == ["identity"]
+
+    # Another model takes the demo's tiny-model settings back to the defaults ...
+    _pick_model(page, "Qwen/Qwen2.5-0.5B-Instruct")
+    _open_tab(page, "3 · Train")
+    cfg = _shown_yaml(page)
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert (cfg.training.learning_rate, cfg.training.batch_size) == (2e-4, 2)
+    assert cfg.training.max_steps == 5  # what the user typed stays
+    # ... and picking the demo again brings them back.
+    _pick_model(page, "tunesmith/demo")
+    _open_tab(page, "3 · Train")
+    assert _shown_yaml(page).training.learning_rate == 2e-3
+
+
+def test_check_data_shows_report_histogram_and_masked_preview(page):
+    _open_tab(page, "2 · Data")
+    page.click("#check-data")
+    report = page.locator("#data-report")
+    _wait_for(lambda: "rows" in report.inner_text(), 60, "the check report")
+    assert "identity" in report.inner_text() and "alpaca" in report.inner_text()
+    assert page.locator("#data-preview .ts-trained").count() > 0  # trained tokens marked
+    assert page.locator("#data-preview .ts-prompt").count() > 0  # prompt tokens masked
+    _wait_for(lambda: page.locator("#data-histogram .barlayer .point").count() > 0, 15, "the length histogram")
+
+
+def test_engine_errors_show_as_a_message_not_a_traceback(page):
+    model = _text_input(page, "model-name")
+    model.fill("/no/such/model-folder")
+    model.press("Enter")
+    _open_tab(page, "3 · Train")
+    page.click("#start")
+    msg = _wait_for(lambda: " ".join(_toasts(page)), 30, "an error toast")
+    assert "/no/such/model-folder" in msg and "model.name_or_path" in msg
+    assert "Traceback" not in msg
+
+
+def test_train_reload_and_chat(page):
+    t0 = time.time()
+    # A longer run when taking the README screenshot, so the chart has a shape.
+    n_steps = 30 if os.environ.get("TUNESMITH_SCREENSHOT") else 6
+    _open_tab(page, "3 · Train")
+    steps = _text_input(page, "max-steps")
+    steps.fill(str(n_steps))
+    steps.press("Tab")
+    _text_input(page, "run-name").fill("e2e-identity")
+    page.click("#start")
+
+    # The chart gets points while the run is live.
+    stats = page.locator("#run-stats")
+    _wait_for(lambda: "e2e-identity" in stats.inner_text(), 30, "the run in the monitor")
+    _wait_for(lambda: page.locator(POINTS).count() > 0, 150, "loss points on the chart")
+
+    # A reload keeps the run (it runs in the engine, not the page) and shows its chart again.
+    page.reload()
+    page.wait_for_selector(".ts-header")
+    _open_tab(page, "3 · Train")
+    _wait_for(lambda: "e2e-identity" in page.locator("#run-stats").inner_text(), 30, "the run after reload")
+    _wait_for(lambda: page.locator(POINTS).count() > 0, 30, "the chart after reload")
+
+    _wait_for(lambda: "completed" in page.locator("#run-stats").inner_text().lower(), 30 * n_steps,
+              "the run to complete",
+              poll=1.0)
+    assert page.locator(POINTS).count() >= n_steps
+    assert "100%" in page.locator("#run-progress").inner_text()
+    if os.environ.get("TUNESMITH_SCREENSHOT"):
+        page.screenshot(path=os.environ["TUNESMITH_SCREENSHOT"], full_page=True)
+
+    # The Runs tab lists it.
+    _open_tab(page, "Runs")
+    _wait_for(lambda: "e2e-identity" in page.locator("#runs-table").inner_text(), 15, "the run in the Runs table")
+
+    # Chat with the result; the reply streams in.
+    _open_tab(page, "4 · Chat")
+    target = _text_input(page, "chat-target")
+    _wait_for(lambda: "e2e-identity" in target.input_value(), 30, "the finished run as the chat target")
+    page.evaluate("""() => {
+        window.__replyLengths = [];
+        const root = document.querySelector('#chatbot');
+        new MutationObserver(() => {
+            const bots = root.querySelectorAll('[data-testid="bot"]');
+            if (bots.length) window.__replyLengths.push(bots[bots.length - 1].innerText.trim().length);
+        }).observe(root, {subtree: true, childList: true, characterData: true});
+    }""")
+    box = _text_input(page, "chat-input")
+    box.fill("Who are you?")
+    box.press("Enter")
+    bot = page.locator('#chatbot [data-testid="bot"]').last
+    _wait_for(lambda: bot.count() and bot.inner_text().strip() not in ("", "…"), 90, "a reply")
+    time.sleep(2)  # let the stream finish
+    assert bot.inner_text().strip()
+    lengths = [n for n in page.evaluate("window.__replyLengths") if n > 1]
+    assert len(set(lengths)) >= 2, f"reply did not stream (lengths seen: {lengths})"
+    assert not [t for t in _toasts(page) if "Error" in t]
+
+    # Export its adapter.
+    _open_tab(page, "5 · Export")
+    _wait_for(lambda: "e2e-identity" in _text_input(page, "export-run").input_value(), 15, "the run to export")
+    page.click("#export-btn")
+    _wait_for(lambda: "adapter" in page.locator("#export-results").inner_text(), 60, "the exported adapter")
+    print(f"e2e took {time.time() - t0:.0f}s")
