@@ -124,3 +124,36 @@ def test_collate_packed_batch_loss(explicit):
         unpacked = torch.cat([token_losses(model(torch.tensor([i])).logits, i, k) for i, k in rows])
         out = model(**batch)
     torch.testing.assert_close(out.loss, unpacked.mean(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow  # imports TRL (several seconds on 2 cores)
+def test_trl_padding_free_keeps_packed_examples_apart(tokenizer, tmp_path):
+    """The trainer's path: prepare_datasets(packing=True) -> TRL SFTTrainer with padding_free=True.
+
+    TRL rebuilds position_ids from our seq_lengths column and sends no
+    attention_mask, so the loss equals the unpacked loss. (With
+    padding_free=False TRL adds an all-ones attention_mask and examples leak.)
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from tunesmith.engine.config import RunConfig
+    from tunesmith.engine.data import prepare_datasets
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, attn_implementation="sdpa"))
+    model.config.use_cache = False
+    data = {"datasets": ["sharegpt_multiturn"], "cutoff_len": 512, "max_samples": 12}
+    packed, _ = prepare_datasets(RunConfig.from_dict({"data": {**data, "packing": True}}), tokenizer)
+    plain, _ = prepare_datasets(RunConfig.from_dict({"data": data}), tokenizer)
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, max_length=None, padding_free=True,
+                     remove_unused_columns=False, report_to="none", use_cpu=True, max_steps=1, disable_tqdm=True)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=packed, processing_class=tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    assert "attention_mask" not in batch
+    with torch.no_grad():
+        packed_loss = model(**batch).loss
+        losses = torch.cat([token_losses(model(torch.tensor([r["input_ids"]])).logits, r["input_ids"], r["assistant_masks"])
+                            for r in plain])
+    torch.testing.assert_close(packed_loss, losses.mean(), atol=1e-5, rtol=1e-5)
