@@ -318,7 +318,7 @@ def main(argv=None) -> int:
     # how long
     ap.add_argument("--steps", type=int, default=8, help="timed steps per method")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compile, allocator)")
-    ap.add_argument("--quick", action="store_true", help="--warmup 1 --steps 4")
+    ap.add_argument("--quick", action="store_true", help="--warmup 2 --steps 4")
     ap.add_argument("--budget-s", type=float, default=450.0,
                     help="skip the methods left once this much wall time has passed (the table says so)")
     ap.add_argument("--parity", type=int, default=0, help="instead: N steps kernels on vs off, report the curves")
@@ -328,7 +328,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="bench_qlora.json", help="where to write the results")
     args = ap.parse_args(argv)
     if args.quick:
-        args.warmup, args.steps = 1, 4
+        args.warmup, args.steps = 2, 4
     if not torch.cuda.is_available():
         print("bench_qlora needs a CUDA GPU", file=sys.stderr)
         return 2

@@ -94,32 +94,41 @@ def lora_projection(module: torch.nn.Module) -> tuple[Proj | None, torch.Tensor 
 
 
 # --- the math shared by the fused ops ---------------------------------------------
+# A and B arrive cast to the compute dtype (Ac, Bc: cast once per forward and saved for
+# backward); `meta` carries what backward needs of the originals: (needs dA, A dtype,
+# needs dB, B dtype).
 
 
-def proj_forward(x2: torch.Tensor, p: Proj, A, B, slot: int = 0):
+def cast_adapter(A, B, dtype):
+    if A is None:
+        return None, None, None
+    meta = (A.requires_grad, A.dtype, B.requires_grad, B.dtype)
+    return A.to(dtype), B.to(dtype), meta
+
+
+def proj_forward(x2: torch.Tensor, p: Proj, Ac, Bc, slot: int = 0):
     """(y, xa) for x2 (N, in); xa = x2 A^T (N, r) or None without an adapter."""
-    w = p.base_weight(x2.dtype, slot)
-    y = x2 @ w.t()
+    y = x2 @ p.base_weight(x2.dtype, slot).t()
     if p.bias is not None:
         y += p.bias.to(y.dtype)
     xa = None
-    if A is not None:
-        xa = x2 @ A.to(x2.dtype).t()
-        y.addmm_(xa, B.to(x2.dtype).t(), alpha=p.scale)
+    if Ac is not None:
+        xa = x2 @ Ac.t()
+        y.addmm_(xa, Bc.t(), alpha=p.scale)
     return y, xa
 
 
-def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, A, B, dx: torch.Tensor | None,
+def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, Ac, Bc, meta, dx: torch.Tensor | None,
                   accumulate: bool, slot: int = 0):
     """Adds (or writes) dy W + s dyB A into dx when dx is given; returns (dA, dB) or (None, None)."""
     dA = dB = dyB = None
-    if A is not None:
-        Bc = B.to(dy.dtype)
+    if Ac is not None:
+        need_a, a_dtype, need_b, b_dtype = meta
         dyB = dy @ Bc
-        if B.requires_grad:
-            dB = (dy.t() @ xa).mul_(p.scale).to(B.dtype)
-        if A.requires_grad:
-            dA = (dyB.t() @ x2).mul_(p.scale).to(A.dtype)
+        if need_b:
+            dB = (dy.t() @ xa).mul_(p.scale).to(b_dtype)
+        if need_a:
+            dA = (dyB.t() @ x2).mul_(p.scale).to(a_dtype)
     if dx is not None:
         w = p.base_weight(dy.dtype, slot)
         if accumulate:
@@ -127,7 +136,7 @@ def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, A, B, dx: tor
         else:
             torch.matmul(dy, w, out=dx)
         if dyB is not None:
-            dx.addmm_(dyB, A.to(dy.dtype), alpha=p.scale)
+            dx.addmm_(dyB, Ac, alpha=p.scale)
     return dA, dB
 
 
@@ -145,18 +154,19 @@ class LoRALinearFunction(torch.autograd.Function):
         shape, in_dtype, cdt = x.shape, x.dtype, compute_dtype(x)
         with no_autocast(x):
             x2 = x.reshape(-1, shape[-1]).to(cdt)
-            y, xa = proj_forward(x2, p, A, B)
-        ctx.save_for_backward(x2, xa, A, B)
-        ctx.p, ctx.shape, ctx.in_dtype = p, shape, in_dtype
+            Ac, Bc, meta = cast_adapter(A, B, cdt)
+            y, xa = proj_forward(x2, p, Ac, Bc)
+        ctx.save_for_backward(x2, xa, Ac, Bc)
+        ctx.p, ctx.shape, ctx.in_dtype, ctx.meta = p, shape, in_dtype, meta
         return y.view(*shape[:-1], p.out_features)
 
     @staticmethod
     def backward(ctx, dy):
         _once(ctx)
-        x2, xa, A, B = ctx.saved_tensors
+        x2, xa, Ac, Bc = ctx.saved_tensors
         dy2 = dy.reshape(-1, dy.shape[-1]).to(x2.dtype)
         dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
-        dA, dB = proj_backward(dy2, x2, xa, ctx.p, A, B, dx, accumulate=False)
+        dA, dB = proj_backward(dy2, x2, xa, ctx.p, Ac, Bc, ctx.meta, dx, accumulate=False)
         return (None if dx is None else dx.view(ctx.shape).to(ctx.in_dtype)), None, dA, dB
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, compute_dtype, no_autocast, proj_backward, proj_forward
+from .lora import Proj, _once, cast_adapter, compute_dtype, no_autocast, proj_backward, proj_forward
 from .swiglu import glu_backward, glu_forward
 
 
@@ -30,13 +30,17 @@ class LoRAMLPFunction(torch.autograd.Function):
         shape, cdt = x.shape, compute_dtype(x)
         with no_autocast(x):
             x2 = x.reshape(-1, shape[-1]).to(cdt)
-            g, xag = proj_forward(x2, pg, Ag, Bg)
-            u, xau = proj_forward(x2, pu, Au, Bu)
+            Agc, Bgc, mg = cast_adapter(Ag, Bg, cdt)
+            Auc, Buc, mu = cast_adapter(Au, Bu, cdt)
+            Adc, Bdc, md = cast_adapter(Ad, Bd, cdt)
+            g, xag = proj_forward(x2, pg, Agc, Bgc)
+            u, xau = proj_forward(x2, pu, Auc, Buc)
             h = glu_forward(g, u, act)
-            out, had = proj_forward(h, pd, Ad, Bd)
+            out, had = proj_forward(h, pd, Adc, Bdc)
             del h
-        ctx.save_for_backward(x2, g, u, xag, xau, had, Ag, Bg, Au, Bu, Ad, Bd)
+        ctx.save_for_backward(x2, g, u, xag, xau, had, Agc, Bgc, Auc, Buc, Adc, Bdc)
         ctx.projs, ctx.act, ctx.shape, ctx.in_dtype = (pg, pu, pd), act, shape, x.dtype
+        ctx.metas = (mg, mu, md)
         return out.view(*shape[:-1], pd.out_features)
 
     @staticmethod
@@ -44,28 +48,28 @@ class LoRAMLPFunction(torch.autograd.Function):
         _once(ctx)
         x2, g, u, xag, xau, had, Ag, Bg, Au, Bu, Ad, Bd = ctx.saved_tensors
         pg, pu, pd = ctx.projs
+        mg, mu, md = ctx.metas
         d2 = dout.reshape(-1, dout.shape[-1]).to(x2.dtype)
         dh = torch.empty_like(g)
         # down projection: dh and the rank-r grads that only need dout (dAd needs h, below)
-        Bd_c = None if Bd is None else Bd.to(d2.dtype)
-        dAd = dBd = None
-        doutB = None
+        dAd = dBd = doutB = None
         if Ad is not None:
-            doutB = d2 @ Bd_c
-            if Bd.requires_grad:
-                dBd = (d2.t() @ had).mul_(pd.scale).to(Bd.dtype)
+            doutB = d2 @ Bd
+            if md[2]:
+                dBd = (d2.t() @ had).mul_(pd.scale).to(md[3])
         torch.matmul(d2, pd.base_weight(d2.dtype), out=dh)
         if doutB is not None:
-            dh.addmm_(doutB, Ad.to(d2.dtype), alpha=pd.scale)
+            dh.addmm_(doutB, Ad, alpha=pd.scale)
         # activation: recompute h; dg, du overwrite g, u
-        dg, du, h = glu_backward(dh, g, u, ctx.act, want_h=Ad is not None and Ad.requires_grad, inplace=True)
+        want_h = Ad is not None and md[0]
+        dg, du, h = glu_backward(dh, g, u, ctx.act, want_h=want_h, inplace=True)
         del dh
         if h is not None:
-            dAd = (doutB.t() @ h).mul_(pd.scale).to(Ad.dtype)
+            dAd = (doutB.t() @ h).mul_(pd.scale).to(md[1])
             del h
         dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
-        dAg, dBg = proj_backward(dg, x2, xag, pg, Ag, Bg, dx, accumulate=False)
-        dAu, dBu = proj_backward(du, x2, xau, pu, Au, Bu, dx, accumulate=True)
+        dAg, dBg = proj_backward(dg, x2, xag, pg, Ag, Bg, mg, dx, accumulate=False)
+        dAu, dBu = proj_backward(du, x2, xau, pu, Au, Bu, mu, dx, accumulate=True)
         return ((None if dx is None else dx.view(ctx.shape).to(ctx.in_dtype)), None, None, None, None,
                 dAg, dBg, dAu, dBu, dAd, dBd)
 

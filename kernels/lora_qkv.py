@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, compute_dtype, no_autocast, proj_backward, proj_forward
+from .lora import Proj, _once, cast_adapter, compute_dtype, no_autocast, proj_backward, proj_forward
 
 
 class LoRAQKVFunction(torch.autograd.Function):
@@ -22,28 +22,32 @@ class LoRAQKVFunction(torch.autograd.Function):
         shape, cdt = x.shape, compute_dtype(x)
         with no_autocast(x):
             x2 = x.reshape(-1, shape[-1]).to(cdt)
-            q, xaq = proj_forward(x2, pq, Aq, Bq)
-            k, xak = proj_forward(x2, pk, Ak, Bk)
-            v, xav = proj_forward(x2, pv, Av, Bv)
-        ctx.save_for_backward(x2, xaq, xak, xav, Aq, Bq, Ak, Bk, Av, Bv)
+            adapters = [cast_adapter(A, B, cdt) for A, B in ((Aq, Bq), (Ak, Bk), (Av, Bv))]
+            outs, xas = [], []
+            for p, (Ac, Bc, _) in zip((pq, pk, pv), adapters):
+                y, xa = proj_forward(x2, p, Ac, Bc)
+                outs.append(y)
+                xas.append(xa)
+        ctx.save_for_backward(x2, *xas, *[t for a in adapters for t in a[:2]])
         ctx.projs, ctx.shape, ctx.in_dtype = (pq, pk, pv), shape, x.dtype
+        ctx.metas = [a[2] for a in adapters]
         lead = shape[:-1]
-        return q.view(*lead, -1), k.view(*lead, -1), v.view(*lead, -1)
+        return tuple(y.view(*lead, -1) for y in outs)
 
     @staticmethod
     def backward(ctx, dq, dk, dv):
         _once(ctx)
         x2, xaq, xak, xav, Aq, Bq, Ak, Bk, Av, Bv = ctx.saved_tensors
-        pq, pk, pv = ctx.projs
         dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
         grads = []
         first = True
-        for dy, xa, p, A, B in ((dq, xaq, pq, Aq, Bq), (dk, xak, pk, Ak, Bk), (dv, xav, pv, Av, Bv)):
+        for dy, xa, p, Ac, Bc, meta in zip((dq, dk, dv), (xaq, xak, xav), ctx.projs, (Aq, Ak, Av), (Bq, Bk, Bv),
+                                           ctx.metas):
             if dy is None:  # an output that did not reach the loss
                 grads += [None, None]
                 continue
             dy2 = dy.reshape(-1, dy.shape[-1]).to(x2.dtype)
-            grads += list(proj_backward(dy2, x2, xa, p, A, B, dx, accumulate=not first))
+            grads += list(proj_backward(dy2, x2, xa, p, Ac, Bc, meta, dx, accumulate=not first))
             first = False
         if dx is not None and first:
             dx.zero_()

@@ -67,7 +67,7 @@ _SCRATCH: dict[tuple, torch.Tensor] = {}
 
 def scratch(numel: int, dtype: torch.dtype, device: torch.device, slot: int = 0) -> torch.Tensor:
     """A flat buffer of at least numel elements, reused across calls with the same (device, dtype, slot)."""
-    key = (torch.device(device), dtype, slot)
+    key = (device, dtype, slot)
     buf = _SCRATCH.get(key)
     if buf is None or buf.numel() < numel:
         buf = empty((numel,), dtype, device)
@@ -89,24 +89,16 @@ def quant_parts(quant_state) -> dict:
     return parts
 
 
-def dequantize_nf4(packed: torch.Tensor, quant_state, out=None, dtype: torch.dtype | None = None,
-                   slot: int = 0) -> torch.Tensor:
-    """The 16-bit weight (out_features, in_features) of a bitsandbytes NF4 weight.
-
-    out: None (fresh tensor), "scratch" (reused buffer, see module doc) or a tensor.
-    """
+def _prepared(quant_state, device: torch.device) -> tuple:
+    """Launch arguments derived from a QuantState, computed once per (state, device) and kept on it:
+    this runs before every GEMM of every LoRA projection, so its Python cost matters."""
+    cache = getattr(quant_state, "_tunesmith_nf4", None)
+    if cache is not None and cache[0] == device:
+        return cache[1]
     p = quant_parts(quant_state)
-    shape, dtype = p["shape"], dtype or p["dtype"]
     n = 1
-    for d in shape:
+    for d in p["shape"]:
         n *= d
-    device = packed.device
-    if out is None:
-        out = empty(shape, dtype, device)
-    elif isinstance(out, str):
-        out = scratch(n, dtype, device, slot).view(shape)
-    assert out.is_contiguous() and out.numel() == n and out.dtype == dtype
-    a = packed.view(torch.uint8).reshape(-1)
     code = p["code"].to(device=device, dtype=torch.float32)
     if p["nested"]:
         absmax2 = p["absmax2"].to(device)
@@ -116,12 +108,40 @@ def dequantize_nf4(packed: torch.Tensor, quant_state, out=None, dtype: torch.dty
     else:
         absmax2 = code2 = offset = code  # unused pointers
         bs2 = 1
-    kwargs = {} if interpreting() else {"enable_fp_fusion": False}
+    args = (p["shape"], p["dtype"], n, p["absmax"], code, absmax2, code2, offset, p["blocksize"], bs2, p["nested"])
+    try:
+        quant_state._tunesmith_nf4 = (device, args)
+    except AttributeError:  # a state object that takes no attributes: recompute each time
+        pass
+    return args
+
+
+def dequantize_nf4(packed: torch.Tensor, quant_state, out=None, dtype: torch.dtype | None = None,
+                   slot: int = 0) -> torch.Tensor:
+    """The 16-bit weight (out_features, in_features) of a bitsandbytes NF4 weight.
+
+    out: None (fresh tensor), "scratch" (reused buffer, see module doc) or a tensor.
+    """
+    device = packed.device
+    shape, qdtype, n, absmax, code, absmax2, code2, offset, bs, bs2, nested = _prepared(quant_state, device)
+    dtype = dtype or qdtype
+    if out is None:
+        out = empty(shape, dtype, device)
+    elif isinstance(out, str):
+        out = scratch(n, dtype, device, slot).view(shape)
+    else:
+        assert out.is_contiguous() and out.numel() == n and out.dtype == dtype
+    if packed.dtype != torch.uint8:  # quant_storage other than uint8: same bytes
+        packed = packed.view(torch.uint8)
     if n:
         _nf4_dequant_kernel[(triton.cdiv(n, _BLOCK),)](
-            out, a, p["absmax"], code, absmax2, code2, offset, n,
-            BLOCKSIZE=p["blocksize"], BLOCKSIZE2=bs2, NESTED=p["nested"], BLOCK=_BLOCK, num_warps=4, **kwargs)
+            out, packed, absmax, code, absmax2, code2, offset, n,
+            BLOCKSIZE=bs, BLOCKSIZE2=bs2, NESTED=nested, BLOCK=_BLOCK, num_warps=4, **_LAUNCH_KW)
     return out
+
+
+# bit-identity needs two roundings, not an FMA (module doc); the interpreter has no such option
+_LAUNCH_KW = {} if interpreting() else {"enable_fp_fusion": False}
 
 
 def dequantize_nf4_reference(packed: torch.Tensor, quant_state, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from kernel_testutils import BF16, DEVICE, FP16, FP32, assert_close, gpu_param, leaf
+from kernel_testutils import BF16, DEVICE, FP16, FP32, assert_close, assert_close_norm, gpu_param, leaf
 
 from tunesmith.kernels.rms_norm import rms_norm, rms_norm_reference
 
@@ -25,8 +25,12 @@ def test_rms_norm_matches_reference(shape, dtype, atol, rtol, offset, casting):
     assert y1.dtype == rms_norm_reference(x, w, 1e-6, offset, casting).dtype
     assert_close(y1, y2, atol, rtol, "y")
     assert_close(x1.grad, x2.grad, atol, rtol, "dx")
-    # dw sums over all rows: its error grows with the row count.
-    assert_close(w1.grad, w2.grad, atol * 4, rtol * 4, "dw")
+    # dw sums over all rows: its error grows with the row count; over thousands of 16-bit rows
+    # (and x-hat rounded to 16 bits by the llama rule) compare by norm.
+    if x.numel() // n > 1024 and dtype != torch.float32:
+        assert_close_norm(w1.grad, w2.grad, 1e-2, "dw")
+    else:
+        assert_close(w1.grad, w2.grad, atol * 4, rtol * 4, "dw")
 
 
 def test_rms_norm_bf16_forward_matches_transformers_rounding():
