@@ -53,10 +53,27 @@ def default_run_name(cfg: RunConfig) -> str:
 def validate(cfg: RunConfig) -> None:
     """Fail fast on what can be checked before a run exists (model and data sources)."""
     from . import models
-    from .data import check_sources
 
     models.check_model_source(cfg.model)
-    check_sources(cfg.data)
+    check_data_sources(cfg)
+
+
+def check_data_sources(cfg: RunConfig) -> None:
+    """Read and check every local dataset now, so a bad one is refused before a run exists.
+
+    Hub datasets are checked by the worker (reading them may need the network).
+    """
+    from .data import load_examples
+    from .data.examples import resolve_ref
+    from .data.readers import is_hub_id
+
+    fmt = None if cfg.data.format == "auto" else cfg.data.format
+    refs = list(cfg.data.datasets) + ([cfg.data.val_file] if cfg.data.val_file else [])
+    for ref in refs:
+        _, source, _ = resolve_ref(ref)
+        if source and is_hub_id(source) and not Path(source).exists():
+            continue
+        load_examples(ref, format=fmt).usable(drop_invalid=cfg.data.drop_invalid)
 
 
 def submit(cfg: RunConfig, start: bool = True) -> str:

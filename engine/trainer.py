@@ -204,8 +204,11 @@ class Recipe:
             report_to="none",
             disable_tqdm=True,
             include_num_input_tokens_seen="non_padding",
-            max_length=cfg.data.cutoff_len,
-            packing=False,  # engine.data packs itself, keeping examples apart
+            # engine.data packs itself (rows carry seq_lengths/position_ids). padding_free makes TRL
+            # send no attention mask, so attention stays within each example; rows are already cut.
+            max_length=None if cfg.data.packing else cfg.data.cutoff_len,
+            padding_free=cfg.data.packing,
+            packing=False,
             dataset_kwargs={"skip_prepare_dataset": False},
             remove_unused_columns=False,
         )
