@@ -11,30 +11,6 @@ EXAMPLES = """examples:
   TUNESMITH_AUTH=me:secret tunesmith webui --host 0.0.0.0
 """
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-def parse_auth(value: str | None) -> tuple[str, str] | None:
-    from tunesmith.engine.errors import ConfigError
-
-    if not value:
-        return None
-    user, sep, pw = value.partition(":")
-    if not sep or not user or not pw:
-        raise ConfigError("--auth / TUNESMITH_AUTH must look like user:password (both non-empty).")
-    return user, pw
-
-
-def check_bind(host: str, auth: tuple[str, str] | None) -> None:
-    """Refuse to serve beyond this machine without a password."""
-    from tunesmith.engine.errors import ConfigError
-
-    if host not in LOOPBACK and auth is None:
-        raise ConfigError(
-            f"--host {host} makes the studio reachable from other machines, so it needs a password: "
-            "add --auth user:password or set TUNESMITH_AUTH=user:password."
-        )
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("webui", help="serve the studio in the browser", epilog=EXAMPLES,
@@ -46,9 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    auth = parse_auth(args.auth or os.environ.get("TUNESMITH_AUTH"))
-    check_bind(args.host, auth)
-    from tunesmith.studio.app import launch
+    # The bind/auth policy lives in one place, studio.app.launch (it also reads TUNESMITH_AUTH).
+    from tunesmith.studio.app import launch, parse_auth
 
-    launch(host=args.host, port=args.port, auth=auth)
+    launch(host=args.host, port=args.port, auth=parse_auth(args.auth) if args.auth else None)
     return 0

@@ -79,7 +79,7 @@ def test_webui_refuses_public_host_without_auth(fresh_home, monkeypatch):
 
 
 def test_bad_auth_value():
-    from tunesmith.cli.webui import parse_auth
+    from tunesmith.studio.app import parse_auth
 
     with pytest.raises(ConfigError, match="user:password"):
         parse_auth("justaname")
