@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .nf4 import dequantize_nf4, is_nf4_weight
+from .nf4 import dequantize_nf4, dequantize_nf4_group, is_nf4_weight
 from .utils import compute_dtype, no_autocast  # noqa: F401  (re-exported for the fused ops)
 
 
@@ -51,7 +51,7 @@ class Proj:
     def base_weight(self, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
         if self.quant_state is not None:
             return dequantize_nf4(self.weight, self.quant_state, out="scratch", dtype=dtype, slot=slot)
-        return self.weight if self.weight.dtype == dtype else self.weight.to(dtype)
+        return _to(self.weight, dtype)
 
 
 def lora_projection(module: torch.nn.Module) -> tuple[Proj | None, torch.Tensor | None, torch.Tensor | None, str]:
@@ -103,14 +103,43 @@ def cast_adapter(A, B, dtype):
     if A is None:
         return None, None, None
     meta = (A.requires_grad, A.dtype, B.requires_grad, B.dtype)
-    return A.to(dtype), B.to(dtype), meta
+    return _to(A, dtype), _to(B, dtype), meta
 
 
-def proj_forward(x2: torch.Tensor, p: Proj, Ac, Bc, slot: int = 0):
+def _to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # a dtype check in Python is ~50 ns; a no-op Tensor.to() call is microseconds, hundreds per step
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+_ZERO: dict = {}
+
+
+def _scaled_mm(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale * (a @ b) in one GEMM launch (addmm with beta=0 ignores its input)."""
+    z = _ZERO.get((a.device, a.dtype))
+    if z is None:
+        z = _ZERO[(a.device, a.dtype)] = torch.zeros((), device=a.device, dtype=a.dtype)
+    return torch.addmm(z, a, b, beta=0, alpha=scale)
+
+
+# Projections that share an input (q/k/v, gate/up) dequantize their NF4 weights with one launch
+# into one scratch buffer. That buffer is as large as the group (8B gate+up: 235 MB instead of
+# 117 MB), so memory mode turns it off (kernels.tune_memory).
+GROUP_NF4 = True
+
+
+def group_weights(projs, dtype: torch.dtype) -> list | None:
+    """16-bit weights of all-NF4 projections sharing an input, from one launch; else None."""
+    if not GROUP_NF4 or any(p.quant_state is None for p in projs):
+        return None
+    return dequantize_nf4_group([(p.weight, p.quant_state) for p in projs], dtype)
+
+
+def proj_forward(x2: torch.Tensor, p: Proj, Ac, Bc, slot: int = 0, w: torch.Tensor | None = None):
     """(y, xa) for x2 (N, in); xa = x2 A^T (N, r) or None without an adapter."""
-    y = x2 @ p.base_weight(x2.dtype, slot).t()
+    y = x2 @ (w if w is not None else p.base_weight(x2.dtype, slot)).t()
     if p.bias is not None:
-        y += p.bias.to(y.dtype)
+        y += _to(p.bias, y.dtype)
     xa = None
     if Ac is not None:
         xa = x2 @ Ac.t()
@@ -119,18 +148,19 @@ def proj_forward(x2: torch.Tensor, p: Proj, Ac, Bc, slot: int = 0):
 
 
 def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, Ac, Bc, meta, dx: torch.Tensor | None,
-                  accumulate: bool, slot: int = 0):
+                  accumulate: bool, slot: int = 0, w: torch.Tensor | None = None):
     """Adds (or writes) dy W + s dyB A into dx when dx is given; returns (dA, dB) or (None, None)."""
     dA = dB = dyB = None
     if Ac is not None:
         need_a, a_dtype, need_b, b_dtype = meta
         dyB = dy @ Bc
         if need_b:
-            dB = (dy.t() @ xa).mul_(p.scale).to(b_dtype)
+            dB = _to(_scaled_mm(dy.t(), xa, p.scale), b_dtype)
         if need_a:
-            dA = (dyB.t() @ x2).mul_(p.scale).to(a_dtype)
+            dA = _to(_scaled_mm(dyB.t(), x2, p.scale), a_dtype)
     if dx is not None:
-        w = p.base_weight(dy.dtype, slot)
+        if w is None:
+            w = p.base_weight(dy.dtype, slot)
         if accumulate:
             dx.addmm_(dy, w)
         else:
@@ -153,7 +183,7 @@ class LoRALinearFunction(torch.autograd.Function):
     def forward(ctx, x, p: Proj, A, B):
         shape, in_dtype, cdt = x.shape, x.dtype, compute_dtype(x)
         with no_autocast(x):
-            x2 = x.reshape(-1, shape[-1]).to(cdt)
+            x2 = _to(x.reshape(-1, shape[-1]), cdt)
             Ac, Bc, meta = cast_adapter(A, B, cdt)
             y, xa = proj_forward(x2, p, Ac, Bc)
         ctx.save_for_backward(x2, xa, Ac, Bc)
@@ -164,10 +194,10 @@ class LoRALinearFunction(torch.autograd.Function):
     def backward(ctx, dy):
         _once(ctx)
         x2, xa, Ac, Bc = ctx.saved_tensors
-        dy2 = dy.reshape(-1, dy.shape[-1]).to(x2.dtype)
+        dy2 = _to(dy.reshape(-1, dy.shape[-1]), x2.dtype)
         dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
         dA, dB = proj_backward(dy2, x2, xa, ctx.p, Ac, Bc, ctx.meta, dx, accumulate=False)
-        return (None if dx is None else dx.view(ctx.shape).to(ctx.in_dtype)), None, dA, dB
+        return (None if dx is None else _to(dx.view(ctx.shape), ctx.in_dtype)), None, dA, dB
 
 
 def lora_linear(x: torch.Tensor, p: Proj, A=None, B=None) -> torch.Tensor:

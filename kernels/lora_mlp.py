@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, cast_adapter, compute_dtype, no_autocast, proj_backward, proj_forward
+from .lora import Proj, _once, _scaled_mm, _to, group_weights, cast_adapter, compute_dtype, no_autocast, proj_backward, proj_forward
 from .swiglu import glu_backward, glu_forward
 
 
@@ -29,12 +29,13 @@ class LoRAMLPFunction(torch.autograd.Function):
     def forward(ctx, x, pg: Proj, pu: Proj, pd: Proj, act: str, Ag, Bg, Au, Bu, Ad, Bd):
         shape, cdt = x.shape, compute_dtype(x)
         with no_autocast(x):
-            x2 = x.reshape(-1, shape[-1]).to(cdt)
+            x2 = _to(x.reshape(-1, shape[-1]), cdt)
             Agc, Bgc, mg = cast_adapter(Ag, Bg, cdt)
             Auc, Buc, mu = cast_adapter(Au, Bu, cdt)
             Adc, Bdc, md = cast_adapter(Ad, Bd, cdt)
-            g, xag = proj_forward(x2, pg, Agc, Bgc)
-            u, xau = proj_forward(x2, pu, Auc, Buc)
+            wg, wu = group_weights((pg, pu), cdt) or (None, None)
+            g, xag = proj_forward(x2, pg, Agc, Bgc, w=wg)
+            u, xau = proj_forward(x2, pu, Auc, Buc, w=wu)
             h = glu_forward(g, u, act)
             out, had = proj_forward(h, pd, Adc, Bdc)
             del h
@@ -49,14 +50,14 @@ class LoRAMLPFunction(torch.autograd.Function):
         x2, g, u, xag, xau, had, Ag, Bg, Au, Bu, Ad, Bd = ctx.saved_tensors
         pg, pu, pd = ctx.projs
         mg, mu, md = ctx.metas
-        d2 = dout.reshape(-1, dout.shape[-1]).to(x2.dtype)
+        d2 = _to(dout.reshape(-1, dout.shape[-1]), x2.dtype)
         dh = torch.empty_like(g)
         # down projection: dh and the rank-r grads that only need dout (dAd needs h, below)
         dAd = dBd = doutB = None
         if Ad is not None:
             doutB = d2 @ Bd
             if md[2]:
-                dBd = (d2.t() @ had).mul_(pd.scale).to(md[3])
+                dBd = _to(_scaled_mm(d2.t(), had, pd.scale), md[3])
         torch.matmul(d2, pd.base_weight(d2.dtype), out=dh)
         if doutB is not None:
             dh.addmm_(doutB, Ad, alpha=pd.scale)
@@ -65,12 +66,13 @@ class LoRAMLPFunction(torch.autograd.Function):
         dg, du, h = glu_backward(dh, g, u, ctx.act, want_h=want_h, inplace=True)
         del dh
         if h is not None:
-            dAd = (doutB.t() @ h).mul_(pd.scale).to(md[1])
+            dAd = _to(_scaled_mm(doutB.t(), h, pd.scale), md[1])
             del h
         dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
-        dAg, dBg = proj_backward(dg, x2, xag, pg, Ag, Bg, mg, dx, accumulate=False)
-        dAu, dBu = proj_backward(du, x2, xau, pu, Au, Bu, mu, dx, accumulate=True)
-        return ((None if dx is None else dx.view(ctx.shape).to(ctx.in_dtype)), None, None, None, None,
+        wg, wu = (group_weights((pg, pu), x2.dtype) if dx is not None else None) or (None, None)
+        dAg, dBg = proj_backward(dg, x2, xag, pg, Ag, Bg, mg, dx, accumulate=False, w=wg)
+        dAu, dBu = proj_backward(du, x2, xau, pu, Au, Bu, mu, dx, accumulate=True, w=wu)
+        return ((None if dx is None else _to(dx.view(ctx.shape), ctx.in_dtype)), None, None, None, None,
                 dAg, dBg, dAu, dBu, dAd, dBd)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, cast_adapter, compute_dtype, no_autocast, proj_backward, proj_forward
+from .lora import Proj, _once, _to, group_weights, cast_adapter, compute_dtype, no_autocast, proj_backward, proj_forward
 
 
 class LoRAQKVFunction(torch.autograd.Function):
@@ -21,11 +21,12 @@ class LoRAQKVFunction(torch.autograd.Function):
     def forward(ctx, x, pq: Proj, pk: Proj, pv: Proj, Aq, Bq, Ak, Bk, Av, Bv):
         shape, cdt = x.shape, compute_dtype(x)
         with no_autocast(x):
-            x2 = x.reshape(-1, shape[-1]).to(cdt)
+            x2 = _to(x.reshape(-1, shape[-1]), cdt)
             adapters = [cast_adapter(A, B, cdt) for A, B in ((Aq, Bq), (Ak, Bk), (Av, Bv))]
+            ws = group_weights((pq, pk, pv), cdt) or (None, None, None)
             outs, xas = [], []
-            for p, (Ac, Bc, _) in zip((pq, pk, pv), adapters):
-                y, xa = proj_forward(x2, p, Ac, Bc)
+            for p, (Ac, Bc, _), w in zip((pq, pk, pv), adapters, ws):
+                y, xa = proj_forward(x2, p, Ac, Bc, w=w)
                 outs.append(y)
                 xas.append(xa)
         ctx.save_for_backward(x2, *xas, *[t for a in adapters for t in a[:2]])
@@ -41,17 +42,18 @@ class LoRAQKVFunction(torch.autograd.Function):
         dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
         grads = []
         first = True
-        for dy, xa, p, Ac, Bc, meta in zip((dq, dk, dv), (xaq, xak, xav), ctx.projs, (Aq, Ak, Av), (Bq, Bk, Bv),
-                                           ctx.metas):
+        ws = (group_weights(ctx.projs, x2.dtype) if dx is not None else None) or (None, None, None)
+        for dy, xa, p, Ac, Bc, meta, w in zip((dq, dk, dv), (xaq, xak, xav), ctx.projs, (Aq, Ak, Av), (Bq, Bk, Bv),
+                                              ctx.metas, ws):
             if dy is None:  # an output that did not reach the loss
                 grads += [None, None]
                 continue
-            dy2 = dy.reshape(-1, dy.shape[-1]).to(x2.dtype)
-            grads += list(proj_backward(dy2, x2, xa, p, Ac, Bc, meta, dx, accumulate=not first))
+            dy2 = _to(dy.reshape(-1, dy.shape[-1]), x2.dtype)
+            grads += list(proj_backward(dy2, x2, xa, p, Ac, Bc, meta, dx, accumulate=not first, w=w))
             first = False
         if dx is not None and first:
             dx.zero_()
-        return ((None if dx is None else dx.view(ctx.shape).to(ctx.in_dtype)), None, None, None, *grads)
+        return ((None if dx is None else _to(dx.view(ctx.shape), ctx.in_dtype)), None, None, None, *grads)
 
 
 def lora_qkv(x, pq, pk, pv, Aq=None, Bq=None, Ak=None, Bk=None, Av=None, Bv=None):

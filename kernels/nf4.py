@@ -34,11 +34,9 @@ from .utils import empty, interpreting
 
 
 @triton.jit
-def _nf4_dequant_kernel(
-    OUT, A, ABSMAX, CODE, ABSMAX2, CODE2, OFFSET, n,
-    BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr, NESTED: tl.constexpr, BLOCK: tl.constexpr,
-):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+def _dequant_block(OUT, A, ABSMAX, CODE, ABSMAX2, CODE2, OFFSET, n, block_id,
+                   BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr, NESTED: tl.constexpr, BLOCK: tl.constexpr):
+    offs = block_id.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     byte = tl.load(A + offs // 2, mask=mask, other=0).to(tl.int32)
     nib = tl.where(offs % 2 == 0, byte >> 4, byte & 15)
@@ -59,6 +57,35 @@ def _nf4_dequant_kernel(
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         w = bits.to(tl.float32, bitcast=True)
     tl.store(OUT + offs, w.to(OUT.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _nf4_dequant_kernel(
+    OUT, A, ABSMAX, CODE, ABSMAX2, CODE2, OFFSET, n,
+    BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr, NESTED: tl.constexpr, BLOCK: tl.constexpr,
+):
+    _dequant_block(OUT, A, ABSMAX, CODE, ABSMAX2, CODE2, OFFSET, n, tl.program_id(0),
+                   BLOCKSIZE, BLOCKSIZE2, NESTED, BLOCK)
+
+
+@triton.jit
+def _nf4_dequant3_kernel(
+    OUT, CODE, CODE2,
+    A0, M0, S0, O0, n0, A1, M1, S1, O1, n1, A2, M2, S2, O2, n2,
+    BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr, NESTED: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Up to three weights (n2 may be 0) back to back into one buffer, one launch: the
+    projections that share an input (q/k/v, gate/up). Each block belongs to one weight."""
+    pid = tl.program_id(0)
+    b0 = tl.cdiv(n0, BLOCK)
+    b1 = tl.cdiv(n1, BLOCK)
+    if pid < b0:
+        _dequant_block(OUT, A0, M0, CODE, S0, CODE2, O0, n0, pid, BLOCKSIZE, BLOCKSIZE2, NESTED, BLOCK)
+    elif pid < b0 + b1:
+        _dequant_block(OUT + n0, A1, M1, CODE, S1, CODE2, O1, n1, pid - b0, BLOCKSIZE, BLOCKSIZE2, NESTED, BLOCK)
+    else:
+        _dequant_block(OUT + n0 + n1, A2, M2, CODE, S2, CODE2, O2, n2, pid - b0 - b1,
+                       BLOCKSIZE, BLOCKSIZE2, NESTED, BLOCK)
 
 
 _BLOCK = 1024
@@ -108,7 +135,11 @@ def _prepared(quant_state, device: torch.device) -> tuple:
     else:
         absmax2 = code2 = offset = code  # unused pointers
         bs2 = 1
-    args = (p["shape"], p["dtype"], n, p["absmax"], code, absmax2, code2, offset, p["blocksize"], bs2, p["nested"])
+    # the code tables' values, read once here, let dequantize_nf4_group check that weights can
+    # share a launch without a device sync per call
+    tables = (tuple(code.tolist()), tuple(code2.tolist()) if p["nested"] else None)
+    args = (p["shape"], p["dtype"], n, p["absmax"], code, absmax2, code2, offset, p["blocksize"], bs2, p["nested"],
+            tables)
     try:
         quant_state._tunesmith_nf4 = (device, args)
     except AttributeError:  # a state object that takes no attributes: recompute each time
@@ -123,7 +154,7 @@ def dequantize_nf4(packed: torch.Tensor, quant_state, out=None, dtype: torch.dty
     out: None (fresh tensor), "scratch" (reused buffer, see module doc) or a tensor.
     """
     device = packed.device
-    shape, qdtype, n, absmax, code, absmax2, code2, offset, bs, bs2, nested = _prepared(quant_state, device)
+    shape, qdtype, n, absmax, code, absmax2, code2, offset, bs, bs2, nested, _ = _prepared(quant_state, device)
     dtype = dtype or qdtype
     if out is None:
         out = empty(shape, dtype, device)
@@ -142,6 +173,39 @@ def dequantize_nf4(packed: torch.Tensor, quant_state, out=None, dtype: torch.dty
 
 # bit-identity needs two roundings, not an FMA (module doc); the interpreter has no such option
 _LAUNCH_KW = {} if interpreting() else {"enable_fp_fusion": False}
+
+
+def dequantize_nf4_group(weights: list, dtype: torch.dtype, slot: int = 0) -> list[torch.Tensor] | None:
+    """Dequantize 2 or 3 NF4 weights [(packed, quant_state), ...] into one scratch buffer with ONE
+    launch; returns a contiguous view per weight, or None when they cannot share a launch
+    (different block sizes, code tables or nesting: then call dequantize_nf4 on each)."""
+    if not 2 <= len(weights) <= 3:
+        return None
+    device = weights[0][0].device
+    preps = [_prepared(qs, device) for _, qs in weights]
+    first = preps[0]
+    for p in preps[1:]:  # same block sizes, nesting and code-table values
+        if p[8:] != first[8:]:
+            return None
+    sizes = [p[2] for p in preps]
+    total = sum(sizes)
+    buf = scratch(total, dtype, device, slot)
+    args = []
+    for (packed, _), p in zip(weights, preps):
+        if packed.dtype != torch.uint8:
+            packed = packed.view(torch.uint8)
+        args += [packed, p[3], p[5], p[7], p[2]]
+    if len(weights) == 2:
+        args += [weights[0][0], preps[0][3], preps[0][5], preps[0][7], 0]
+    _, _, _, _, code, _, code2, _, bs, bs2, nested, _ = first
+    grid = (sum(triton.cdiv(n, _BLOCK) for n in sizes),)
+    _nf4_dequant3_kernel[grid](buf, code, code2, *args, BLOCKSIZE=bs, BLOCKSIZE2=bs2, NESTED=nested, BLOCK=_BLOCK,
+                               num_warps=4, **_LAUNCH_KW)
+    out, start = [], 0
+    for p in preps:
+        out.append(buf[start:start + p[2]].view(p[0]))
+        start += p[2]
+    return out
 
 
 def dequantize_nf4_reference(packed: torch.Tensor, quant_state, dtype: torch.dtype | None = None) -> torch.Tensor:

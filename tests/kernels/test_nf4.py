@@ -62,3 +62,18 @@ def test_nf4_rows_not_a_multiple_of_the_block():
     absmax = F.dequantize_blockwise(qs.absmax, qs.state2) + qs.offset
     flat = _dequantize_4bit_compute(packed.view(-1), absmax.float(), qs.code, 64, qs.shape, qs.dtype)
     assert torch.equal(dequantize_nf4(packed, qs), flat)
+
+
+def test_nf4_group_of_three_in_one_launch():
+    from tunesmith.kernels.nf4 import dequantize_nf4_group
+
+    ws = [_quantize(shape, torch.bfloat16, True) for shape in [(64, 128), (32, 128), (96, 128)]]
+    views = dequantize_nf4_group(ws, torch.bfloat16)
+    assert views is not None and len(views) == 3
+    for (packed, qs), v in zip(ws, views):
+        assert v.is_contiguous()
+        assert torch.equal(v, F.dequantize_4bit(packed, qs))
+    two = dequantize_nf4_group(ws[:2], torch.bfloat16)
+    assert torch.equal(two[1], F.dequantize_4bit(*ws[1]))
+    single = _quantize((64, 128), torch.bfloat16, False)  # not nested: cannot share a launch with nested ones
+    assert dequantize_nf4_group([ws[0], single], torch.bfloat16) is None
