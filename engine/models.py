@@ -117,7 +117,7 @@ def _config_dtype(src: str, mc: ModelConfig) -> torch.dtype | None:
 
 def load_for_training(cfg: RunConfig):
     """Load (model, tokenizer, hardware) ready for PEFT/TRL, per cfg.method."""
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     mc = cfg.model
     hw = detect_hardware()
@@ -147,18 +147,22 @@ def load_for_training(cfg: RunConfig):
         kwargs["dtype"] = torch.float32 if cfg.method == "full" else compute
         if hw.device == "cuda":
             kwargs["device_map"] = {"": 0}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
-    except Exception as e:
-        raise _wrap_load_error("model", mc.name_or_path, e) from e
+    model = _from_pretrained(src, mc, kwargs)
     model.config.use_cache = False
     return model, tok, hw
 
 
-def load_for_inference(source: str, mc: ModelConfig | None = None):
-    """Load a 16-bit model (fp32 on CPU) for generation, from a folder or hub id."""
+def _from_pretrained(src: str, mc: ModelConfig, kwargs: dict):
     from transformers import AutoModelForCausalLM
 
+    try:
+        return AutoModelForCausalLM.from_pretrained(src, **kwargs)
+    except Exception as e:
+        raise _wrap_load_error("model", mc.name_or_path, e) from e
+
+
+def load_for_inference(source: str, mc: ModelConfig | None = None):
+    """Load a 16-bit model (fp32 on CPU) for generation, from a folder or hub id."""
     mc = mc or ModelConfig(name_or_path=source)
     hw = detect_hardware()
     src = resolve_model_path(source)
@@ -167,9 +171,6 @@ def load_for_inference(source: str, mc: ModelConfig | None = None):
     kwargs["dtype"] = hw.compute_dtype
     if hw.device == "cuda":
         kwargs["device_map"] = {"": 0}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
-    except Exception as e:
-        raise _wrap_load_error("model", mc.name_or_path, e) from e
+    model = _from_pretrained(src, mc, kwargs)
     model.eval()
     return model, tok

@@ -15,22 +15,22 @@ def home() -> Path:
     return p
 
 
-def runs_dir() -> Path:
-    p = home() / "runs"
+def _sub(name: str) -> Path:
+    p = home() / name
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def runs_dir() -> Path:
+    return _sub("runs")
 
 
 def exports_dir() -> Path:
-    p = home() / "exports"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    return _sub("exports")
 
 
 def uploads_dir() -> Path:
-    p = home() / "uploads"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    return _sub("uploads")
 
 
 def db_path() -> Path:
