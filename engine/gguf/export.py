@@ -216,12 +216,10 @@ def export_gguf(
                 f"about {_gb(needed)}: free space or export fewer / smaller types."
             ) from e
         raise ExportError(f"Could not write the GGUF in {out_dir}: {e}") from e
-    except BaseException as e:
+    except BaseException as e:  # ExportError, KeyboardInterrupt, ...: no partial file survives
         _cleanup(partials)
-        if isinstance(e, ExportError) and "tokenizes differently" in str(e):
-            _cleanup(done_files)
-        elif hasattr(e, "add_note"):
-            kept = ", ".join(p.name for p in done_files) or "none"
+        kept = ", ".join(p.name for p in done_files) or "none"
+        if hasattr(e, "add_note"):  # Python 3.11+
             e.add_note(f"GGUF export stopped; partial files removed. Complete files kept: {kept}.")
         raise
     finally:
@@ -237,11 +235,19 @@ def export_gguf(
         for i, q in enumerate(wanted):
             report(0.82 + 0.16 * i / len(wanted), f"checking {q.upper()} against the Hugging Face model")
             fidelity[q] = check_fidelity(finals[q], ref_dir, quant=q, reference=reference)
-            if not fidelity[q].tokenization_ok:
-                raise ExportError(f"{finals[q].name}: llama.cpp tokenization differs from Hugging Face: {fidelity[q].tokenization_mismatches[:2]}")
+            if not fidelity[q].tokenization_ok:  # checked before quantizing too; same vocab in every file
+                _cleanup(list(finals.values()))
+                raise ExportError(
+                    f"{finals[q].name}: llama.cpp tokenizes differently from Hugging Face, so the files were removed: "
+                    + "; ".join(fidelity[q].tokenization_mismatches[:2])
+                )
 
+    report(0.99, "writing Ollama Modelfiles")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))  # once: a 150k vocabulary takes a second to load
     for q in wanted:
-        mf = write_modelfile(finals[q], model_dir, stop_tokens=vocab.stop_tokens, context_length=plan.context_length)
+        mf = write_modelfile(finals[q], model_dir, stop_tokens=vocab.stop_tokens, context_length=plan.context_length, tokenizer=tokenizer)
         results.append(
             GgufResult(
                 path=finals[q],

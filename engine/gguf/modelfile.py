@@ -156,16 +156,18 @@ def write_modelfile(
     stop_tokens: list[str] | None = None,
     context_length: int | None = None,
     name: str | None = None,
+    tokenizer=None,
 ) -> Path:
     """Write <gguf stem>.Modelfile next to gguf_path; return its path.
 
     model_dir is the HF folder whose tokenizer (chat template, eos) and generation_config.json
-    give the template, stops and defaults. The file's first lines hold the `ollama create` command.
+    give the template, stops and defaults (pass `tokenizer` when it is already loaded). The file's
+    first lines hold the `ollama create` command.
     """
     from transformers import AutoTokenizer
 
     gguf_path = Path(gguf_path)
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(str(model_dir))
     fmt = detect_chat_format(tok)
     stops: list[str] = []
     for s in [*(fmt.stops if fmt else ()), *(stop_tokens or []), tok.eos_token]:

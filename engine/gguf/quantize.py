@@ -1,7 +1,7 @@
 """K-quants and Q4_0 from an F16/BF16 GGUF with llama.cpp's quantizer (llama-cpp-python).
 
-`llama_model_quantize` runs in a child process (`python -m tunesmith.engine.gguf.quantize IN OUT
-TYPE THREADS`): it can be stopped (Ctrl-C, the studio's stop) without waiting for the C call, an
+`llama_model_quantize` runs in a child process (`python .../quantize.py IN OUT TYPE THREADS`, run
+as a file so the child does not import torch): it can be stopped (Ctrl-C, the studio's stop) without waiting for the C call, an
 abort inside llama.cpp cannot take the studio down, and its log is captured for error messages.
 Progress is the output size against the expected size.
 
@@ -18,6 +18,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+if __name__ == "__main__":  # run as a file: keep this folder's modules (arch, writer, ...) off sys.path
+    sys.path.pop(0)
 from typing import Callable
 
 from tunesmith.engine.errors import ExportError
@@ -60,7 +63,7 @@ def quantize_file(
         )
     threads = threads or os.cpu_count() or 1
     expected = max(_expected_bytes(src, quant), 1)
-    cmd = [sys.executable, "-m", "tunesmith.engine.gguf.quantize", str(src), str(dst), quant, str(threads)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), str(src), str(dst), quant, str(threads)]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -8,13 +8,14 @@ Two tokenizer families are written, the two llama.cpp can reproduce exactly:
   must equal, piece for piece, the cut of one of the reference patterns below. A tokenizer that
   matches none stops the export with an ExportError; writing a file with the wrong (or no)
   pre-tokenizer would load fine and tokenize some inputs differently, silently.
-- SentencePiece-style BPE with byte fallback (Llama 2, Mistral 7B, Gemma 1/2/3)
-  -> `tokenizer.ggml.model = "llama"`. Scores come from tokenizer.model when it is there, else
-  from the merge ranks in tokenizer.json (llama.cpp merges the highest-scoring pair first, HF the
-  lowest-ranked merge first; score = -rank makes the two agree).
+- SentencePiece-style BPE with byte fallback (Llama 2, Mistral 7B, Gemma 1/2/3), as tokenizer.json
+  holds it -> `tokenizer.ggml.model = "llama"`. Scores come from the merge ranks (llama.cpp merges
+  the highest-scoring pair first, HF the lowest-ranked merge first; score = -rank makes the two
+  agree).
 
 What it does not know: Unigram / WordPiece tokenizers, tokenizers with a normalizer other than
-NFC, tiktoken files without a tokenizer.json. Those raise ExportError.
+NFC, folders without tokenizer.json (a lone tokenizer.model or tiktoken file). Those raise
+ExportError.
 The definitive check is the tokenization comparison in fidelity.py (ids must be equal).
 """
 
@@ -172,7 +173,7 @@ def _load_hf_tokenizer(model_dir: Path):
     except Exception as e:  # the message names the missing file or bad field
         raise ExportError(
             f"Cannot load the tokenizer in {model_dir}: {e}. The folder needs tokenizer.json "
-            "(or tokenizer.model) and tokenizer_config.json, as save_pretrained writes them."
+            "and tokenizer_config.json, as save_pretrained writes them."
         ) from e
 
 
@@ -325,42 +326,6 @@ def _spm_vocab_from_json(tj: dict, n_vocab: int, unk: str | None, notes: list[st
     return tokens, types, scores
 
 
-def _spm_vocab_from_model(path: Path, tj: dict | None, n_vocab: int, notes: list[str]) -> tuple[list[str], list[int], list[float]]:
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(path))
-    table: list[str | None] = [None] * n_vocab
-    types = [NORMAL] * n_vocab
-    scores = [0.0] * n_vocab
-    if sp.get_piece_size() > n_vocab:
-        raise ExportError(
-            f"{path.name} has {sp.get_piece_size()} pieces but the model's embedding has only {n_vocab} rows."
-        )
-    for i in range(sp.get_piece_size()):
-        table[i] = sp.id_to_piece(i)
-        scores[i] = sp.get_score(i)
-        if sp.is_unknown(i):
-            types[i] = UNKNOWN
-        elif sp.is_control(i):
-            types[i] = CONTROL
-        elif sp.is_byte(i):
-            types[i] = BYTE
-        elif sp.is_unused(i):
-            types[i] = UNUSED
-    for t in (tj or {}).get("added_tokens", []):
-        i = t["id"]
-        if i >= n_vocab:
-            raise ExportError(f"Added token {t['content']!r} has id {i}, beyond the embedding's {n_vocab} rows.")
-        if i >= sp.get_piece_size() or table[i] != t["content"]:
-            table[i] = t["content"]
-            types[i] = CONTROL if t.get("special") else USER_DEFINED
-            scores[i] = -1000.0
-        elif t.get("special") and types[i] == NORMAL:
-            types[i] = CONTROL
-    tokens = _fill_holes(table, types, notes)
-    return tokens, types, scores
-
-
 def _is_sentencepiece_style(tj: dict) -> bool:
     """BPE over '▁'-escaped text with byte fallback (how HF writes Llama 2 / Mistral / Gemma)."""
     if tj["model"].get("type") != "BPE" or not tj["model"].get("byte_fallback"):
@@ -402,31 +367,27 @@ def build_vocab(model_dir: Path, n_vocab: int, config: dict) -> GgufVocab:
     Raises ExportError for a tokenizer llama.cpp would not reproduce.
     """
     model_dir = Path(model_dir)
-    tj_path, spm_path = model_dir / "tokenizer.json", model_dir / "tokenizer.model"
-    if not tj_path.exists() and not spm_path.exists():
+    tj_path = model_dir / "tokenizer.json"
+    if not tj_path.exists():
         raise ExportError(
-            f"No tokenizer in {model_dir}: expected tokenizer.json (or tokenizer.model). "
-            "Save the tokenizer next to the merged weights (tokenizer.save_pretrained)."
+            f"No tokenizer.json in {model_dir}. Save the (fast) tokenizer next to the merged weights "
+            "with tokenizer.save_pretrained; GGUF export reads the tokenizer the model was trained with."
         )
     tok = _load_hf_tokenizer(model_dir)
-    tj = json.loads(tj_path.read_text(encoding="utf-8")) if tj_path.exists() else None
+    tj = json.loads(tj_path.read_text(encoding="utf-8"))
     backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        raise ExportError(f"Cannot read the fast tokenizer in {model_dir}.")
     notes: list[str] = []
 
-    kind = (tj or {}).get("model", {}).get("type")
-    if tj is not None and kind == "BPE" and not _is_sentencepiece_style(tj):
-        if backend is None:
-            raise ExportError(f"Cannot read the fast tokenizer in {model_dir}.")
+    kind = tj.get("model", {}).get("type")
+    if kind == "BPE" and not _is_sentencepiece_style(tj):
         tokens, types, merges, pre = _bpe_vocab(tj, backend, n_vocab, notes)
         model, scores, add_space_prefix = "gpt2", None, None
-    elif (tj is not None and _is_sentencepiece_style(tj)) or (tj is None and spm_path.exists()):
-        unk = tok.unk_token
-        if tj is not None:
-            tokens, types, scores = _spm_vocab_from_json(tj, n_vocab, unk, notes)
-        else:
-            tokens, types, scores = _spm_vocab_from_model(spm_path, None, n_vocab, notes)
+    elif _is_sentencepiece_style(tj):
+        tokens, types, scores = _spm_vocab_from_json(tj, n_vocab, tok.unk_token, notes)
         model, pre, merges = "llama", None, None
-        add_space_prefix = _spm_add_space_prefix(backend) if backend is not None else True
+        add_space_prefix = _spm_add_space_prefix(backend)
     else:
         raise ExportError(
             f"Unknown tokenizer: {kind or 'no tokenizer.json model'} in {model_dir}. GGUF export supports "
@@ -451,7 +412,9 @@ def build_vocab(model_dir: Path, n_vocab: int, config: dict) -> GgufVocab:
     eot_id = next((tokens.index(t) for t in EOT_CANDIDATES if t in tokens), None)
     add_bos, add_eos = _special_flags(tok, bos_id, eos_id)
 
-    template = tok.chat_template if isinstance(tok.chat_template, str) else None
+    template = tok.chat_template
+    if isinstance(template, dict):  # several named templates: the default one is the chat template
+        template = template.get("default")
     stops = [tokens[eos_id]]
     if eot_id is not None and tokens[eot_id] not in stops:
         stops.append(tokens[eot_id])
