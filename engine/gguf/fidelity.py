@@ -19,9 +19,12 @@ behaviour in Ollama (see modelfile.py).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -159,6 +162,22 @@ def _hf_model(model_dir: Path):
     return model.eval()
 
 
+@contextlib.contextmanager
+def _stderr_to(buf: list[str]):
+    """Collect what llama.cpp prints on fd 2 (it writes from C, past sys.stderr) into buf."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            buf.append(tmp.read().decode("utf-8", "replace"))
+
+
 def _load_llama(gguf_path: Path, n_ctx: int = 512, vocab_only: bool = False):
     try:
         from llama_cpp import Llama
@@ -167,13 +186,22 @@ def _load_llama(gguf_path: Path, n_ctx: int = 512, vocab_only: bool = False):
             "The fidelity check needs llama-cpp-python: pip install 'tunesmith[gguf]' (or export with check=False)."
         ) from e
     threads = os.cpu_count() or 1
+    log: list[str] = []
     try:
-        return Llama(
-            model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
-            vocab_only=vocab_only, n_threads=threads, n_threads_batch=threads, verbose=False,
-        )
+        with _stderr_to(log):  # llama.cpp's full log, kept quiet: shown only when the load fails
+            llm = Llama(
+                model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
+                vocab_only=vocab_only, n_threads=threads, n_threads_batch=threads, verbose=True,
+            )
+        llm.verbose = False
+        from llama_cpp._logger import set_verbose
+
+        set_verbose(False)
+        return llm
     except Exception as e:
-        raise ExportError(f"llama.cpp cannot load {gguf_path.name}: {e}") from e
+        keys = ("error", "failed", "unknown", "invalid", "wrong", "exception")
+        why = [ln.strip() for ln in "".join(log).splitlines() if any(k in ln.lower() for k in keys)][-3:]
+        raise ExportError(f"llama.cpp cannot load {gguf_path.name}: {e}. " + " | ".join(why)) from e
 
 
 SPM_PREFIX_NOTE = (
