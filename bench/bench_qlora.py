@@ -192,6 +192,12 @@ def run_method(shape: str, method: str, args) -> dict:
         traceback.print_exc()
     finally:
         del model, opt
+        try:  # the NF4 scratch buffer outlives a model: without this, one method's size leaks into the next's peak
+            from tunesmith.kernels.nf4 import release_scratch
+
+            release_scratch()
+        except ImportError:
+            pass
         gc.collect()
         torch.cuda.empty_cache()
     return row
@@ -232,6 +238,9 @@ def parity(shape: str, args) -> dict:
             opt.zero_grad(set_to_none=True)
             losses.append(float(loss))
         out["on" if on else "off"] = losses
+        from tunesmith.kernels.nf4 import release_scratch
+
+        release_scratch()
         del model, opt
         gc.collect()
         torch.cuda.empty_cache()

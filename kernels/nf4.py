@@ -102,6 +102,11 @@ def scratch(numel: int, dtype: torch.dtype, device: torch.device, slot: int = 0)
     return buf[:numel]
 
 
+def release_scratch() -> None:
+    """Drop the reused dequantization buffers (they otherwise live as long as the process)."""
+    _SCRATCH.clear()
+
+
 def quant_parts(quant_state) -> dict:
     """The tensors and sizes the kernel needs from a bitsandbytes QuantState."""
     assert quant_state.quant_type == "nf4", f"only nf4 is supported, not {quant_state.quant_type}"
