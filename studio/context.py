@@ -218,6 +218,9 @@ class StudioContext:
     def config_from(self, values: dict) -> RunConfig:
         by_comp = {comp: path for path, comp in self.fields.items()}
         form = {by_comp[c]: v for c, v in values.items() if c in by_comp}
-        extra = {p: v for p, v in (values.get(self.applied_overrides) or {}).items() if p not in self.fields}
+        # All overrides go in first, widget values on top: a widget the browser has not
+        # rendered yet (inside a closed accordion) sends no value, and its field must then
+        # keep the recommended setting rather than fall back to the schema default.
+        extra = dict(values.get(self.applied_overrides) or {})
         return config_from_form(form, extra)
 

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from tunesmith.engine.catalog import recommended_overrides
+
 from tunesmith.engine.config import RunConfig
 
 pytestmark = pytest.mark.browser
@@ -45,13 +47,25 @@ def _toasts(page) -> list[str]:
 
 
 def _shown_yaml(page) -> RunConfig:
+    # CodeMirror renders only the lines inside the viewport; a tall one shows them all.
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": 6000})
+    try:
+        return _read_yaml(page)
+    finally:
+        page.set_viewport_size(size)
+
+
+def _read_yaml(page) -> RunConfig:
     before = page.locator("#yaml .cm-content").inner_text() if page.locator("#yaml .cm-content").count() else None
     page.click("#show-yaml")
     code = page.locator("#yaml .cm-content")
     code.wait_for()
     if before is not None:
         _wait_for(lambda: code.inner_text() != before, 10, "the YAML to update")
-    return RunConfig.from_yaml_text(code.inner_text())
+    text = code.inner_text()
+    assert "output:" in text, "the YAML box did not render every line"
+    return RunConfig.from_yaml_text(text)
 
 
 def _pick_model(page, name: str) -> None:
@@ -70,7 +84,10 @@ def test_show_yaml_is_the_config_the_cli_runs(page):
     cfg = _shown_yaml(page)
     assert cfg.model.name_or_path == "tunesmith/demo"
     assert cfg.training.max_steps == 5
-    assert cfg.training.learning_rate == 2e-3  # the demo model's recommended setting was applied
+    # the demo model's recommended settings were applied
+    rec = recommended_overrides("tunesmith/demo")
+    assert cfg.training.learning_rate == rec["training.learning_rate"]
+    assert cfg.training.gradient_checkpointing == rec["training.gradient_checkpointing"]
     assert cfg.data.datasets == ["identity"]
 
     # Another model takes the demo's tiny-model settings back to the defaults ...
@@ -83,7 +100,7 @@ def test_show_yaml_is_the_config_the_cli_runs(page):
     # ... and picking the demo again brings them back.
     _pick_model(page, "tunesmith/demo")
     _open_tab(page, "3 · Train")
-    assert _shown_yaml(page).training.learning_rate == 2e-3
+    assert _shown_yaml(page).training.learning_rate == rec["training.learning_rate"]
 
 
 def test_check_data_shows_report_histogram_and_masked_preview(page):
