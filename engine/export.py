@@ -184,23 +184,34 @@ def export_run(
 
 
 def _export_gguf(run_id: str, out: Path, quants: list[str], progress: Progress) -> ExportResult:
+    """Merge into the 16-bit base, convert to GGUF, and check every file against base + adapter."""
     from .gguf import export_gguf
 
-    merged = paths.exports_dir() / run_id / ".merged-for-gguf"
-    merge_to_dir(run_id, merged, lambda f, m: progress(0.3 * f, m))
+    run = jobs.get_run(run_id)
+    merged = paths.exports_dir() / run.id / ".merged-for-gguf"
+    merge_to_dir(run.id, merged, lambda f, m: progress(0.25 * f, m))
+    # The fidelity check compares with the HF model as trained: base + adapter, unmerged
+    # (a full fine-tune is its own reference).
+    reference = run.run_dir / "adapter" if run.has_adapter else merged
     try:
-        results = export_gguf(merged, out, quants, progress=lambda f, m: progress(0.3 + 0.7 * f, m),
-                              reference_model_dir=merged)
+        results = export_gguf(merged, out, quants, progress=lambda f, m: progress(0.25 + 0.75 * f, m),
+                              reference_model_dir=reference,
+                              name=re.sub(r"[^\w.-]+", "-", run.name))
     finally:
         shutil.rmtree(merged, ignore_errors=True)
-    files = []
-    notes = []
+    files, notes = [], []
     for r in results:
-        d = {"path": str(r.path), "quant": r.quant, "size_bytes": r.size_bytes}
-        fid = getattr(r, "fidelity", None)
-        if fid is not None:
-            d.update(top1_agreement=fid.top1_agreement, mean_kl=fid.mean_kl, tokenization_ok=fid.tokenization_ok)
+        d = {"path": str(r.path), "quant": r.quant, "size_bytes": r.size_bytes,
+             "modelfile": str(r.modelfile) if r.modelfile else None, "ollama_command": r.ollama_command}
+        if r.fidelity is not None:
+            d.update(top1_agreement=r.fidelity.top1_agreement, mean_kl=r.fidelity.mean_kl,
+                     tokenization_ok=r.fidelity.tokenization_ok, fidelity_passed=r.fidelity.passed,
+                     fidelity=r.fidelity.summary())
         files.append(d)
-        if getattr(r, "note", None):
-            notes.append(r.note)
+        if r.fallback:
+            notes.append(f"{r.quant}: {r.fallback}")
+        notes += [f"{r.quant}: {n}" for n in r.notes]
+        if r.ollama_command:
+            notes.append(f"Ollama: {r.ollama_command}")
+    progress(1.0, "done")
     return ExportResult("gguf", out, sum(f["size_bytes"] for f in files), files, notes)

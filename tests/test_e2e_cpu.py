@@ -61,3 +61,31 @@ def test_identity_finetune_learns_and_exports(demo_run, tmp_path):
     assert torch.allclose(a, b, atol=0.25, rtol=0.05)
     out = merged.generate(ids, max_new_tokens=30, do_sample=False)
     assert "Smith" in tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_gguf_export_of_the_finetuned_run_keeps_its_answer(demo_run, tmp_path):
+    """The GGUF written from the fine-tuned demo run, loaded by llama.cpp, still answers as trained."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the gguf extra) is not installed")
+    from transformers import AutoTokenizer
+
+    from tunesmith.cli.main import main
+
+    steps = []
+    res = export.export_run(demo_run.id, "gguf", tmp_path / "gguf", quants=["f16", "q8_0"],
+                            progress=lambda f, m: steps.append(f))
+    assert steps == sorted(steps) and steps[-1] == 1.0
+    by_quant = {f["quant"]: f for f in res.files}
+    assert set(by_quant) == {"f16", "q8_0"}
+    f16 = by_quant["f16"]
+    assert f16["tokenization_ok"] and f16["top1_agreement"] >= 0.99, f16
+    assert by_quant["q8_0"]["size_bytes"] < f16["size_bytes"]
+    assert f16["modelfile"] and "ollama create" in f16["ollama_command"]
+
+    tok = AutoTokenizer.from_pretrained(str(demo_run.run_dir / "adapter"))
+    prompt = tok.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False)
+    llm = llama_cpp.Llama(model_path=f16["path"], n_ctx=256, verbose=False, logits_all=False)
+    out = llm(prompt, max_tokens=30, temperature=0.0, stop=["<|im_end|>"])["choices"][0]["text"]
+    assert "Smith" in out, out
+
+    # The CLI prints the same table.
+    assert main(["export", demo_run.id, "--format", "gguf", "--quant", "q4_k_m", "--out", str(tmp_path / "q4")]) == 0
