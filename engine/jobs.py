@@ -158,7 +158,9 @@ def _sync(run: RunInfo) -> RunInfo:
     if st and st.get("status") in FINAL_STATES:
         upd.update(status=st["status"], finished_at=st.get("time"))
         if st["status"] == "failed":
-            upd["error"] = (st.get("message") or "").strip() or log_tail(run.run_dir)
+            msg = (st.get("message") or "").strip()
+            tail = log_tail(run.run_dir, 12)
+            upd["error"] = f"{msg}\n--- last lines of worker.log ---\n{tail}" if msg and tail else (msg or tail)
     elif run.status in ("running", "stopping") and not _alive(run):
         upd.update(status="failed", finished_at=time.time(),
                    error="The worker process exited without finishing.\n" + log_tail(run.run_dir))
