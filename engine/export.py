@@ -51,6 +51,20 @@ def _noop(frac: float, msg: str) -> None:
     pass
 
 
+MARKER = "tunesmith_export.json"
+
+
+def _check_out_dir(out: Path) -> None:
+    """Only replace a folder Tunesmith wrote: an existing user folder is never deleted."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
+        raise ExportError(f"{out} already exists and was not written by a Tunesmith export; "
+                          "choose a new or empty folder (nothing was changed).")
+
+
+def _write_marker(folder: Path, **info) -> None:
+    (folder / MARKER).write_text(json.dumps(info, indent=2))
+
+
 def _base_dir(name_or_path: str, revision: str | None = None) -> Path:
     """A local folder holding the base model's safetensors (downloads a hub id when possible)."""
     src = Path(models.resolve_model_path(name_or_path))
@@ -103,6 +117,7 @@ def merge_to_dir(run_id: str, out_dir: Path, progress: Progress | None = None) -
     if run.has_full_model:
         with atomic.atomic_dir(Path(out_dir), overwrite=True) as tmp:
             shutil.copytree(run.run_dir / "model", tmp, dirs_exist_ok=True)
+            _write_marker(tmp, format="merged", run_id=run.id, base_model=cfg.model.name_or_path)
         return Path(out_dir)
     if not run.has_adapter:
         raise ExportError(f"Run {run.id} has no adapter to merge ({run.status}). Train it first, or wait for a save.")
@@ -140,10 +155,8 @@ def merge_to_dir(run_id: str, out_dir: Path, progress: Progress | None = None) -
         for name in _TOKENIZER_FILES:
             if (tok_src / name).exists():
                 shutil.copy2(tok_src / name, tmp / name)
-        (tmp / "tunesmith_export.json").write_text(json.dumps({
-            "run_id": run.id, "base_model": cfg.model.name_or_path, "lora_r": acfg["r"],
-            "lora_alpha": acfg.get("lora_alpha"), "merged_tensors": len(used),
-        }, indent=2))
+        _write_marker(tmp, format="merged", run_id=run.id, base_model=cfg.model.name_or_path, lora_r=acfg["r"],
+                      lora_alpha=acfg.get("lora_alpha"), merged_tensors=len(used))
     progress(1.0, "merged")
     return Path(out_dir)
 
@@ -157,6 +170,7 @@ def export_adapter(run_id: str, out_dir: Path, progress: Progress | None = None)
     progress(0.1, "copying adapter")
     with atomic.atomic_dir(Path(out_dir), overwrite=True) as tmp:
         shutil.copytree(run.run_dir / "adapter", tmp, dirs_exist_ok=True)
+        _write_marker(tmp, format="adapter", run_id=run.id)
     progress(1.0, "adapter written")
     return Path(out_dir)
 
@@ -171,6 +185,8 @@ def export_run(
     if fmt not in ("adapter", "merged", "gguf"):
         raise ExportError(f"format {fmt!r}: choose adapter, merged or gguf.")
     out = Path(out_dir).expanduser() if out_dir else paths.exports_dir() / run.id / fmt
+    if fmt != "gguf":
+        _check_out_dir(out)
     try:
         if fmt == "adapter":
             path = export_adapter(run.id, out, progress)

@@ -8,6 +8,7 @@ for GGUF, how closely each file's logits match the merged model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -60,7 +61,7 @@ def human_size(n: int | float | None) -> str:
 
 
 def fidelity_text(f: dict) -> str:
-    """GGUF fidelity figures (vs the merged model) as one short line."""
+    """GGUF fidelity figures (llama.cpp vs the HF model: base + adapter) as one short line."""
     parts = []
     if f.get("top1_agreement") is not None:
         parts.append(f"top-1 agreement {100 * f['top1_agreement']:.1f}%")
@@ -68,6 +69,8 @@ def fidelity_text(f: dict) -> str:
         parts.append(f"mean KL {f['mean_kl']:.4f}")
     if f.get("tokenization_ok") is not None:
         parts.append("tokenizer matches" if f["tokenization_ok"] else "TOKENIZER MISMATCH")
+    if f.get("fidelity_passed") is not None:
+        parts.append("meets its target" if f["fidelity_passed"] else "BELOW ITS TARGET")
     return " · ".join(parts)
 
 
@@ -115,7 +118,11 @@ def build_export_tab(ctx: StudioContext) -> ExportHandles:
                 progress((_i + max(0.0, min(1.0, frac))) / len(fmts), desc=f"{_fmt}: {message}".strip(": "))
 
             report(0.0, "starting")
-            result = export.export_run(run_id, fmt, (out or "").strip() or None,
+            # One folder per format when several share an output folder.
+            target = (out or "").strip() or None
+            if target and len(fmts) > 1:
+                target = str(Path(target).expanduser() / fmt)
+            result = export.export_run(run_id, fmt, target,
                                        qs if fmt == "gguf" else None, progress=report)
             rows += result_rows(result)
             notes += result.notes

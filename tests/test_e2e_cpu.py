@@ -89,3 +89,18 @@ def test_gguf_export_of_the_finetuned_run_keeps_its_answer(demo_run, tmp_path):
 
     # The CLI prints the same table.
     assert main(["export", demo_run.id, "--format", "gguf", "--quant", "q4_k_m", "--out", str(tmp_path / "q4")]) == 0
+
+
+def test_export_never_replaces_a_folder_it_did_not_write(demo_run, tmp_path):
+    from tunesmith.engine.errors import ExportError
+
+    mine = tmp_path / "my-projects"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    with pytest.raises(ExportError, match="not written by a Tunesmith export"):
+        export.export_run(demo_run.id, "merged", mine)
+    assert (mine / "notes.txt").read_text() == "precious" and len(list(mine.iterdir())) == 1
+    # Its own earlier export is replaced in place.
+    first = export.export_run(demo_run.id, "adapter", tmp_path / "again")
+    second = export.export_run(demo_run.id, "adapter", tmp_path / "again")
+    assert first.path == second.path and (second.path / "adapter_config.json").exists()
