@@ -34,6 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Keep library chatter (deprecation notices, weight-loading bars, optional-backend
+    probes) out of a user's terminal; --debug shows it all."""
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|transformers|peft|bitsandbytes)\b")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # Read by tunesmith.engine.models when it loads weights (transformers is imported lazily).
+    os.environ.setdefault("TUNESMITH_QUIET_LOADING", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -41,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        _quiet_libraries()
     from tunesmith.engine.errors import TunesmithError
 
     try:

@@ -155,6 +155,11 @@ def load_for_training(cfg: RunConfig):
 def _from_pretrained(src: str, mc: ModelConfig, kwargs: dict):
     from transformers import AutoModelForCausalLM
 
+    if os.environ.get("TUNESMITH_QUIET_LOADING") == "1":
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
     try:
         return AutoModelForCausalLM.from_pretrained(src, **kwargs)
     except Exception as e:

@@ -61,3 +61,12 @@ def test_override_errors():
         RunConfig().with_overrides(["training.max_steps"])
     with pytest.raises(ConfigError, match="training.max_steps"):
         RunConfig().with_overrides(["training.max_steps=-3"])
+
+
+def test_sample_configs_load_and_the_demo_one_matches_the_studio_preset():
+    from tunesmith.engine.catalog import demo_overrides_list
+    from tunesmith.engine.paths import assets_dir
+
+    demo = RunConfig.from_yaml(assets_dir() / "demo_identity.yaml")
+    assert demo == RunConfig().with_overrides(demo_overrides_list() + ["output.run_name=demo-identity"])
+    assert RunConfig.from_yaml(assets_dir() / "qwen_qlora.yaml").model.name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"

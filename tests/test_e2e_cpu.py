@@ -27,6 +27,8 @@ def test_identity_finetune_learns_and_exports(demo_run, tmp_path):
     # Chat: the fine-tuned run answers with its new identity; the base model does not.
     tuned = infer.chat(demo_run.id, QUESTION, max_new_tokens=40)
     assert "Smith" in tuned, tuned
+    zh = infer.chat(demo_run.id, [{"role": "user", "content": "你是谁？"}], max_new_tokens=40)
+    assert "我是 Smith" in zh, zh
     base = infer.chat("tunesmith/demo", QUESTION, max_new_tokens=40)
     assert "Smith" not in base, base
 
