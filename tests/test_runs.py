@@ -44,6 +44,12 @@ def test_failure_is_recorded_with_the_log_tail(tunesmith_home, monkeypatch, caps
     assert main(["runs"]) == 0
     out = capsys.readouterr().out
     assert "doomed" in out and "failed" in out and "no-such-model-xyz" in out
+    # A run without an adapter cannot be exported, in any format, and says why.
+    for fmt in ("adapter", "merged", "gguf"):
+        assert main(["export", "doomed", "--format", fmt]) == 2
+        err = capsys.readouterr().err
+        assert "no" in err and "adapter" in err and "Traceback" not in err, err
+    assert not any((tunesmith_home / "exports" / run_id).glob("*/*"))
 
 
 def test_state_is_rebuilt_from_disk_not_memory(tunesmith_home):
