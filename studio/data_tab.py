@@ -1,15 +1,26 @@
-"""Data tab: pick or upload datasets, set how they are cut, and check them.
+"""Data tab: pick or upload datasets, map their columns, set how they are cut, and check them.
+
+A dropped file is shown as the file holds it (its first rows in a grid, nested
+values as short JSON), with the engine's guess of its format and columns in
+dropdowns the person can change; "Register dataset" stores that choice in
+$TUNESMITH_HOME/dataset_info.json as LLaMA-Factory `formatting` / `columns` /
+`tags` (the file is copied under $TUNESMITH_HOME/uploads), so Check data, the
+CLI and training all read the file the same way. Picking a dataset in the
+list shows its first rows too.
 
 "Check data" runs the engine's inspection on the current form's config: the
 detected format, row counts, a table of problems with row numbers, a token
 length histogram and a preview of one example with the trained tokens marked.
-Uploads are registered with the engine (copied under $TUNESMITH_HOME/uploads)
-so they show up in the CLI as well.
+
+What it does not know: whether a mapping is right beyond "some rows are
+usable"; Check data lists the rows it cannot use and why.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +31,48 @@ import pandas as pd
 from tunesmith.engine import data as engine_data
 from tunesmith.engine.config import RunConfig
 from tunesmith.engine.data import inspect as data_inspect
+from tunesmith.engine.data.formats import FORMATS, ColumnMapping, message_keys, suggest_mapping
 from tunesmith.engine.errors import DataError
 
 from .context import StudioContext, user_errors
 
 PROBLEM_COLUMNS = ["dataset", "file", "row", "severity", "problem"]
+UPLOAD_TYPES = [".json", ".jsonl", ".csv", ".tsv", ".parquet", ".xlsx", ".txt"]
+GRID_ROWS = 20  # rows in the grid: enough to see the shape of a file, small enough to send on every pick
+CELL_CHARS = 160  # longer cells (and nested values as JSON) are cut with "…"
+SAMPLE_ROWS = 200  # rows kept per session to offer column, key and role names from
+NONE = "(none)"  # the choice for an optional column the file does not have
+
+# The ColumnMapping fields a person can set, in the order of their dropdowns.
+MAP_FIELDS = ("prompt", "query", "response", "messages", "chosen", "rejected", "system", "history",
+              "role_tag", "content_tag", "user_tag", "assistant_tag")
+TAG_FIELDS = ("role_tag", "content_tag", "user_tag", "assistant_tag")
+_CHAT_TAGS = {
+    "role_tag": ("Role key in each message", True),
+    "content_tag": ("Text key in each message", True),
+    "user_tag": ("The user's role name", True),
+    "assistant_tag": ("The assistant's role name", True),
+}
+# format -> {field: (label, required)}: the dropdowns shown for that format ("auto" shows none).
+MAP_LAYOUT: dict[str, dict[str, tuple[str, bool]]] = {
+    "alpaca": {"prompt": ("Instruction column", True), "query": ("Input column", False),
+               "response": ("Response column", True), "system": ("System prompt column", False),
+               "history": ("History column", False)},
+    "sharegpt": {"messages": ("Conversation column", True), "system": ("System prompt column", False), **_CHAT_TAGS},
+    "openai": {"messages": ("Conversation column", True), "system": ("System prompt column", False), **_CHAT_TAGS},
+    "text": {"prompt": ("Text column", True)},
+    "preference": {"prompt": ("Prompt column", False), "messages": ("Conversation column (instead of a prompt)", False),
+                   "chosen": ("Chosen answer column", True), "rejected": ("Rejected answer column", True),
+                   "system": ("System prompt column", False)},
+}
+FORMAT_HELP = {
+    "auto": "Tunesmith reads the file the way it detected.",
+    "alpaca": "One instruction and its response per row; an optional input is added to the instruction.",
+    "sharegpt": "Each row holds a conversation: a list of messages, each with a role and a text.",
+    "openai": "Each row holds a conversation: a list of messages with a role and a content (OpenAI chat style).",
+    "text": "Plain text for continued pretraining: every token is trained.",
+    "preference": "A prompt (or a conversation) with a chosen and a rejected answer, for preference training.",
+}
 
 
 @dataclass
@@ -32,6 +80,10 @@ class DataHandles:
     datasets: gr.Dropdown
     upload: gr.File
     upload_name: gr.Textbox
+    grid: gr.Dataframe
+    map_format: gr.Dropdown
+    map_fields: dict[str, gr.Dropdown]
+    register: gr.Button
     check: gr.Button
     summary: gr.Markdown
     problems: gr.Dataframe
@@ -61,16 +113,264 @@ def refresh_datasets(selected: list[str] | None) -> dict:
     return gr.update(choices=dataset_choices(), value=list(selected or []))
 
 
-@user_errors
-def register_upload(file: str | None, name: str, selected: list[str] | None):
+# ---------------------------------------------------------------------------
+# A look inside a file: the grid and the mapping dropdowns (pure, unit tested)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
+
+
+def preview_frame(peek: data_inspect.Peek, n: int = GRID_ROWS) -> pd.DataFrame:
+    """The first `n` rows as the file holds them: one column per key, nested values as short JSON.
+
+    The first column is the JSONL line (or row) number that Check data's problems
+    name; a row that did not parse says why in its first cell.
+    """
+    keys: dict[str, None] = {}
+    for i, row in enumerate(peek.rows[:n]):
+        if i not in peek.parse_errors:
+            keys.update(dict.fromkeys(map(str, row)) if isinstance(row, dict) else {"value": None})
+    cols = list(keys) or ["value"]
+    num = "line" if peek.line_numbered else "row"
+    num = "#" if num in keys else num
+    out = []
+    for i, row in enumerate(peek.rows[:n]):
+        if i in peek.parse_errors:
+            cells = [f"⚠ could not be read: {peek.parse_errors[i]}"] + [""] * (len(cols) - 1)
+        elif isinstance(row, dict):
+            cells = [_cell(row.get(k)) for k in cols]
+        else:
+            cells = [_cell(row) if k == "value" else "" for k in cols]
+        out.append([peek.numbers[i], *cells])
+    return pd.DataFrame(out, columns=[num, *cols])
+
+
+def grid_widths(frame: pd.DataFrame, total: int = 1200) -> list[str]:
+    """Column widths for the grid (px): the number narrow, short columns as wide as their text, the long
+    ones sharing the rest of a `total`-pixel table (left alone, the grid sizes a column by its longest cell)."""
+    short = {}
+    for col in frame.columns[1:]:
+        longest = max([len(str(col)), *(len(str(v)) for v in frame[col])])
+        if longest < 24:
+            short[col] = max(longest, 5) * 9 + 28
+    n_long = len(frame.columns) - 1 - len(short)
+    rest = max(240, (total - 64 - sum(short.values())) // n_long) if n_long else 0
+    return ["64px", *(f"{short.get(col, rest)}px" for col in frame.columns[1:])]
+
+
+def grid_update(frame: pd.DataFrame | None) -> dict:
+    if frame is None:
+        return gr.update(visible=False)
+    return gr.update(value=frame, visible=True, column_widths=grid_widths(frame))
+
+
+def _keys(rows: list) -> list[str]:
+    keys: dict[str, None] = {}
+    for row in rows:
+        if isinstance(row, dict):
+            keys.update(dict.fromkeys(map(str, row)))
+    return list(keys)
+
+
+def map_layout(fmt: str, messages: str | None = None) -> dict[str, tuple[str, bool]]:
+    """{field: (label, required)} of the dropdowns shown for `fmt`.
+
+    A preference set whose prompt is a conversation (`messages` set) also shows
+    the message keys and role names.
+    """
+    layout = dict(MAP_LAYOUT.get(fmt, {}))
+    if fmt == "preference" and messages not in (None, "", NONE):
+        layout.update(_CHAT_TAGS)
+    return layout
+
+
+def mapping_form(fmt: str, mapping: ColumnMapping | None, rows: list) -> dict[str, dict]:
+    """Every dropdown's {visible, label, choices, value} for `mapping` read as `fmt`.
+
+    Column choices are the file's keys, key choices the keys inside its messages,
+    role-name choices the names its messages use. A suggested column the file
+    lacks is left empty (required) or "(none)" (optional), so the person sees
+    what is missing.
+    """
+    layout = map_layout(fmt, mapping.messages if mapping else None)
+    keys = _keys(rows)
+    msg_keys, role_names = message_keys(rows, mapping.messages if mapping else None,
+                                        mapping.role_tag if mapping else None)
+    form = {}
+    for f in MAP_FIELDS:
+        label, required = layout.get(f, (f, False))
+        value = getattr(mapping, f, None) if mapping is not None else None
+        if f in ("role_tag", "content_tag"):
+            choices = msg_keys
+        elif f in ("user_tag", "assistant_tag"):
+            choices = list(dict.fromkeys([*role_names, *([value] if value else [])]))
+        else:
+            choices = keys if required else [NONE, *keys]
+        if value not in choices:
+            value = None if required or f in TAG_FIELDS else NONE
+        form[f] = {"visible": f in layout, "label": label, "choices": choices, "value": value}
+    return form
+
+
+def mapping_spec(fmt: str, values: dict[str, Any]) -> dict[str, str | None]:
+    """The dropdowns' values as a ColumnMapping.parse override {field: column or None}.
+
+    Raises gr.Error naming a required dropdown left empty.
+    """
+    spec: dict[str, str | None] = {}
+    for f, (label, required) in map_layout(fmt, values.get("messages")).items():
+        v = values.get(f)
+        v = None if v in (None, "", NONE) or not isinstance(v, str) else v.strip() or None
+        if v is None and required:
+            raise gr.Error(f"Pick the {label[0].lower() + label[1:]}: which part of the file holds it.",
+                           print_exception=False)
+        spec[f] = v
+    if fmt == "preference" and not spec.get("prompt") and not spec.get("messages"):
+        raise gr.Error("Pick the prompt column or the conversation column: the answers need a question.",
+                       print_exception=False)
+    return spec
+
+
+def safe_name(file: str) -> str:
+    """A dataset name from a file name: "My chats (1).jsonl" -> "My_chats_1"."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", Path(file).stem).strip("_.-")[:64] or "my_data"
+
+
+def _user_message(e: DataError, file: str | None) -> str:
+    """An engine message without the upload's temporary folder in the file's path."""
+    msg = str(e)
+    if file:
+        msg = msg.replace(str(Path(file)), Path(file).name)
+    return msg
+
+
+def _mapping_line(m: ColumnMapping) -> str:
+    d = m.describe()
+    if m.messages:
+        d.update(user=m.user_tag, assistant=m.assistant_tag)
+    return ", ".join(f"{k} = `{v}`" for k, v in d.items())
+
+
+def look_markdown(peek: data_inspect.Peek, upload: bool) -> str:
+    """What the grid shows, and how Tunesmith reads it (or that it cannot tell)."""
+    shown = min(GRID_ROWS, len(peek.rows))
+    name = html.escape(Path(peek.files[0]).name if upload else peek.name)
+    head = f"**{name}** · {peek.n_rows:,} rows" + (f", the first {shown} below" if peek.n_rows > shown else "")
+    m = peek.mapping
+    if m is None:
+        return (f"{head}\n\n⚠️ Tunesmith could not tell the format: none of the usual column names "
+                "(instruction/output, conversations, messages, text, chosen/rejected) is there. "
+                "Pick the format and the columns below.")
+    if peek.registered:
+        return f"{head} · registered as **{m.format}**: {_mapping_line(m)}"
+    if upload:
+        return f"{head} · looks like **{m.format}** ({html.escape(peek.evidence[0])}). Check the columns below."
+    return f"{head} · read as **{m.format}**: {_mapping_line(m)}"
+
+
+def look_at_upload(file: str | None) -> tuple[data_inspect.Peek, dict]:
+    """(peek, session state) for a dropped file. Raises gr.Error naming the file when it cannot be read."""
     if not file:
-        raise gr.Error("Choose a file to upload first (JSON, JSONL, CSV, Parquet or TXT).")
-    name = (name or "").strip() or Path(file).stem
-    entry = engine_data.register_upload(file, name)
-    reg_name = getattr(entry, "name", None) or name
-    value = list(dict.fromkeys([*(selected or []), reg_name]))
-    gr.Info(f"Added dataset “{reg_name}”.")
-    return gr.update(choices=dataset_choices(), value=value), None, ""
+        raise gr.Error("Drop a file on the upload box first (" + ", ".join(UPLOAD_TYPES) + ").",
+                       print_exception=False)
+    try:
+        peek = data_inspect.peek_dataset(file, sample=SAMPLE_ROWS)
+    except DataError as e:
+        raise gr.Error(_user_message(e, file), print_exception=False) from None
+    # The detection with its role names fitted to the file's ("customer"/"agent"): what "auto" registers.
+    guess = suggest_mapping(peek.rows, peek.mapping.format, file) if peek.mapping else None
+    return peek, {"file": file, "rows": peek.rows, "detected": guess}
+
+
+def format_hint(fmt: str, state: dict | None) -> str:
+    text = FORMAT_HELP.get(fmt, "")
+    detected = (state or {}).get("detected")
+    if fmt == "auto":
+        text = (f"{text} It detected **{detected.format}**: {_mapping_line(detected)}." if detected else
+                "Tunesmith could not tell this file's format: pick one.")
+    return text
+
+
+def _updates(form: dict[str, dict], fields=MAP_FIELDS) -> list[dict]:
+    return [gr.update(**form[f]) for f in fields]
+
+
+def show_upload(file: str | None):
+    """A dropped file: its grid, the mapping dropdowns pre-filled from the detection, a name."""
+    peek, state = look_at_upload(file)
+    mapping = state["detected"]
+    fmt = mapping.format if mapping else "auto"
+    return (
+        gr.update(visible=True), look_markdown(peek, upload=True), grid_update(preview_frame(peek)),
+        state, gr.update(visible=True), safe_name(file), gr.update(value=fmt, info=format_hint(fmt, state)),
+        *_updates(mapping_form(fmt, mapping, peek.rows)),
+    )
+
+
+def change_format(fmt: str, state: dict | None):
+    """Another format picked: the dropdowns it needs, pre-filled with the likeliest columns."""
+    rows = (state or {}).get("rows") or []
+    mapping = suggest_mapping(rows, fmt, (state or {}).get("file")) if fmt in FORMATS and rows else None
+    return (gr.update(info=format_hint(fmt, state)), *_updates(mapping_form(fmt, mapping, rows)))
+
+
+def change_chat_keys(fmt: str, messages: str | None, role_tag: str | None, state: dict | None):
+    """The conversation column or role key changed: the keys and role names found under them."""
+    rows = (state or {}).get("rows") or []
+    if fmt not in ("sharegpt", "openai", "preference") or not rows:
+        return [gr.skip()] * len(TAG_FIELDS)
+    messages = None if messages in (None, "", NONE) else messages
+    m = suggest_mapping(rows, fmt, (state or {}).get("file"), messages=messages, role_tag=role_tag)
+    if messages is None:
+        m.messages = None
+    return _updates(mapping_form(fmt, m, rows), TAG_FIELDS)
+
+
+@user_errors
+def register_upload(file: str | None, name: str, fmt: str, values: dict[str, Any], state: dict | None,
+                    selected: list[str] | None) -> tuple[Any, list[str]]:
+    """Register the dropped file with the chosen format and columns: (entry, new selection).
+
+    Raises gr.Error (the engine's DataError, naming the file) for an unreadable
+    file, a bad or taken name, or a mapping under which no row is usable;
+    nothing is written then. "auto" registers the detected mapping.
+    """
+    if not file:
+        raise gr.Error("Drop a file on the upload box first (" + ", ".join(UPLOAD_TYPES) + ").",
+                       print_exception=False)
+    name = (name or "").strip() or safe_name(file)
+    mapping: ColumnMapping | dict[str, str | None] | None
+    if fmt in FORMATS:
+        mapping = mapping_spec(fmt, values)
+    else:
+        if (state or {}).get("file") != file:
+            state = look_at_upload(file)[1]
+        mapping = state["detected"]
+        if mapping is None:
+            raise gr.Error(f"{Path(file).name}: Tunesmith could not tell its format; pick the format and the "
+                           "columns that match the file.", print_exception=False)
+        fmt = mapping.format
+    try:
+        entry = engine_data.register_upload(file, name, format=fmt, mapping=mapping)
+    except DataError as e:
+        raise gr.Error(_user_message(e, file), print_exception=False) from None
+    return entry, list(dict.fromkeys([*(selected or []), entry.name]))
+
+
+def look_at_selection(selected: list[str] | None, allowed_roots: list[Path] | None = None):
+    """(markdown, frame or None) for the last dataset picked in the list; never raises."""
+    if not selected:
+        return "", None
+    ref = selected[-1]
+    try:
+        peek = data_inspect.peek_dataset(ref, sample=GRID_ROWS, allowed_roots=allowed_roots)
+    except DataError as e:
+        return f"**{html.escape(ref)}**: {html.escape(str(e))}", None
+    return look_markdown(peek, upload=False), preview_frame(peek)
 
 
 def problems_frame(reports: list[tuple[str, Any]]) -> pd.DataFrame:
@@ -88,6 +388,8 @@ def report_markdown(name: str, report: Any) -> str:
     d = report.to_json()
     r = d["rows"]
     how = "given" if d["format_overridden"] else "detected"
+    if d["evidence"][:1] == [f"registered in dataset_info.json as {d['format']}"]:  # examples.load_examples says so
+        how = "as registered"
     lines = [f"#### {'✅' if d['ok'] else '⚠️'} {name}",
              f"**{r['total']:,} rows**, format **{d['format']}** ({how}) · {r['ok']:,} fine, "
              f"{r['with_errors']:,} with errors, {r['with_warnings']:,} with warnings"
@@ -160,8 +462,7 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
             )
             about = gr.Markdown(describe_selection(ctx.initial.data.datasets), elem_classes="ts-hint")
             with gr.Row():
-                ctx.field("data.format", gr.Dropdown,
-                          choices=["auto", "alpaca", "sharegpt", "openai", "text", "preference"], label="Format")
+                data_format = ctx.field("data.format", gr.Dropdown, choices=["auto", *FORMATS], label="Format")
                 ctx.field("data.max_samples", gr.Number, precision=0, minimum=0,
                           label="Max samples per dataset (0 = all)")
             with gr.Row():
@@ -174,12 +475,34 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
                 ctx.field("data.packing", gr.Checkbox, label="Packing")
                 ctx.field("data.drop_invalid", gr.Checkbox, label="Skip bad rows")
         with gr.Column(scale=2):
-            with gr.Group():
-                upload = gr.File(label="Upload a dataset", file_types=[".json", ".jsonl", ".csv", ".parquet", ".txt"],
-                                 elem_id="upload", height=150)
-                upload_name = gr.Textbox(label="Name", placeholder="my_data",
-                                         info="How the dataset appears in the list (defaults to the file name).")
-                add = gr.Button("Add dataset", variant="secondary")
+            upload = gr.File(label="Add your own dataset", file_types=UPLOAD_TYPES, elem_id="upload", height=150)
+            gr.Markdown("Drop a JSON, JSONL, CSV, TSV, Parquet, Excel or text file. You will see its first rows "
+                        "and say which columns hold what before it is added to the list.", elem_classes="ts-hint")
+
+    # What the file (or the last picked dataset) holds.
+    with gr.Column(elem_id="data-look") as look:
+        look_info = gr.Markdown(elem_id="data-look-info", elem_classes="ts-hint")
+        grid = gr.Dataframe(label="First rows, as in the file", interactive=False, wrap=True, max_height=320,
+                            visible=False, elem_id="data-grid")
+    # Which columns hold what, for a dropped file.
+    upload_state = gr.State(None)  # {"file", "rows" (a sample), "detected" ColumnMapping | None}
+    with gr.Column(visible=False, elem_id="data-mapping") as mapping_box:
+        gr.Markdown("#### Which columns hold what\nTunesmith filled these in from the file; change what is wrong, "
+                    "then register the dataset.")
+        with gr.Group():
+            with gr.Row():
+                map_format = gr.Dropdown(["auto", *FORMATS], value="auto", label="Format of this file",
+                                         elem_id="map-format", min_width=220)
+                fields = {f: gr.Dropdown(label=f, visible=False, elem_id=f"map-{f.replace('_', '-')}", min_width=180)
+                          for f in MAP_FIELDS if f not in TAG_FIELDS}
+            with gr.Row():
+                fields.update({f: gr.Dropdown(label=f, visible=False, allow_custom_value=f in ("user_tag", "assistant_tag"),
+                                              elem_id=f"map-{f.replace('_', '-')}", min_width=180) for f in TAG_FIELDS})
+            with gr.Row(equal_height=True):
+                upload_name = gr.Textbox(label="Name", placeholder="my_data", scale=3, elem_id="upload-name",
+                                         info="How the dataset appears in the list: letters, digits, _ - or .")
+                register = gr.Button("Register dataset", variant="primary", scale=1, elem_id="register-dataset")
+
     check = gr.Button("Check data", variant="primary", elem_id="check-data")
     summary = gr.Markdown(elem_classes="ts-report", elem_id="data-report")
     with gr.Row(equal_height=False):
@@ -189,6 +512,26 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
             problems = gr.Dataframe(headers=PROBLEM_COLUMNS, label="Problems", visible=False, interactive=False,
                                     wrap=True)
     preview = gr.HTML(elem_classes="ts-preview", elem_id="data-preview")
+    field_list = [fields[f] for f in MAP_FIELDS]
+    tag_list = [fields[f] for f in TAG_FIELDS]
+
+    def look_selected(selected: list[str] | None, file: str | None):
+        if file:  # a dropped file is being mapped: keep showing it
+            return gr.skip(), gr.skip(), gr.skip()
+        text, frame = look_at_selection(selected, ctx.allowed_roots)
+        return gr.update(visible=bool(text)), text, grid_update(frame)
+
+    def hide_upload_view():
+        return gr.update(visible=False), None, gr.update(visible=False)
+
+    def register_clicked(file, name, fmt, state, selected, form_format, *values):
+        entry, value = register_upload(file, name, fmt, dict(zip(MAP_FIELDS, values)), state, selected)
+        note = ""
+        if form_format != "auto":  # a named format overrides the registered columns: go back to auto
+            note = " Format is set back to auto, so each dataset is read with its own columns."
+        gr.Info(f"Added dataset “{entry.name}” ({entry.format}).{note}")
+        return (gr.update(choices=dataset_choices(), value=value), None, "", gr.update(visible=False), None,
+                "auto")
 
     @user_errors
     def check_data(values: dict):
@@ -202,9 +545,27 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
         )
 
     # ---- events ---------------------------------------------------------------
+    look_outputs = [look, look_info, grid]
     datasets.change(describe_selection, datasets, about, show_progress="hidden")
-    add.click(register_upload, [upload, upload_name, datasets], [datasets, upload, upload_name])
+    datasets.change(look_selected, [datasets, upload], look_outputs, show_progress="hidden")
+    # A new file: hide the old mapping first, so a file that cannot be read leaves nothing stale behind.
+    upload.upload(hide_upload_view, None, [mapping_box, upload_state, look], show_progress="hidden").then(
+        show_upload, upload,
+        [look, look_info, grid, upload_state, mapping_box, upload_name, map_format, *field_list],
+    )
+    upload.clear(hide_upload_view, None, [mapping_box, upload_state, look], show_progress="hidden").then(
+        look_selected, [datasets, upload], look_outputs, show_progress="hidden")
+    map_format.input(change_format, [map_format, upload_state], [map_format, *field_list], show_progress="hidden")
+    for trigger in (fields["messages"], fields["role_tag"]):
+        trigger.input(change_chat_keys, [map_format, fields["messages"], fields["role_tag"], upload_state], tag_list,
+                      show_progress="hidden")
+    register.click(
+        register_clicked, [upload, upload_name, map_format, upload_state, datasets, data_format, *field_list],
+        [datasets, upload, upload_name, mapping_box, upload_state, data_format],
+    )
     check.click(check_data, ctx.config_inputs(), [summary, histogram, problems, preview])
-    ctx.demo.load(refresh_datasets, datasets, datasets, show_progress="hidden")
-    return DataHandles(datasets=datasets, upload=upload, upload_name=upload_name, check=check, summary=summary,
-                       problems=problems, histogram=histogram, preview=preview)
+    ctx.demo.load(refresh_datasets, datasets, datasets, show_progress="hidden").then(
+        look_selected, [datasets, upload], look_outputs, show_progress="hidden")
+    return DataHandles(datasets=datasets, upload=upload, upload_name=upload_name, grid=grid, map_format=map_format,
+                       map_fields=fields, register=register, check=check, summary=summary, problems=problems,
+                       histogram=histogram, preview=preview)

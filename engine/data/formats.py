@@ -580,3 +580,135 @@ def _check_turns(ex: dict, fmt: str) -> dict:
     if prev != "assistant":
         raise RowProblem("wrong_role_order", f"the conversation ends with {prev}; it must end with an assistant reply")
     return ex
+
+
+# ---------------------------------------------------------------------------
+# Suggestions for a person mapping the columns by hand (the studio's Data tab)
+
+
+def _sample_keys(rows: list, sample: int) -> list[str]:
+    """Top-level keys of the sampled dict rows, in order of first appearance."""
+    keys: dict[str, None] = {}
+    for row in rows[:sample]:
+        if isinstance(row, dict):
+            keys.update(dict.fromkeys(row))
+    return list(keys)
+
+
+def _messages_in(rows: list, column: str | None, sample: int) -> list[dict]:
+    """The message dicts under `column` in the sampled rows."""
+    out: list[dict] = []
+    for row in rows[:sample]:
+        if isinstance(row, dict) and isinstance(row.get(column), list):
+            out.extend(m for m in row[column] if isinstance(m, dict))
+    return out
+
+
+def message_keys(rows: list, column: str | None, role_tag: str | None = None,
+                 sample: int = 200) -> tuple[list[str], list[str]]:
+    """(keys of the message dicts under `column`, values of `role_tag` in them), over a sample.
+
+    Both in order of first appearance; empty when the column holds no message dicts.
+    """
+    keys: dict[str, None] = {}
+    roles: dict[str, None] = {}
+    for m in _messages_in(rows, column, sample):
+        keys.update(dict.fromkeys(m))
+        v = m.get(role_tag) if role_tag else None
+        if isinstance(v, str):
+            roles[v] = None
+    return list(keys), list(roles)
+
+
+def _fit_role_names(m: ColumnMapping, rows: list, sample: int) -> None:
+    """Point user_tag / assistant_tag at role names the rows really use.
+
+    A known alias wins ("customer" -> user); otherwise the name that most often
+    opens a conversation is the user and the one that most often answers it the
+    assistant (e.g. "client" / "agent").
+    """
+    firsts: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
+    seen: list[str] = []
+    for row in rows[:sample]:
+        msgs = row.get(m.messages) if isinstance(row, dict) else None
+        if not isinstance(msgs, list):
+            continue
+        names = [x.get(m.role_tag) for x in msgs if isinstance(x, dict) and isinstance(x.get(m.role_tag), str)]
+        seen.extend(n for n in names if n not in seen)
+        names = [n for n in names if ROLE_ALIASES.get(n.lower()) != "system" and n != m.system_tag]
+        if names:
+            firsts[names[0]] += 1
+        if len(names) > 1:
+            seconds[names[1]] += 1
+    if not seen:
+        return
+    for attr, other, canon, order in (("user_tag", "assistant_tag", "user", firsts),
+                                      ("assistant_tag", "user_tag", "assistant", seconds)):
+        if getattr(m, attr) in seen:
+            continue
+        alias = [n for n in seen if ROLE_ALIASES.get(n.lower()) == canon]
+        pick = alias[0] if alias else next((n for n, _ in order.most_common() if n != getattr(m, other)), None)
+        if pick is not None:
+            setattr(m, attr, pick)
+
+
+def suggest_mapping(rows: list, fmt: str, path_hint: str | Path | None = None, sample: int = 200,
+                    messages: str | None = None, role_tag: str | None = None) -> ColumnMapping:
+    """The likeliest mapping of `rows` read as `fmt`, for a person to confirm or change.
+
+    The detected mapping when the rows are in `fmt`; otherwise `fmt`'s defaults
+    with the keys the rows have (e.g. a "question"/"answer" file read as alpaca).
+    `messages` / `role_tag`: the conversation column and role key the person
+    picked; the text key and role names are then guessed under them. Chat role
+    names are fitted to the names the rows use. Never raises for rows that fit
+    nothing: the defaults come back and the person picks.
+    """
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}; use one of: auto, {', '.join(FORMATS)}.")
+    try:
+        det = detect_format(rows[:sample], path_hint)
+    except DataError:
+        det = None
+    keys = _sample_keys(rows, sample)
+    present = dict.fromkeys(keys)
+    if det is not None and det.format == fmt:
+        m = det.mapping
+    else:
+        m = default_mapping(fmt)
+        if fmt in ("alpaca", "preference"):
+            m.prompt = _first(_PROMPT_KEYS, present) or m.prompt
+            m.query = _first(_QUERY_KEYS, present)
+            if fmt == "alpaca":
+                m.response = _first(_RESPONSE_KEYS, present) or m.response
+        elif fmt == "text":
+            m.prompt = _first(_TEXT_KEYS, present) or (keys[0] if len(keys) == 1 else m.prompt)
+        if fmt in ("sharegpt", "openai") or (fmt == "preference" and _first(_MESSAGES_KEYS, present)):
+            m.messages = _first(_MESSAGES_KEYS, present) or next(
+                (k for k in keys if _messages_in(rows, k, sample)), m.messages)
+            tags = _chat_keys(_messages_in(rows, m.messages, sample))
+            if tags:
+                m.role_tag, m.content_tag = tags
+            if fmt == "preference" and m.messages in present:
+                m.prompt = None
+        for col in ("system", "history", "tools", "query"):
+            if getattr(m, col) and getattr(m, col) not in present:
+                setattr(m, col, None)
+    if messages is not None and fmt != "text" and fmt != "alpaca":
+        m.messages = messages
+        found = message_keys(rows, messages, sample=sample)[0]
+        tags = _chat_keys(_messages_in(rows, messages, sample))
+        if role_tag in found:
+            m.role_tag = role_tag
+            if tags and tags[0] == role_tag:
+                m.content_tag = tags[1]
+            elif m.content_tag not in found or m.content_tag == role_tag:
+                others = [k for k in found if k != role_tag]
+                m.content_tag = next((k for k in _CONTENT_KEYS if k in others), others[0] if others else m.content_tag)
+        elif tags:
+            m.role_tag, m.content_tag = tags
+        if fmt == "preference":
+            m.prompt = None
+    if m.messages:
+        _fit_role_names(m, rows, sample)
+    return m

@@ -5,6 +5,7 @@
     fig = length_histogram_figure(report) # plotly
     rows = preview_rows("chats.jsonl", tokenizer=tok, n=3)
     html = render_masked_html(rows[0].spans, rows[0].cut_spans)
+    peek = peek_dataset("chats.jsonl")    # the first rows as the file holds them + the mapping in use
 
 It reads the rows, detects the format (or takes the one given), lists every
 row with a problem, and computes statistics: without a model from characters
@@ -54,6 +55,8 @@ from typing import Any
 
 from ..errors import DataError
 from .examples import ExampleSet, load_examples, resolve_ref
+from .formats import ColumnMapping, detect_format
+from .readers import read_source
 from .templates import resolve_template
 from .tokenize import Encoded, encode_cached, encode_examples, mask_spans
 
@@ -489,3 +492,57 @@ def estimate_note(report: InspectReport) -> str:
     if not est:
         return "Pick a model to estimate the training time."
     return f"~{_duration(est['seconds_per_epoch'])} per epoch on {est['hardware']} ({est['assumptions']})."
+
+
+# ---------------------------------------------------------------------------
+# Raw look at a file (before any mapping)
+
+
+@dataclass
+class Peek:
+    """A dataset's rows as the file holds them, and the mapping Tunesmith would read them with."""
+
+    ref: str  # what was given (path or name)
+    name: str  # registry name or file name
+    files: list[str]
+    n_rows: int
+    rows: list  # the first `sample` rows, raw; parse_errors marks the ones that did not parse
+    numbers: list[int]  # their JSONL line numbers or 1-based row numbers
+    line_numbered: bool  # numbers are JSONL lines
+    parse_errors: dict[int, str]  # index into rows -> why the row did not parse
+    mapping: ColumnMapping | None  # registered or detected; None when the rows fit no format
+    evidence: list[str]  # why that mapping, or why none
+    registered: bool  # the mapping comes from dataset_info.json
+
+
+def peek_dataset(path_or_name: str, sample: int = 200, allowed_roots: list[str | Path] | None = None) -> Peek:
+    """Read a file or registered dataset and return its first rows untouched, with the mapping in use.
+
+    A file whose rows fit no format still comes back (mapping None, the reason in
+    `evidence`), so a person can map its columns by hand. Raises DataError for an
+    unreadable file, a path outside `allowed_roots`, and hub datasets (which
+    need a network; they are read when checked or trained).
+    """
+    _check_allowed(path_or_name, allowed_roots)
+    name, src, entry = resolve_ref(path_or_name)
+    if (entry is not None and entry.path is None) or (entry is None and not Path(str(src)).exists()):
+        raise DataError(f"{name} is a Hugging Face dataset; it is downloaded when you check the data or train, "
+                        "so there is no quick look at it here.")
+    loaded = read_source(src)
+    mapping, evidence, registered = None, [], False
+    if entry is not None and entry.mapping is not None:
+        mapping, registered = entry.mapping, True
+        evidence = [f"registered in dataset_info.json as {entry.format}"]
+    else:
+        try:
+            det = detect_format(loaded.rows, loaded.files[0])
+            mapping, evidence = det.mapping, det.evidence
+        except DataError as e:
+            evidence = [str(e)]
+    one_jsonl = len(loaded.files) == 1 and bool(loaded.line_numbered and loaded.line_numbered[0])
+    return Peek(
+        ref=path_or_name, name=name, files=loaded.files, n_rows=len(loaded.rows), rows=loaded.rows[:sample],
+        numbers=loaded.numbers[:sample], line_numbered=one_jsonl,
+        parse_errors={i: r for i, r in loaded.parse_errors.items() if i < sample}, mapping=mapping,
+        evidence=evidence, registered=registered,
+    )

@@ -22,6 +22,9 @@ An entry looks like LLaMA-Factory's, so people can bring theirs unchanged:
       "description": "...", "language": ["en", "zh"]       # Tunesmith extras, optional
     }
 
+`register_upload(path, name, format=..., mapping=...)` stores a person's
+column mapping the same way (`llamafactory_info(mapping)` builds the keys).
+
 An alpaca entry whose only column is `prompt` is raw text for continued
 pretraining (LLaMA-Factory's c4_demo convention); `"format": "text"` says so
 explicitly.
@@ -31,6 +34,7 @@ What it does not know: whether a hub dataset exists (checked when loaded).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -213,13 +217,58 @@ def import_dataset_info(path: str | Path, overwrite: bool = False) -> tuple[list
     return imported, skipped
 
 
-def register_upload(path: str | Path, name: str, overwrite: bool = False) -> DatasetEntry:
+def llamafactory_info(mapping: ColumnMapping) -> dict[str, Any]:
+    """`formatting`, `columns`, `tags` (and `ranking`) of a dataset_info.json entry for `mapping`.
+
+    LLaMA-Factory reads chat lists as "sharegpt" with tags naming the keys, so an
+    OpenAI-style file is stored as formatting "sharegpt" with role/content tags;
+    `format` (a Tunesmith extra) keeps the name Tunesmith uses.
+    """
+    info: dict[str, Any] = {
+        "format": mapping.format,
+        "formatting": "sharegpt" if mapping.messages and mapping.format != "text" else "alpaca",
+        "columns": mapping.to_columns(),
+    }
+    if mapping.format == "preference":
+        info["ranking"] = True
+    if mapping.messages and mapping.format != "text":
+        m = mapping
+        info["tags"] = {"role_tag": m.role_tag, "content_tag": m.content_tag, "user_tag": m.user_tag,
+                        "assistant_tag": m.assistant_tag, "system_tag": m.system_tag,
+                        "observation_tag": m.observation_tag, "function_tag": m.function_tag}
+    return info
+
+
+def _refuse_unusable(src: Path, loaded, mapping: ColumnMapping) -> None:
+    """DataError when no row of `loaded` is usable with `mapping` (a wrong mapping), naming the first problems."""
+    from .examples import check_rows
+    from .formats import Detection
+
+    es = check_rows(str(src), src.name, loaded, Detection(mapping.format, mapping, overridden=True))
+    if any(ex is not None for ex in es.examples):
+        return
+    shown = "; ".join(f"{Path(p.file).name} {'line' if p.line else 'row'} {p.row}: {p.message}"
+                      for p in es.problems[:3])
+    cols = ", ".join(f"{k}={v}" for k, v in mapping.describe().items())
+    raise DataError(f"{src.name}: read as {mapping.format} ({cols}), none of its {es.n_rows} rows is usable "
+                    f"({shown}). Pick the format and the columns that match the file.")
+
+
+def register_upload(path: str | Path, name: str, overwrite: bool = False, format: str | None = None,
+                    mapping: ColumnMapping | dict | str | None = None) -> DatasetEntry:
     """Copy an uploaded file into $TUNESMITH_HOME/uploads/<name>/ and register it.
 
     The file is read and its format detected first; a file that cannot be
     read (0 bytes, bad encoding, not JSON, ...) raises DataError and nothing is
     copied or registered. Rows with problems do not stop registration: the
     check report lists them and training refuses them until the user agrees.
+
+    `format` (None/"auto" = detect) and `mapping` (a ColumnMapping, or a
+    {field: column} override of the format's defaults as in ColumnMapping.parse)
+    store the person's choice instead of the detection, as LLaMA-Factory
+    `formatting` / `columns` / `tags`. A chosen mapping under which no row at
+    all is usable is refused (DataError naming the file and the first rows'
+    problems) and nothing is written.
     """
     from .formats import detect_format
     from .readers import read_source
@@ -229,21 +278,28 @@ def register_upload(path: str | Path, name: str, overwrite: bool = False) -> Dat
         raise DataError(f"upload {src}: no such file.")
     _check_name(name, overwrite)
     loaded = read_source(src)  # raises on unreadable files
-    detection = detect_format(loaded.rows, path_hint=src)
+    fmt = None if format in (None, "", "auto") else format
+    chosen: ColumnMapping | None = None
+    if isinstance(mapping, ColumnMapping):
+        if mapping.format not in FORMATS:
+            raise DataError(f"unknown format {mapping.format!r}; use one of: auto, {', '.join(FORMATS)}.")
+        chosen = dataclasses.replace(mapping)  # pruned below: leave the caller's alone
+    elif mapping is not None or fmt is not None:
+        chosen = ColumnMapping.parse(fmt or detect_format(loaded.rows, path_hint=src).format, mapping)
+    if chosen is not None:
+        present = {k for row in loaded.rows[:2000] if isinstance(row, dict) for k in row}
+        for col in ("query", "system", "history", "tools"):  # the format's optional defaults the file lacks
+            if getattr(chosen, col) and getattr(chosen, col) not in present:
+                setattr(chosen, col, None)
+        _refuse_unusable(src, loaded, chosen)
+        detected = chosen
+    else:
+        detected = detect_format(loaded.rows, path_hint=src).mapping
     dest_dir = paths.uploads_dir() / name
     with atomic.atomic_dir(dest_dir, overwrite=True) as tmp:
         shutil.copyfile(src, tmp / src.name)
-    info: dict[str, Any] = {
-        "file_name": str(dest_dir / src.name),
-        "format": detection.format,
-        "columns": detection.mapping.to_columns(),
-        "description": f"Uploaded {src.name}",
-    }
-    if detection.mapping.messages:
-        m = detection.mapping
-        info["tags"] = {"role_tag": m.role_tag, "content_tag": m.content_tag, "user_tag": m.user_tag,
-                        "assistant_tag": m.assistant_tag, "system_tag": m.system_tag,
-                        "observation_tag": m.observation_tag, "function_tag": m.function_tag}
+    info: dict[str, Any] = {"file_name": str(dest_dir / src.name), **llamafactory_info(detected),
+                            "description": f"Uploaded {src.name}"}
     try:
         return register_dataset(name, info, overwrite=True)
     except BaseException:
