@@ -156,6 +156,8 @@ def load_examples(ref: str, format: str | None = None, mapping: ColumnMapping | 
         if fmt is None:
             fmt = detect_format(loaded.rows, loaded.files[0]).format
         mapping = ColumnMapping.parse(fmt, mapping)
+    if mapping is None and fmt is not None and entry is not None and entry.mapping is not None and entry.format == fmt:
+        mapping = entry.mapping  # naming the format a dataset is registered with keeps its columns
     if mapping is not None:
         _prune_optional(mapping, loaded.rows)
         detection = Detection(mapping.format, mapping, [f"column mapping given: {mapping.describe()}"], overridden=True)

@@ -170,6 +170,8 @@ def test_register_with_a_custom_mapping_then_load_it(tmp_path, fresh_home):
 
     es = load_examples("support")  # what Check data and training read
     assert es.n_rows == 5 and es.problems == []
+    # Naming the format it is registered with (data.format: sharegpt) keeps its columns.
+    assert load_examples("support", format="sharegpt").problems == []
     assert es.examples[0]["messages"] == [
         {"role": "system", "content": "You are a calm support agent for Parcelly."},
         {"role": "user", "content": "Where is my parcel #1?"},
