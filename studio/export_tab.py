@@ -15,6 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from tunesmith.engine import jobs
+from tunesmith.engine.units import human_size
 
 from .context import StudioContext, user_errors
 
@@ -48,16 +49,6 @@ def refresh_runs(current: str | None) -> dict:
     choices = exportable_runs()
     ids = [v for _, v in choices]
     return gr.update(choices=choices, value=current if current in ids else (ids[0] if ids else None))
-
-
-def human_size(n: int | float | None) -> str:
-    if n is None:
-        return "—"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 def fidelity_text(f: dict) -> str:

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..units import human_size
 from .examples import ExampleSet, load_examples, resolve_ref
 from .formats import ColumnMapping, detect_format
 from .readers import read_source
@@ -89,7 +90,7 @@ class InspectReport:
         r = d["rows"]
         lines = [
             f"{d['source']}: {d['format']} ({'given' if d['format_overridden'] else 'detected'}), "
-            f"{r['total']} rows, {_size(d['size_bytes'])}",
+            f"{r['total']} rows, {human_size(d['size_bytes'])}",
         ]
         if d["mapping"]:
             lines.append("  mapping: " + ", ".join(f"{k}={v}" for k, v in d["mapping"].items()))
@@ -127,14 +128,6 @@ class InspectReport:
         lines += [f"  warning: {w}" for w in d["warnings"]]
         lines.append("  OK" if d["ok"] else "  NOT OK: rows with errors; fix them or pass --drop-invalid")
         return "\n".join(lines)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _duration(s: float) -> str:
