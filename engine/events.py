@@ -8,6 +8,7 @@ Event kinds (key "type"):
   train   step, max_steps, loss, lr, grad_norm, epoch, tokens_per_s, peak_mem_gb, elapsed_s, eta_s
   eval    step, eval_loss
   status  status (running|completed|stopped|failed), message
+  info    message (what the run decided, e.g. which kernels were applied and why)
 """
 
 from __future__ import annotations

@@ -209,7 +209,6 @@ class Recipe:
             max_length=None if cfg.data.packing else cfg.data.cutoff_len,
             padding_free=cfg.data.packing,
             packing=False,
-            dataset_kwargs={"skip_prepare_dataset": False},
             remove_unused_columns=False,
         )
 
