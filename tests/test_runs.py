@@ -81,3 +81,12 @@ def test_cli_train_runs_and_chat(tunesmith_home, tmp_path, capsys):
     assert run["status"] == "completed" and run["step"] == 3 and run["last_loss"] > 0
     assert main(["chat", "cli-run", "-m", "Hello"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_validation_split_gives_eval_loss(tunesmith_home):
+    run_id = jobs.submit(_demo_cfg("training.max_steps=4", "training.eval_steps=2", "data.val_size=0.1",
+                                   "output.run_name=with-eval"))
+    info = jobs.wait(run_id, timeout=180)
+    assert info.status == "completed", info.error
+    evals = [e for e in events.read_events(info.run_dir) if e["type"] == "eval"]
+    assert [e["step"] for e in evals] == [2, 4] and all(e["eval_loss"] > 0 for e in evals)
