@@ -133,8 +133,7 @@ class Recipe:
         self.model = self._wrap(self.model)
         from tunesmith.kernels import patch
 
-        report = patch(self.model, mode=cfg.kernels)
-        log.info("kernels: %s", report.summary())
+        report = patch(self.model, mode=cfg.kernels)  # logs its own summary line
         self.events.write("info", message=f"kernels: {report.summary()}")
 
     def _wrap(self, model):
@@ -189,7 +188,8 @@ class Recipe:
             weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else 1e9,
             optim=optim,
-            gradient_checkpointing=False,  # enabled on the model in _wrap (non-reentrant)
+            # gradient checkpointing is enabled on the model in _wrap (non-reentrant); the
+            # trainer's own flag stays at its default (off), which newer transformers renamed.
             seed=t.seed,
             data_seed=t.seed,
             logging_steps=t.logging_steps,
