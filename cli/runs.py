@@ -14,6 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("stop", help="stop a run gracefully (keeps the adapter trained so far)")
     s.add_argument("run_id")
     s.set_defaults(func=run_stop)
+    r = sub.add_parser("resume", help="continue a stopped or failed run from its newest checkpoint")
+    r.add_argument("run_id")
+    r.add_argument("--detach", action="store_true", help="resume it and return at once")
+    r.set_defaults(func=run_resume)
 
 
 def _fmt_loss(x: float | None) -> str:
@@ -55,3 +59,14 @@ def run_stop(args: argparse.Namespace) -> int:
     info = jobs.stop(args.run_id)
     print(f"run {info.id}: {info.status}")
     return 0
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    from tunesmith.engine import jobs
+
+    from .train import follow
+
+    ref = jobs.resolve_run(args.run_id) or jobs.get_run(args.run_id)
+    info = jobs.resume(ref.id)
+    print(f"run {info.id} ({info.name}) resumed")
+    return 0 if args.detach else follow(info.id)

@@ -65,6 +65,15 @@ def read_events(run_dir: Path | str) -> list[dict[str, Any]]:
     return out
 
 
+def drop_after(run_dir: Path | str, step: int) -> None:
+    """Forget train/eval points after `step` (a run resumed from the checkpoint at `step`
+    redoes those steps). Only the worker calls this, before it writes anything new."""
+    from .atomic import write_text
+
+    kept = [ev for ev in read_events(run_dir) if ev.get("type") not in ("train", "eval") or ev.get("step", 0) <= step]
+    write_text(Path(run_dir) / EVENTS_FILE, "".join(json.dumps(ev, ensure_ascii=False) + "\n" for ev in kept))
+
+
 def last_status(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     for ev in reversed(events):
         if ev.get("type") == "status":

@@ -97,13 +97,35 @@ def submit(cfg: RunConfig, start: bool = True) -> str:
     return run_id
 
 
-def _start_worker(info: RunInfo) -> None:
+def resume(run_id: str) -> RunInfo:
+    """Continue a stopped or failed run from its newest checkpoint, in the same run directory."""
+    from .trainer import latest_checkpoint
+
+    run = get_run(run_id)
+    if not run.finished:
+        raise RunError(f"Run {run.id} is {run.status}; only a stopped or failed run can be resumed.")
+    if run.status == "completed":
+        raise RunError(f"Run {run.id} already completed; start a new run to train more.")
+    ckpt = latest_checkpoint(run.run_dir)
+    if ckpt is None:
+        raise RunError(f"Run {run.id} saved no checkpoint to resume from (checkpoints are written every "
+                       "training.save_steps steps); start it again instead.")
+    (run.run_dir / STOP_FILE).unlink(missing_ok=True)
+    # No worker owns the directory now; this line supersedes the old final status so that
+    # nobody reading in between sees the run as still stopped.
+    events.EventWriter(run.run_dir).status("running", "resuming")
+    registry.update(run.id, status="queued", finished_at=None, error=None)
+    _start_worker(get_run(run.id), resume=True)
+    return get_run(run.id)
+
+
+def _start_worker(info: RunInfo, resume: bool = False) -> None:
     log = open(info.run_dir / LOG_FILE, "ab")
     env = dict(os.environ, PYTHONUNBUFFERED="1", TUNESMITH_RUN_ID=info.id, TUNESMITH_HOME=str(paths.home()))
     # cwd is the run directory: a repo checkout's top-level kernels/ folder must not shadow
     # Hugging Face's `kernels` package in the worker.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tunesmith.engine.worker", str(info.run_dir)],
+        [sys.executable, "-m", "tunesmith.engine.worker", str(info.run_dir), *(["--resume"] if resume else [])],
         cwd=str(info.run_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env=env, start_new_session=True,
     )

@@ -45,6 +45,15 @@ _OPTIMIZERS = {
 }
 
 
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (checkpoint-N with its trainer state) of a run, if any."""
+    found = []
+    for d in (Path(run_dir) / "checkpoints").glob("checkpoint-*"):
+        if (d / "trainer_state.json").exists() and d.name.split("-")[-1].isdigit():
+            found.append((int(d.name.split("-")[-1]), d))
+    return max(found)[1] if found else None
+
+
 class StopRequested(Exception):
     """Raised between loading phases when the user pressed Stop before training began."""
 
@@ -66,10 +75,13 @@ class MetricsCallback(TrainerCallback):
         self.t0 = time.time()
         self.last_t = self.t0
         self.last_tokens = 0
+        self.start_step = 0
         self.stopped = False
 
     def on_train_begin(self, args, state, control, **kw):
         self.t0 = self.last_t = time.time()
+        self.start_step = state.global_step  # > 0 when resuming from a checkpoint
+        self.last_tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         self.events.status("running", "training", max_steps=state.max_steps)
 
     def on_step_end(self, args, state, control, **kw):
@@ -91,7 +103,8 @@ class MetricsCallback(TrainerCallback):
         tps = (tokens - self.last_tokens) / dt if tokens else None
         self.last_t, self.last_tokens = now, tokens
         elapsed = now - self.t0
-        eta = elapsed / step * (state.max_steps - step) if step else None
+        done = step - self.start_step
+        eta = elapsed / done * (state.max_steps - step) if done > 0 else None
         self.events.write(
             "train", step=step, max_steps=state.max_steps, loss=float(logs["loss"]),
             lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"), epoch=logs.get("epoch", state.epoch),
@@ -212,8 +225,11 @@ class Recipe:
             remove_unused_columns=False,
         )
 
-    def train(self) -> str:
-        """Train; returns the final status: completed or stopped."""
+    def latest_checkpoint(self) -> Path | None:
+        return latest_checkpoint(self.run_dir)
+
+    def train(self, resume: bool = False) -> str:
+        """Train (from the latest checkpoint when `resume`); returns the final status: completed or stopped."""
         from trl import SFTTrainer
 
         self.callback = MetricsCallback(self.events, self.stop_requested, self.hw.device)
@@ -225,7 +241,10 @@ class Recipe:
             processing_class=self.tokenizer,
             callbacks=[self.callback],
         )
-        self.trainer.train()
+        ckpt = self.latest_checkpoint() if resume else None
+        if ckpt is not None:
+            log.info("resuming from %s", ckpt.name)
+        self.trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         return "stopped" if self.callback.stopped else "completed"
 
     # ---- save -----------------------------------------------------------

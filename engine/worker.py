@@ -6,6 +6,8 @@ Reads RUN_DIR/config.yaml, trains, and writes RUN_DIR/events.jsonl (metrics and
 status), RUN_DIR/adapter/ (or model/ for full fine-tuning) and checkpoints/.
 Its stdout and stderr go to RUN_DIR/worker.log (the job manager redirects them).
 It never touches the database: the job manager reads what it writes.
+--resume continues from the newest checkpoint in RUN_DIR/checkpoints (optimizer,
+scheduler and data order included).
 Stop: the job manager creates RUN_DIR/STOP; the worker finishes its current
 step, saves the adapter trained so far and exits with status "stopped".
 """
@@ -19,12 +21,12 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import TunesmithError
-from .events import EventWriter
+from .events import EventWriter, drop_after
 
 STOP_FILE = "STOP"
 
 
-def run(run_dir: Path) -> int:
+def run(run_dir: Path, resume: bool = False) -> int:
     run_dir = Path(run_dir).resolve()
     events = EventWriter(run_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
@@ -32,13 +34,18 @@ def run(run_dir: Path) -> int:
     stop_requested = (run_dir / STOP_FILE).exists
     try:
         cfg = RunConfig.from_yaml(run_dir / "config.yaml")
-        events.status("running", "starting")
-        from .trainer import Recipe, StopRequested
+        from .trainer import Recipe, StopRequested, latest_checkpoint
+
+        if resume:
+            ckpt = latest_checkpoint(run_dir)
+            if ckpt is not None:
+                drop_after(run_dir, int(ckpt.name.split("-")[-1]))
+        events.status("running", "resuming" if resume else "starting")
 
         recipe = Recipe(cfg, run_dir, events, stop_requested)
         try:
             recipe.setup()
-            status = recipe.train()
+            status = recipe.train(resume=resume)
             recipe.save()
         except StopRequested:
             status = "stopped"
@@ -60,10 +67,13 @@ def run(run_dir: Path) -> int:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        print("usage: python -m tunesmith.engine.worker RUN_DIR", file=sys.stderr)
+    args = sys.argv[1:]
+    resume = "--resume" in args
+    args = [a for a in args if a != "--resume"]
+    if len(args) != 1:
+        print("usage: python -m tunesmith.engine.worker RUN_DIR [--resume]", file=sys.stderr)
         sys.exit(2)
-    sys.exit(run(Path(sys.argv[1])))
+    sys.exit(run(Path(args[0]), resume=resume))
 
 
 if __name__ == "__main__":

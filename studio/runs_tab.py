@@ -27,6 +27,7 @@ class RunsHandles:
     run: gr.Dropdown
     open: gr.Button
     reuse: gr.Button
+    resume: gr.Button
     delete: gr.Button
     error: gr.Code
     timer: gr.Timer
@@ -74,6 +75,7 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
         refresh_btn = gr.Button("Refresh", size="sm", scale=1, min_width=80)
         open_btn = gr.Button("Open in Train monitor", variant="primary", scale=2, elem_id="runs-open")
         reuse = gr.Button("Reuse its settings", scale=2, elem_id="runs-reuse")
+        resume_btn = gr.Button("Resume", scale=1, min_width=90, elem_id="runs-resume")
         delete = gr.Button("Delete…", variant="stop", scale=1, min_width=90)
     with gr.Row(visible=False) as confirm_row:
         confirm_text = gr.Markdown()
@@ -112,6 +114,15 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
         return out
 
     @user_errors
+    def resume_run(run_id: str | None):
+        """Continue a stopped or failed run from its newest checkpoint and watch it."""
+        if not run_id:
+            raise gr.Error("Pick a run first.")
+        jobs.resume(run_id)
+        gr.Info(f"Resuming {run_id} from its last checkpoint.")
+        return run_id, gr.Tabs(selected="train")
+
+    @user_errors
     def do_delete(run_id: str | None, shown: str | None):
         jobs.delete(run_id)
         gr.Info(f"Deleted run {run_id}.")
@@ -125,9 +136,11 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
     table.select(pick_row, table, run)
     run.change(run_error, run, error, show_progress="hidden")
     open_btn.click(open_run, run, [ctx.run_id, ctx.tabs])
+    resume_btn.click(resume_run, run, [ctx.run_id, ctx.tabs])
     reuse.click(reuse_settings, run, [*ctx.fields.values(), ctx.applied_overrides, ctx.tabs])
     delete.click(ask_delete, run, [confirm_row, confirm_text])
     cancel.click(lambda: gr.update(visible=False), None, confirm_row)
     confirm.click(do_delete, [run, ctx.run_id], [confirm_row, run, ctx.run_id]).then(
         lambda cur: refresh(cur, None), run, refresh_outputs)
-    return RunsHandles(table=table, run=run, open=open_btn, reuse=reuse, delete=delete, error=error, timer=timer)
+    return RunsHandles(table=table, run=run, open=open_btn, reuse=reuse, resume=resume_btn, delete=delete,
+                       error=error, timer=timer)

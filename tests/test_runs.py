@@ -90,3 +90,22 @@ def test_validation_split_gives_eval_loss(tunesmith_home):
     assert info.status == "completed", info.error
     evals = [e for e in events.read_events(info.run_dir) if e["type"] == "eval"]
     assert [e["step"] for e in evals] == [2, 4] and all(e["eval_loss"] > 0 for e in evals)
+
+
+def test_stopped_run_resumes_from_its_checkpoint(tunesmith_home, capsys):
+    run_id = jobs.submit(_demo_cfg("training.max_steps=12", "training.save_steps=3", "output.run_name=resumable"))
+    t0 = time.time()
+    while jobs.get_run(run_id).step < 5:
+        assert time.time() - t0 < 180, jobs.get_run(run_id)
+        time.sleep(0.2)
+    jobs.stop(run_id)
+    stopped = jobs.wait(run_id, timeout=120)
+    assert stopped.status == "stopped" and stopped.step < 12
+
+    assert main(["resume", "resumable"]) == 0
+    info = jobs.get_run(run_id)
+    assert info.status == "completed" and info.step == 12 and info.has_adapter
+    steps = [e["step"] for e in events.read_events(info.run_dir) if e["type"] == "train"]
+    assert steps == list(range(1, 13)), steps  # the chart has one point a step, none twice
+    assert main(["resume", "resumable"]) == 2
+    assert "already completed" in capsys.readouterr().err
