@@ -22,8 +22,8 @@ SUGGESTED_MODELS: list[tuple[str, str]] = [
 
 # The demo model is tiny: the usual LoRA defaults (lr 2e-4, batch 2 x 4) would need
 # many more steps than a CPU user wants to wait. These settings teach it the identity
-# dataset (English and Chinese) in about 35 s on 2 idle CPU cores (210 steps; 100 s with
-# the cores shared, load average 2). tests/test_e2e_cpu.py checks both answers.
+# dataset (English and Chinese) in about 41 s of training on 2 idle CPU cores (210 steps;
+# 98 s with the cores shared, load average 2). tests/test_e2e_cpu.py checks both answers.
 _DEMO_OVERRIDES: dict[str, Any] = {
     "training.learning_rate": 3e-3,
     "training.num_epochs": 10.0,
