@@ -154,7 +154,7 @@ def _check_name(name: str, overwrite: bool) -> None:
     if name in _read_info(bundled_info_path()):
         raise DataError(f"dataset name {name!r} is a bundled dataset; pick another name.")
     if name in _read_info(user_info_path()) and not overwrite:
-        raise DataError(f"dataset name {name!r} is already registered in {user_info_path()}; pick another name or replace it.")
+        raise DataError(f"dataset name {name!r} is already registered in {user_info_path()}; pick another name (or replace it: tunesmith data register FILE --name NAME --replace).")
 
 
 def register_dataset(name: str, info: dict[str, Any], overwrite: bool = False) -> DatasetEntry:
