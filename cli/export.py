@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tunesmith.engine import export, jobs
 
-    info = jobs.resolve_run(args.run_id) or jobs.get_run(args.run_id)
+    info = jobs.find_run(args.run_id)
     bar = tqdm(total=100, unit="%", file=sys.stderr, dynamic_ncols=True)
 
     def progress(frac: float, msg: str) -> None:

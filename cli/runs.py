@@ -56,7 +56,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_stop(args: argparse.Namespace) -> int:
     from tunesmith.engine import jobs
 
-    info = jobs.stop(args.run_id)
+    info = jobs.stop(jobs.find_run(args.run_id).id)
     print(f"run {info.id}: {info.status}")
     return 0
 
@@ -66,7 +66,6 @@ def run_resume(args: argparse.Namespace) -> int:
 
     from .train import follow
 
-    ref = jobs.resolve_run(args.run_id) or jobs.get_run(args.run_id)
-    info = jobs.resume(ref.id)
+    info = jobs.resume(jobs.find_run(args.run_id).id)
     print(f"run {info.id} ({info.name}) resumed")
     return 0 if args.detach else follow(info.id)

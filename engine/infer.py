@@ -22,7 +22,7 @@ from .catalog import DEMO_LABEL
 from .config import DEMO_MODEL, ModelConfig
 from .errors import ModelError, RunError
 
-_CACHE: "OrderedDict[str, tuple]" = OrderedDict()
+_CACHE: "OrderedDict[tuple[str, float], tuple]" = OrderedDict()  # (target, weights stamp) -> (model, tok)
 _CACHE_SIZE = 2
 _LOCK = threading.Lock()
 
@@ -53,13 +53,28 @@ def _load(target: str):
     return model, tok
 
 
+def _weights_stamp(target: str) -> float:
+    """When a run's adapter (or model) was last written: a resumed run's new weights must
+    not be answered by the copy cached before it resumed. 0 for plain models."""
+    run = jobs.resolve_run(target)
+    if run is None:
+        return 0.0
+    for f in (run.run_dir / "adapter" / "adapter_model.safetensors", run.run_dir / "model" / "config.json"):
+        if f.exists():
+            return f.stat().st_mtime
+    return 0.0
+
+
 def get_model(target: str):
+    key = (target, _weights_stamp(target))
     with _LOCK:
-        if target in _CACHE:
-            _CACHE.move_to_end(target)
-            return _CACHE[target]
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        for old in [k for k in _CACHE if k[0] == target]:
+            del _CACHE[old]
         loaded = _load(target)
-        _CACHE[target] = loaded
+        _CACHE[key] = loaded
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
         return loaded
@@ -67,10 +82,8 @@ def get_model(target: str):
 
 def forget(target: str | None = None) -> None:
     with _LOCK:
-        if target is None:
-            _CACHE.clear()
-        else:
-            _CACHE.pop(target, None)
+        for key in [k for k in _CACHE if target is None or k[0] == target]:
+            del _CACHE[key]
 
 
 def build_prompt_ids(tok, messages: list[dict]) -> torch.Tensor:

@@ -249,6 +249,11 @@ def wait(run_id: str, timeout: float | None = None, poll: float = 0.5) -> RunInf
         time.sleep(poll)
 
 
+def find_run(ref: str) -> RunInfo:
+    """A run by id, unique id prefix, or name; RunError when none matches (for the CLI)."""
+    return resolve_run(ref) or get_run(ref)
+
+
 def resolve_run(ref: str) -> RunInfo | None:
     """A run by id, unique id prefix, or name; None when `ref` names no run."""
     runs = registry.all_runs()

@@ -45,13 +45,17 @@ _OPTIMIZERS = {
 }
 
 
+def checkpoint_step(ckpt: Path) -> int:
+    """The optimizer step a checkpoint-N folder was saved at (-1 if the name is not one)."""
+    tail = ckpt.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint (checkpoint-N with its trainer state) of a run, if any."""
-    found = []
-    for d in (Path(run_dir) / "checkpoints").glob("checkpoint-*"):
-        if (d / "trainer_state.json").exists() and d.name.split("-")[-1].isdigit():
-            found.append((int(d.name.split("-")[-1]), d))
-    return max(found)[1] if found else None
+    found = [d for d in (Path(run_dir) / "checkpoints").glob("checkpoint-*")
+             if checkpoint_step(d) >= 0 and (d / "trainer_state.json").exists()]
+    return max(found, key=checkpoint_step) if found else None
 
 
 class StopRequested(Exception):

@@ -22,8 +22,7 @@ from pathlib import Path
 from .config import RunConfig
 from .errors import TunesmithError
 from .events import EventWriter, drop_after
-
-STOP_FILE = "STOP"
+from .jobs import CONFIG_FILE, STOP_FILE
 
 
 def run(run_dir: Path, resume: bool = False) -> int:
@@ -33,13 +32,13 @@ def run(run_dir: Path, resume: bool = False) -> int:
     log = logging.getLogger("tunesmith.worker")
     stop_requested = (run_dir / STOP_FILE).exists
     try:
-        cfg = RunConfig.from_yaml(run_dir / "config.yaml")
-        from .trainer import Recipe, StopRequested, latest_checkpoint
+        cfg = RunConfig.from_yaml(run_dir / CONFIG_FILE)
+        from .trainer import Recipe, StopRequested, checkpoint_step, latest_checkpoint
 
         if resume:
             ckpt = latest_checkpoint(run_dir)
             if ckpt is not None:
-                drop_after(run_dir, int(ckpt.name.split("-")[-1]))
+                drop_after(run_dir, checkpoint_step(ckpt))
         events.status("running", "resuming" if resume else "starting")
 
         recipe = Recipe(cfg, run_dir, events, stop_requested)
