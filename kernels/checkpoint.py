@@ -197,6 +197,15 @@ class _Saved:
         return x
 
 
+_RECOMPUTING = 0
+
+
+def recomputing() -> bool:
+    """True while a checkpointed layer is being recomputed for its backward: ops whose output
+    only feeds a residual add may skip work nobody will read (kernels/lora_mlp.py)."""
+    return _RECOMPUTING > 0
+
+
 class _CheckpointFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run, offloader, index, x, *rest):
@@ -221,8 +230,13 @@ class _CheckpointFunction(torch.autograd.Function):
             (x,) = ctx.saved_tensors
         x = x.detach().requires_grad_(ctx.needs_input_grad[3])
         enabled, dtype = ctx.autocast
-        with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
-            out = ctx.run(x, *ctx.rest)
+        global _RECOMPUTING
+        _RECOMPUTING += 1
+        try:
+            with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
+                out = ctx.run(x, *ctx.rest)
+        finally:
+            _RECOMPUTING -= 1
         outs = out if isinstance(out, tuple) else (out,)
         pairs = [(o, d) for o, d in zip(outs, douts)
                  if isinstance(o, torch.Tensor) and o.requires_grad and d is not None]

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .nf4 import dequantize_nf4, dequantize_nf4_group, is_nf4_weight
+from .nf4 import dequantize_nf4, dequantize_nf4_rows, is_nf4_weight, scratch
 from .utils import compute_dtype, no_autocast  # noqa: F401  (re-exported for the fused ops)
 
 
@@ -47,6 +47,10 @@ class Proj:
     bias: torch.Tensor | None
     scale: float                  # LoRA scaling s; unused without an adapter
     out_features: int
+
+    @property
+    def in_features(self) -> int:
+        return int(self.quant_state.shape[1]) if self.quant_state is not None else self.weight.shape[1]
 
     def base_weight(self, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
         if self.quant_state is not None:
@@ -114,25 +118,80 @@ def _to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 _ZERO: dict = {}
 
 
-def _scaled_mm(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
-    """scale * (a @ b) in one GEMM launch (addmm with beta=0 ignores its input)."""
+def _scaled_mm(a: torch.Tensor, b: torch.Tensor, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """scale * (a @ b) in one GEMM launch (addmm with beta=0 ignores its input); `out` may be a
+    column slice of a wider buffer (cuBLAS writes it through its leading dimension, no copy)."""
     z = _ZERO.get((a.device, a.dtype))
     if z is None:
         z = _ZERO[(a.device, a.dtype)] = torch.zeros((), device=a.device, dtype=a.dtype)
-    return torch.addmm(z, a, b, beta=0, alpha=scale)
+    if out is None:
+        return torch.addmm(z, a, b, beta=0, alpha=scale)
+    return torch.addmm(z, a, b, beta=0, alpha=scale, out=out)
 
 
-# Projections that share an input (q/k/v, gate/up) dequantize their NF4 weights with one launch
-# into one scratch buffer. That buffer is as large as the group (8B gate+up: 235 MB instead of
-# 117 MB), so memory mode turns it off (kernels.tune_memory).
+# Gate and up dequantize into one buffer and run as ONE GEMM. That buffer is as large as the
+# pair (8B gate+up: 235 MB instead of 117 MB), so memory mode turns it off (kernels.tune_memory).
+# Q/K/V are always grouped: together they are smaller than one MLP weight.
 GROUP_NF4 = True
 
 
-def group_weights(projs, dtype: torch.dtype) -> list | None:
-    """16-bit weights of all-NF4 projections sharing an input, from one launch; else None."""
-    if not GROUP_NF4 or any(p.quant_state is None for p in projs):
-        return None
-    return dequantize_nf4_group([(p.weight, p.quant_state) for p in projs], dtype)
+# --- wide buffers: the LoRA terms ride inside the base GEMMs -------------------------------
+# For projections sharing an input x, with xa_p = s_p x A_p^T:
+#     [y_1 .. y_k] = [x | xa_1 .. xa_k] @ [W_1 | B_1 0 ..; W_2 | 0 B_2 ..]^T       (forward)
+#     dx = [dy_1 .. dy_k | s dy_1 B_1 .. s dy_k B_k] @ [W_1; ..; W_k; A_1; ..; A_k]   (backward)
+# so no GEMM re-reads and re-writes a full-width output to add a rank-r term: the adapter
+# columns (r per projection) sit beside x, dy and W in the buffers those GEMMs read anyway.
+
+
+def wide_weights(projs, dtype: torch.dtype, extra_cols: int = 0, extra_rows: int = 0) -> torch.Tensor:
+    """A scratch (sum(out) + extra_rows, in + extra_cols) buffer whose [:sum(out), :in] holds the
+    projections' 16-bit base weights stacked by rows (NF4 dequantized with one launch when they
+    can share one). The extra rows and columns are left for the caller to fill."""
+    in_f = projs[0].in_features
+    rows = sum(p.out_features for p in projs)
+    device = projs[0].weight.device
+    buf = scratch((rows + extra_rows) * (in_f + extra_cols), dtype, device).view(rows + extra_rows, in_f + extra_cols)
+    if all(p.quant_state is not None for p in projs) and \
+            dequantize_nf4_rows([(p.weight, p.quant_state) for p in projs], buf):
+        return buf
+    r = 0
+    for p in projs:
+        dst = buf[r:r + p.out_features, :in_f]
+        if p.quant_state is None:
+            dst.copy_(p.weight)
+        elif not dequantize_nf4_rows([(p.weight, p.quant_state)], dst):
+            dst.copy_(dequantize_nf4(p.weight, p.quant_state, dtype=dtype))  # blocks straddle rows: rare widths
+        r += p.out_features
+    return buf
+
+
+def fill_adapter_cols(w: torch.Tensor, in_f: int, projs, Bs) -> None:
+    """Write block-diagonal B's into w[:, in_f:], zeros elsewhere: the rows of projection k
+    meet only their own xa_k columns."""
+    if w.shape[1] == in_f:
+        return
+    w[:, in_f:].zero_()
+    r0, c0 = 0, in_f
+    for p, B in zip(projs, Bs):
+        if B is not None:
+            w[r0:r0 + p.out_features, c0:c0 + B.shape[1]].copy_(B)
+            c0 += B.shape[1]
+        r0 += p.out_features
+
+
+def add_bias(y: torch.Tensor, projs) -> None:
+    """y (N, sum(out)) += the projections' biases (absent ones count as zero)."""
+    if all(p.bias is None for p in projs):
+        return
+    if len(projs) == 1:
+        y += _to(projs[0].bias, y.dtype)
+        return
+    y += torch.cat([_to(p.bias, y.dtype) if p.bias is not None else
+                    torch.zeros(p.out_features, dtype=y.dtype, device=y.device) for p in projs])
+
+
+def rank(A) -> int:
+    return 0 if A is None else A.shape[0]
 
 
 def proj_forward(x2: torch.Tensor, p: Proj, Ac, Bc, slot: int = 0, w: torch.Tensor | None = None):

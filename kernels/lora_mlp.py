@@ -3,82 +3,174 @@
     g = lora(x; Wg, Ag, Bg)    u = lora(x; Wu, Au, Bu)
     h = act(g) * u             out = lora(h; Wd, Ad, Bd)          (lora(): kernels/lora.py)
 
-Saved for backward: x, g, u and three (N, r) intermediates. h = act(g) * u
-is NOT saved; backward recomputes it in the same Triton pass that produces
-the activation gradients (kernels/swiglu.py, want_h=True), and that pass
-writes dg and du over g and u (we made them in forward and nothing else holds
-them), so backward allocates only h and dx at full width. Backward:
+The rank-r terms ride inside the base GEMMs through wide buffers (kernels/lora.py):
 
-    dh  = dout Wd + s_d (dout Bd) Ad          dBd = s_d dout^T (h Ad^T)
-    dg, du, h = glu_backward(dh, g, u)        dAd = s_d (dout Bd)^T h
-    dx  = dg Wg + du Wu + rank-r terms        (one buffer, accumulating GEMMs)
+    forward   X  = [x | xa_g | xa_u]                 (N, H + rg + ru), xa = s x A^T
+              GU = X @ [Wg | Bg 0; Wu | 0 Bu]^T      g, u = the first 2I columns, ONE GEMM
+              Hd = [h | s h Ad^T];  out = Hd @ [Wd | Bd]^T
+    backward  dh = [dout | s dout Bd] @ [Wd; Ad]
+              dg, du, h = glu_backward(dh, g, u)     (dg, du written over g, u inside GU)
+              GU's last rg + ru columns <- s dg Bg, s du Bu
+              dx = GU @ [Wg; Wu; Ag; Au]             ONE GEMM, K = 2I + rg + ru
 
-Stock PEFT on the same MLP keeps x, g, u, act(g), h and per-projection dx
-buffers; see bench/bench_qlora.py for the measured difference.
+Saved for backward: X (x and its xa columns), GU and the small A/B casts. h is not
+saved: backward recomputes it in the Triton pass that produces the activation
+gradients (kernels/swiglu.py), and that pass writes dg and du over g and u.
+Without GROUP_NF4 (memory mode) gate and up run as two GEMMs over the same X and
+backward accumulates dx in three GEMMs, so only one weight is dequantized at a time.
+
+Inside a checkpoint's recompute (kernels/checkpoint.py) an MLP whose output goes
+straight into the residual add (`skip_tail`) computes only g and u: backward
+needs nothing else, so the activation and the down projection are not run twice.
 """
 from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, _scaled_mm, _to, group_weights, cast_adapter, compute_dtype, no_autocast, proj_backward, proj_forward
+from . import lora as L
+from .lora import Proj, _once, _scaled_mm, _to, add_bias, cast_adapter, compute_dtype, fill_adapter_cols, \
+    no_autocast, rank, wide_weights
 from .swiglu import glu_backward, glu_forward
+from .utils import empty
 
 
 class LoRAMLPFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, pg: Proj, pu: Proj, pd: Proj, act: str, Ag, Bg, Au, Bu, Ad, Bd):
+    def forward(ctx, x, pg: Proj, pu: Proj, pd: Proj, act: str, skip_tail: bool, Ag, Bg, Au, Bu, Ad, Bd):
         shape, cdt = x.shape, compute_dtype(x)
+        H, I = shape[-1], pg.out_features
         with no_autocast(x):
-            x2 = _to(x.reshape(-1, shape[-1]), cdt)
-            Agc, Bgc, mg = cast_adapter(Ag, Bg, cdt)
-            Auc, Buc, mu = cast_adapter(Au, Bu, cdt)
-            Adc, Bdc, md = cast_adapter(Ad, Bd, cdt)
-            wg, wu = group_weights((pg, pu), cdt) or (None, None)
-            g, xag = proj_forward(x2, pg, Agc, Bgc, w=wg)
-            u, xau = proj_forward(x2, pu, Auc, Buc, w=wu)
-            h = glu_forward(g, u, act)
-            out, had = proj_forward(h, pd, Adc, Bdc)
-            del h
-        ctx.save_for_backward(x2, g, u, xag, xau, had, Agc, Bgc, Auc, Buc, Adc, Bdc)
+            x2 = _to(x.reshape(-1, H), cdt)
+            N, dev = x2.shape[0], x2.device
+            (Agc, Bgc, mg), (Auc, Buc, mu), (Adc, Bdc, md) = (cast_adapter(A, B, cdt) for A, B in
+                                                               ((Ag, Bg), (Au, Bu), (Ad, Bd)))
+            rg, ru, rd = rank(Agc), rank(Auc), rank(Adc)
+            R = rg + ru
+            if R:
+                X = empty((N, H + R), cdt, dev)
+                X[:, :H].copy_(x2)
+                c = H
+                for p, Ac in ((pg, Agc), (pu, Auc)):
+                    if Ac is not None:
+                        _scaled_mm(x2, Ac.t(), p.scale, out=X[:, c:c + Ac.shape[0]])
+                        c += Ac.shape[0]
+            else:
+                X = x2
+            GU = empty((N, 2 * I + R), cdt, dev)  # the last R columns are backward's s dy B
+            grouped = L.GROUP_NF4
+            if grouped:
+                w = wide_weights((pg, pu), cdt, extra_cols=R)
+                fill_adapter_cols(w, H, (pg, pu), (Bgc, Buc))
+                torch.mm(X, w.t(), out=GU[:, :2 * I])
+            else:
+                for k, (p, Bc, c) in enumerate(((pg, Bgc, H), (pu, Buc, H + rg))):
+                    w = wide_weights((p,), cdt, extra_cols=R)
+                    if R:  # this projection's B at its own xa columns, zeros at the other's
+                        w[:, H:].zero_()
+                        if Bc is not None:
+                            w[:, c:c + Bc.shape[1]].copy_(Bc)
+                    torch.mm(X, w.t(), out=GU[:, k * I:(k + 1) * I])
+            add_bias(GU[:, :2 * I], (pg, pu))
+            g, u = GU[:, :I], GU[:, I:2 * I]
+            xad = None
+            if skip_tail:
+                # recompute inside a checkpoint: the output is never read (it only feeds a residual
+                # add whose backward needs no values), backward recomputes h itself
+                out = torch.empty((N, pd.out_features), dtype=cdt, device=dev)
+            else:
+                Hd = empty((N, I + rd), cdt, dev)
+                h = glu_forward(g, u, act, out=Hd[:, :I])
+                if rd:
+                    xad = _scaled_mm(h, Adc.t(), pd.scale)
+                    Hd[:, I:].copy_(xad)
+                w = wide_weights((pd,), cdt, extra_cols=rd)
+                if rd:
+                    w[:, I:].copy_(Bdc)
+                out = torch.mm(Hd, w.t())
+                add_bias(out, (pd,))
+                del Hd, h
+        ctx.save_for_backward(X, GU, xad, Agc, Bgc, Auc, Buc, Adc, Bdc)
         ctx.projs, ctx.act, ctx.shape, ctx.in_dtype = (pg, pu, pd), act, shape, x.dtype
-        ctx.metas = (mg, mu, md)
+        ctx.metas, ctx.grouped = (mg, mu, md), grouped
         return out.view(*shape[:-1], pd.out_features)
 
     @staticmethod
     def backward(ctx, dout):
         _once(ctx)
-        x2, g, u, xag, xau, had, Ag, Bg, Au, Bu, Ad, Bd = ctx.saved_tensors
+        X, GU, xad, Ag, Bg, Au, Bu, Ad, Bd = ctx.saved_tensors
         pg, pu, pd = ctx.projs
         mg, mu, md = ctx.metas
-        d2 = _to(dout.reshape(-1, dout.shape[-1]), x2.dtype)
-        dh = torch.empty_like(g)
-        # down projection: dh and the rank-r grads that only need dout (dAd needs h, below)
-        dAd = dBd = doutB = None
-        if Ad is not None:
-            doutB = d2 @ Bd
-            if md[2]:
-                dBd = _to(_scaled_mm(d2.t(), had, pd.scale), md[3])
-        torch.matmul(d2, pd.base_weight(d2.dtype), out=dh)
-        if doutB is not None:
-            dh.addmm_(doutB, Ad, alpha=pd.scale)
-        # activation: recompute h; dg, du overwrite g, u
-        want_h = Ad is not None and md[0]
-        dg, du, h = glu_backward(dh, g, u, ctx.act, want_h=want_h, inplace=True)
+        H, I = ctx.shape[-1], pg.out_features
+        Hout = pd.out_features
+        cdt, dev = GU.dtype, GU.device
+        x2 = X[:, :H]
+        N = x2.shape[0]
+        rg, ru, rd = rank(Ag), rank(Au), rank(Ad)
+        R = rg + ru
+        d2 = _to(dout.reshape(-1, Hout), cdt)
+        # down projection: dh = [dout | s dout Bd] @ [Wd; Ad]
+        if rd:
+            D = empty((N, Hout + rd), cdt, dev)
+            D[:, :Hout].copy_(d2)
+            _scaled_mm(d2, Bd, pd.scale, out=D[:, Hout:])
+        else:
+            D = d2
+        w = wide_weights((pd,), cdt, extra_rows=rd)
+        if rd:
+            w[Hout:].copy_(Ad)
+        dh = torch.mm(D, w)
+        # activation: recompute h; dg, du overwrite g, u inside GU
+        g, u = GU[:, :I], GU[:, I:2 * I]
+        dg, du, h = glu_backward(dh, g, u, ctx.act, want_h=rd > 0, inplace=True)
         del dh
-        if h is not None:
-            dAd = _to(_scaled_mm(doutB.t(), h, pd.scale), md[1])
-            del h
-        dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
-        wg, wu = (group_weights((pg, pu), x2.dtype) if dx is not None else None) or (None, None)
-        dAg, dBg = proj_backward(dg, x2, xag, pg, Ag, Bg, mg, dx, accumulate=False, w=wg)
-        dAu, dBu = proj_backward(du, x2, xau, pu, Au, Bu, mu, dx, accumulate=True, w=wu)
-        return ((None if dx is None else _to(dx.view(ctx.shape), ctx.in_dtype)), None, None, None, None,
-                dAg, dBg, dAu, dBu, dAd, dBd)
+        dAd = dBd = None
+        if rd:
+            if md[0]:
+                dAd = _to(D[:, Hout:].t() @ h, md[1])
+            if md[2]:
+                if xad is None:  # the forward was a checkpoint recompute that skipped the tail
+                    xad = _scaled_mm(h, Ad.t(), pd.scale)
+                dBd = _to(d2.t() @ xad, md[3])
+        del h, D
+        # gate/up adapters; their s dy B land in GU's last R columns
+        grads = []
+        c, xc = 2 * I, H
+        for p, A, B, m, dy in ((pg, Ag, Bg, mg, dg), (pu, Au, Bu, mu, du)):
+            if A is None:
+                grads += [None, None]
+                continue
+            r = A.shape[0]
+            sdyB = _scaled_mm(dy, B, p.scale, out=GU[:, c:c + r])
+            grads.append(_to(sdyB.t() @ x2, m[1]) if m[0] else None)
+            grads.append(_to(dy.t() @ X[:, xc:xc + r], m[3]) if m[2] else None)
+            c, xc = c + r, xc + r
+        dx = None
+        if ctx.needs_input_grad[0]:
+            if ctx.grouped:
+                w = wide_weights((pg, pu), cdt, extra_rows=R)
+                r0 = 2 * I
+                for A in (Ag, Au):
+                    if A is not None:
+                        w[r0:r0 + A.shape[0]].copy_(A)
+                        r0 += A.shape[0]
+                dx = torch.mm(GU, w)
+            else:
+                dx = torch.mm(dg, wide_weights((pg,), cdt))
+                dx.addmm_(du, wide_weights((pu,), cdt))
+                if R:
+                    dx.addmm_(GU[:, 2 * I:], torch.cat([A for A in (Ag, Au) if A is not None]))
+            dx = _to(dx.view(ctx.shape), ctx.in_dtype)
+        dAg, dBg, dAu, dBu = grads
+        return dx, None, None, None, None, None, dAg, dBg, dAu, dBu, dAd, dBd
 
 
 def lora_mlp(x, pg: Proj, pu: Proj, pd: Proj, act: str = "silu",
-             Ag=None, Bg=None, Au=None, Bu=None, Ad=None, Bd=None) -> torch.Tensor:
-    return LoRAMLPFunction.apply(x, pg, pu, pd, act, Ag, Bg, Au, Bu, Ad, Bd)
+             Ag=None, Bg=None, Au=None, Bu=None, Ad=None, Bd=None, skip_tail: bool = False) -> torch.Tensor:
+    """skip_tail: the caller adds the output straight to the residual stream (no norm after it),
+    so a checkpoint's recompute may skip the activation and down projection."""
+    from .checkpoint import recomputing
+
+    return LoRAMLPFunction.apply(x, pg, pu, pd, act, skip_tail and recomputing(), Ag, Bg, Au, Bu, Ad, Bd)
 
 
 def lora_mlp_reference(x, gate, up, down, act: str = "silu"):

@@ -1,59 +1,99 @@
-"""LoRA-fused Q, K, V projections of one input: three outputs, one input gradient.
+"""LoRA-fused Q, K, V projections of one input: one GEMM forward, one GEMM for dx.
 
-    q = x Wq^T + s_q (x Aq^T) Bq^T      (and k, v alike; see kernels/lora.py)
+    [q | k | v] = [x | xa_q | xa_k | xa_v] @ [Wq | Bq 0 0; Wk | 0 Bk 0; Wv | 0 0 Bv]^T
+    dx = [dq | dk | dv | s dq Bq | s dk Bk | s dv Bv] @ [Wq; Wk; Wv; Aq; Ak; Av]
 
-Forward keeps x and three (N, r) intermediates. Backward writes
-dx = dq Wq + dk Wk + dv Wv + the three rank-r terms into ONE buffer with
-accumulating GEMMs (no per-projection dx tensors, no sum), dequantizing each
-NF4 weight into the shared scratch buffer just before its GEMM. Without a
-gradient for x (the first layer under frozen embeddings) the three big
-input-gradient GEMMs are skipped.
+(xa = s x A^T; see kernels/lora.py for the wide-buffer scheme.) The three NF4
+weights dequantize with one launch into one scratch buffer, already laid out
+with the adapter columns (forward) or rows (backward) beside them, so the LoRA
+terms cost no pass over q, k, v or dx of their own. Forward keeps x and its
+(N, rq + rk + rv) adapter columns; q, k, v are column views of one output
+buffer. Without a gradient for x (the first layer under frozen embeddings)
+the input-gradient GEMM is skipped.
 """
 from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, _to, group_weights, cast_adapter, compute_dtype, no_autocast, proj_backward, proj_forward
+from .lora import Proj, _once, _scaled_mm, _to, add_bias, cast_adapter, compute_dtype, fill_adapter_cols, \
+    no_autocast, rank, wide_weights
+from .utils import empty
 
 
 class LoRAQKVFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, pq: Proj, pk: Proj, pv: Proj, Aq, Bq, Ak, Bk, Av, Bv):
         shape, cdt = x.shape, compute_dtype(x)
+        H = shape[-1]
+        projs = (pq, pk, pv)
         with no_autocast(x):
-            x2 = _to(x.reshape(-1, shape[-1]), cdt)
+            x2 = _to(x.reshape(-1, H), cdt)
+            N, dev = x2.shape[0], x2.device
             adapters = [cast_adapter(A, B, cdt) for A, B in ((Aq, Bq), (Ak, Bk), (Av, Bv))]
-            ws = group_weights((pq, pk, pv), cdt) or (None, None, None)
-            outs, xas = [], []
-            for p, (Ac, Bc, _), w in zip((pq, pk, pv), adapters, ws):
-                y, xa = proj_forward(x2, p, Ac, Bc, w=w)
-                outs.append(y)
-                xas.append(xa)
-        ctx.save_for_backward(x2, *xas, *[t for a in adapters for t in a[:2]])
-        ctx.projs, ctx.shape, ctx.in_dtype = (pq, pk, pv), shape, x.dtype
+            R = sum(rank(a[0]) for a in adapters)
+            if R:
+                X = empty((N, H + R), cdt, dev)
+                X[:, :H].copy_(x2)
+                c = H
+                for p, (Ac, _, _) in zip(projs, adapters):
+                    if Ac is not None:
+                        _scaled_mm(x2, Ac.t(), p.scale, out=X[:, c:c + Ac.shape[0]])
+                        c += Ac.shape[0]
+            else:
+                X = x2
+            w = wide_weights(projs, cdt, extra_cols=R)
+            fill_adapter_cols(w, H, projs, [a[1] for a in adapters])
+            Y = torch.mm(X, w.t())
+            add_bias(Y, projs)
+        ctx.save_for_backward(X, *[t for a in adapters for t in a[:2]])
+        ctx.projs, ctx.shape, ctx.in_dtype = projs, shape, x.dtype
         ctx.metas = [a[2] for a in adapters]
         lead = shape[:-1]
-        return tuple(y.view(*lead, -1) for y in outs)
+        outs, c = [], 0
+        for p in projs:
+            outs.append(Y[:, c:c + p.out_features].view(*lead, p.out_features))
+            c += p.out_features
+        return tuple(outs)
 
     @staticmethod
     def backward(ctx, dq, dk, dv):
         _once(ctx)
-        x2, xaq, xak, xav, Aq, Bq, Ak, Bk, Av, Bv = ctx.saved_tensors
-        dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
+        X, Aq, Bq, Ak, Bk, Av, Bv = ctx.saved_tensors
+        projs = ctx.projs
+        H = ctx.shape[-1]
+        x2 = X[:, :H]
+        N, cdt, dev = x2.shape[0], X.dtype, X.device
+        O = sum(p.out_features for p in projs)
+        As, Bs = (Aq, Ak, Av), (Bq, Bk, Bv)
+        R = sum(rank(A) for A in As)
+        dY = empty((N, O + R), cdt, dev)
         grads = []
-        first = True
-        ws = (group_weights(ctx.projs, x2.dtype) if dx is not None else None) or (None, None, None)
-        for dy, xa, p, Ac, Bc, meta, w in zip((dq, dk, dv), (xaq, xak, xav), ctx.projs, (Aq, Ak, Av), (Bq, Bk, Bv),
-                                              ctx.metas, ws):
+        c, cr, xc = 0, O, H
+        for dy, p, A, B, meta in zip((dq, dk, dv), projs, As, Bs, ctx.metas):
+            col = dY[:, c:c + p.out_features]
             if dy is None:  # an output that did not reach the loss
+                col.zero_()
+            else:
+                col.copy_(dy.reshape(N, p.out_features))
+            c += p.out_features
+            if A is None:
                 grads += [None, None]
                 continue
-            dy2 = _to(dy.reshape(-1, dy.shape[-1]), x2.dtype)
-            grads += list(proj_backward(dy2, x2, xa, p, Ac, Bc, meta, dx, accumulate=not first, w=w))
-            first = False
-        if dx is not None and first:
-            dx.zero_()
-        return ((None if dx is None else _to(dx.view(ctx.shape), ctx.in_dtype)), None, None, None, *grads)
+            r = A.shape[0]
+            sdyB = _scaled_mm(col, B, p.scale, out=dY[:, cr:cr + r])
+            grads.append(_to(sdyB.t() @ x2, meta[1]) if meta[0] else None)
+            grads.append(_to(col.t() @ X[:, xc:xc + r], meta[3]) if meta[2] else None)
+            cr, xc = cr + r, xc + r
+        dx = None
+        if ctx.needs_input_grad[0]:
+            w = wide_weights(projs, cdt, extra_rows=R)
+            r0 = O
+            for A in As:
+                if A is not None:
+                    w[r0:r0 + A.shape[0]].copy_(A)
+                    r0 += A.shape[0]
+            dx = _to(torch.mm(dY, w).view(ctx.shape), ctx.in_dtype)
+        return (dx, None, None, None, *grads)
 
 
 def lora_qkv(x, pq, pk, pv, Aq=None, Bq=None, Ak=None, Bk=None, Av=None, Bv=None):

@@ -34,61 +34,68 @@ from .utils import empty, interpreting
 
 
 @triton.jit
-def _dequant_block(OUT, A, ABSMAX, CODE, ABSMAX2, CODE2, OFFSET, n, block_id,
-                   BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr, NESTED: tl.constexpr, BLOCK: tl.constexpr):
-    offs = block_id.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    byte = tl.load(A + offs // 2, mask=mask, other=0).to(tl.int32)
-    nib = tl.where(offs % 2 == 0, byte >> 4, byte & 15)
-    q = tl.load(CODE + nib, mask=mask, other=0.0)
-    blk = offs // BLOCKSIZE
+def _dequant_tile(OUT, A, ABSMAX, CODE, ABSMAX2, CODE2, OFFSET, n, tile, bpr, ld,
+                  BS: tl.constexpr, BLOCKSIZE2: tl.constexpr, NESTED: tl.constexpr, FLAT: tl.constexpr,
+                  ROWS: tl.constexpr, INTERP: tl.constexpr):
+    """ROWS quantization blocks of BS elements: one scale per block (computed once, not per
+    element), BS/2 packed bytes per block split into high and low nibbles and interleaved.
+    FLAT: the output is the contiguous weight; else block b lands at row b // bpr, column
+    (b % bpr) * BS of a matrix with row stride ld (the weight inside a wider buffer)."""
+    blk = tile.to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    n_blocks = tl.cdiv(n, BS)
+    bmask = blk < n_blocks
     if NESTED:
-        a8 = tl.load(ABSMAX + blk, mask=mask, other=0).to(tl.int32)
-        s = tl.load(CODE2 + a8, mask=mask, other=0.0) * tl.load(ABSMAX2 + blk // BLOCKSIZE2, mask=mask, other=0.0)
+        a8 = tl.load(ABSMAX + blk, mask=bmask, other=0).to(tl.int32)
+        s = tl.load(CODE2 + a8, mask=bmask, other=0.0) * tl.load(ABSMAX2 + blk // BLOCKSIZE2, mask=bmask, other=0.0)
         s = s + tl.load(OFFSET)
     else:
-        s = tl.load(ABSMAX + blk, mask=mask, other=0.0)
-    w = q * s
-    if OUT.dtype.element_ty == tl.bfloat16:
-        # Round to nearest even by hand: Triton's interpreter truncates fp32 -> bf16
-        # (compiled Triton rounds to nearest even already; this is exact either way,
-        # the final cast then only drops zero bits).
-        bits = w.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        w = bits.to(tl.float32, bitcast=True)
-    tl.store(OUT + offs, w.to(OUT.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _nf4_dequant_kernel(
-    OUT, A, ABSMAX, CODE, ABSMAX2, CODE2, OFFSET, n,
-    BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr, NESTED: tl.constexpr, BLOCK: tl.constexpr,
-):
-    _dequant_block(OUT, A, ABSMAX, CODE, ABSMAX2, CODE2, OFFSET, n, tl.program_id(0),
-                   BLOCKSIZE, BLOCKSIZE2, NESTED, BLOCK)
+        s = tl.load(ABSMAX + blk, mask=bmask, other=0.0)
+    HALF: tl.constexpr = BS // 2
+    byte_offs = blk[:, None] * HALF + tl.arange(0, HALF)[None, :]
+    bmask2 = bmask[:, None] & (byte_offs * 2 < n)
+    byte = tl.load(A + byte_offs, mask=bmask2, other=0).to(tl.int32)
+    hi = tl.load(CODE + (byte >> 4))
+    lo = tl.load(CODE + (byte & 15))
+    w = tl.interleave(hi, lo) * s[:, None]  # element 2j is the high nibble of byte j
+    if INTERP:
+        if OUT.dtype.element_ty == tl.bfloat16:
+            # the interpreter truncates fp32 -> bf16; round to nearest even by hand as compiled Triton does
+            bits = w.to(tl.uint32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+            w = bits.to(tl.float32, bitcast=True)
+    j = tl.arange(0, BS)[None, :]
+    elem = blk[:, None] * BS + j
+    if FLAT:
+        dst = elem
+    else:
+        dst = (blk // bpr * ld + blk % bpr * BS)[:, None] + j
+    tl.store(OUT + dst, w.to(OUT.dtype.element_ty), mask=bmask[:, None] & (elem < n))
 
 
 @triton.jit
 def _nf4_dequant3_kernel(
-    OUT, CODE, CODE2,
-    A0, M0, S0, O0, n0, A1, M1, S1, O1, n1, A2, M2, S2, O2, n2,
-    BLOCKSIZE: tl.constexpr, BLOCKSIZE2: tl.constexpr, NESTED: tl.constexpr, BLOCK: tl.constexpr,
+    OUT, CODE, CODE2, bpr, ld,
+    A0, M0, S0, O0, n0, r0, A1, M1, S1, O1, n1, r1, A2, M2, S2, O2, n2, r2,
+    BS: tl.constexpr, BLOCKSIZE2: tl.constexpr, NESTED: tl.constexpr, FLAT: tl.constexpr, ROWS: tl.constexpr,
+    INTERP: tl.constexpr,
 ):
-    """Up to three weights (n2 may be 0) back to back into one buffer, one launch: the
-    projections that share an input (q/k/v, gate/up). Each block belongs to one weight."""
+    """Up to three weights (n1, n2 may be 0) stacked by rows into one buffer, one launch: the
+    projections that share an input (q/k/v, gate/up). Weight k starts at row r_k; each program
+    belongs to one weight."""
     pid = tl.program_id(0)
-    b0 = tl.cdiv(n0, BLOCK)
-    b1 = tl.cdiv(n1, BLOCK)
-    if pid < b0:
-        _dequant_block(OUT, A0, M0, CODE, S0, CODE2, O0, n0, pid, BLOCKSIZE, BLOCKSIZE2, NESTED, BLOCK)
-    elif pid < b0 + b1:
-        _dequant_block(OUT + n0, A1, M1, CODE, S1, CODE2, O1, n1, pid - b0, BLOCKSIZE, BLOCKSIZE2, NESTED, BLOCK)
+    t0 = tl.cdiv(tl.cdiv(n0, BS), ROWS)
+    t1 = tl.cdiv(tl.cdiv(n1, BS), ROWS)
+    if pid < t0:
+        _dequant_tile(OUT + r0.to(tl.int64) * ld, A0, M0, CODE, S0, CODE2, O0, n0, pid, bpr, ld,
+                      BS, BLOCKSIZE2, NESTED, FLAT, ROWS, INTERP)
+    elif pid < t0 + t1:
+        _dequant_tile(OUT + r1.to(tl.int64) * ld, A1, M1, CODE, S1, CODE2, O1, n1, pid - t0, bpr, ld,
+                      BS, BLOCKSIZE2, NESTED, FLAT, ROWS, INTERP)
     else:
-        _dequant_block(OUT + n0 + n1, A2, M2, CODE, S2, CODE2, O2, n2, pid - b0 - b1,
-                       BLOCKSIZE, BLOCKSIZE2, NESTED, BLOCK)
+        _dequant_tile(OUT + r2.to(tl.int64) * ld, A2, M2, CODE, S2, CODE2, O2, n2, pid - t0 - t1, bpr, ld,
+                      BS, BLOCKSIZE2, NESTED, FLAT, ROWS, INTERP)
 
 
-_BLOCK = 1024
 _SCRATCH: dict[tuple, torch.Tensor] = {}
 
 
@@ -152,6 +159,48 @@ def _prepared(quant_state, device: torch.device) -> tuple:
     return args
 
 
+def dequantize_nf4_rows(weights: list, out: torch.Tensor) -> bool:
+    """Dequantize 1 to 3 NF4 weights [(packed, quant_state), ...] of one input width, stacked by
+    rows, into out[:sum(rows), :in] with ONE launch. out is 2-D with unit column stride and may
+    be wider than the weights (the LoRA-fused ops keep adapter columns beside them) or taller.
+    Returns False, writing nothing, when the weights cannot share a launch (different block
+    sizes, code tables or nesting) or the layout needs blocks that straddle rows."""
+    if not 1 <= len(weights) <= 3 or out.dim() != 2 or out.stride(1) != 1:
+        return False
+    device = out.device
+    preps = [_prepared(qs, device) for _, qs in weights]
+    first = preps[0]
+    if any(p[8:] != first[8:] for p in preps[1:]):  # same block sizes, nesting and code-table values
+        return False
+    cols = first[0][1] if len(first[0]) == 2 else first[2]
+    if any((p[0][1] if len(p[0]) == 2 else p[2]) != cols for p in preps) or any(p[1] != first[1] for p in preps):
+        return False
+    ld = out.stride(0)
+    bs = first[8]
+    flat = ld == cols or out.shape[0] == 1
+    if not flat and cols % bs:
+        return False
+    rows = [p[2] // cols for p in preps]
+    if sum(rows) > out.shape[0] or cols > out.shape[1]:
+        return False
+    args, r = [], 0
+    for (packed, _), p, nr in zip(weights, preps, rows):
+        if packed.dtype != torch.uint8:  # quant_storage other than uint8: same bytes
+            packed = packed.view(torch.uint8)
+        args += [packed, p[3], p[5], p[7], p[2], r]
+        r += nr
+    while len(args) < 18:  # unused slots: zero elements
+        args += [weights[0][0].view(torch.uint8), preps[0][3], preps[0][5], preps[0][7], 0, 0]
+    _, _, _, _, code, _, code2, _, bs, bs2, nested, _ = first
+    rows_per_tile = max(1, 2048 // bs)
+    grid = (sum(triton.cdiv(triton.cdiv(p[2], bs), rows_per_tile) for p in preps),)
+    if grid[0]:
+        _nf4_dequant3_kernel[grid](out, code, code2, max(cols // bs, 1), ld, *args, BS=bs, BLOCKSIZE2=bs2,
+                                   NESTED=nested, FLAT=flat, ROWS=rows_per_tile, INTERP=interpreting(),
+                                   num_warps=4, **_LAUNCH_KW)
+    return True
+
+
 def dequantize_nf4(packed: torch.Tensor, quant_state, out=None, dtype: torch.dtype | None = None,
                    slot: int = 0) -> torch.Tensor:
     """The 16-bit weight (out_features, in_features) of a bitsandbytes NF4 weight.
@@ -159,7 +208,7 @@ def dequantize_nf4(packed: torch.Tensor, quant_state, out=None, dtype: torch.dty
     out: None (fresh tensor), "scratch" (reused buffer, see module doc) or a tensor.
     """
     device = packed.device
-    shape, qdtype, n, absmax, code, absmax2, code2, offset, bs, bs2, nested, _ = _prepared(quant_state, device)
+    shape, qdtype, n = _prepared(quant_state, device)[:3]
     dtype = dtype or qdtype
     if out is None:
         out = empty(shape, dtype, device)
@@ -167,12 +216,9 @@ def dequantize_nf4(packed: torch.Tensor, quant_state, out=None, dtype: torch.dty
         out = scratch(n, dtype, device, slot).view(shape)
     else:
         assert out.is_contiguous() and out.numel() == n and out.dtype == dtype
-    if packed.dtype != torch.uint8:  # quant_storage other than uint8: same bytes
-        packed = packed.view(torch.uint8)
     if n:
-        _nf4_dequant_kernel[(triton.cdiv(n, _BLOCK),)](
-            out, packed, absmax, code, absmax2, code2, offset, n,
-            BLOCKSIZE=bs, BLOCKSIZE2=bs2, NESTED=nested, BLOCK=_BLOCK, num_warps=4, **_LAUNCH_KW)
+        ok = dequantize_nf4_rows([(packed, quant_state)], out.view(-1, shape[-1]) if len(shape) == 2 else out.view(1, -1))
+        assert ok, "a single NF4 weight always dequantizes"
     return out
 
 
@@ -183,29 +229,18 @@ _LAUNCH_KW = {} if interpreting() else {"enable_fp_fusion": False}
 def dequantize_nf4_group(weights: list, dtype: torch.dtype, slot: int = 0) -> list[torch.Tensor] | None:
     """Dequantize 2 or 3 NF4 weights [(packed, quant_state), ...] into one scratch buffer with ONE
     launch; returns a contiguous view per weight, or None when they cannot share a launch
-    (different block sizes, code tables or nesting: then call dequantize_nf4 on each)."""
+    (different block sizes, code tables, nesting or input widths: then call dequantize_nf4 on each)."""
     if not 2 <= len(weights) <= 3:
         return None
     device = weights[0][0].device
     preps = [_prepared(qs, device) for _, qs in weights]
-    first = preps[0]
-    for p in preps[1:]:  # same block sizes, nesting and code-table values
-        if p[8:] != first[8:]:
-            return None
-    sizes = [p[2] for p in preps]
-    total = sum(sizes)
+    if any(len(p[0]) != 2 for p in preps):
+        return None
+    total = sum(p[2] for p in preps)
+    cols = preps[0][0][1]
     buf = scratch(total, dtype, device, slot)
-    args = []
-    for (packed, _), p in zip(weights, preps):
-        if packed.dtype != torch.uint8:
-            packed = packed.view(torch.uint8)
-        args += [packed, p[3], p[5], p[7], p[2]]
-    if len(weights) == 2:
-        args += [weights[0][0], preps[0][3], preps[0][5], preps[0][7], 0]
-    _, _, _, _, code, _, code2, _, bs, bs2, nested, _ = first
-    grid = (sum(triton.cdiv(n, _BLOCK) for n in sizes),)
-    _nf4_dequant3_kernel[grid](buf, code, code2, *args, BLOCKSIZE=bs, BLOCKSIZE2=bs2, NESTED=nested, BLOCK=_BLOCK,
-                               num_warps=4, **_LAUNCH_KW)
+    if not dequantize_nf4_rows(weights, buf.view(-1, cols)):
+        return None
     out, start = [], 0
     for p in preps:
         out.append(buf[start:start + p[2]].view(p[0]))

@@ -265,7 +265,8 @@ def _mlp_forward(self, x):
         pu, Au, Bu, _ = lora_projection(self.up_proj)
         pd, Ad, Bd, _ = lora_projection(self.down_proj)
         if pg is not None and pu is not None and pd is not None:
-            return lora_mlp(x, pg, pu, pd, act, Ag, Bg, Au, Bu, Ad, Bd)
+            return lora_mlp(x, pg, pu, pd, act, Ag, Bg, Au, Bu, Ad, Bd,
+                            skip_tail=getattr(self, "_tunesmith_skip_tail", False))
     return self.down_proj(glu(self.gate_proj(x), self.up_proj(x), act))
 
 
@@ -295,10 +296,25 @@ def _patch_mlp(model, spec, lora_fused):
                 reasons.add("LoRA-fused path off: " + why[0])
             else:
                 fused += 1
+    _mark_residual_tails(model)
     note = f"{fused} LoRA-fused" if fused else ""
     if reasons:
         note = "; ".join(filter(None, [note, *sorted(reasons)]))
     return n, note
+
+
+_RESIDUAL_TAIL = "hidden_states=self.mlp(hidden_states)hidden_states=residual+hidden_states"
+
+
+def _mark_residual_tails(model) -> None:
+    """MLPs whose output goes straight into the residual add (Llama, Mistral, Qwen; not Gemma's
+    post-feedforward norm, which reads it) may skip their tail in a checkpoint's recompute."""
+    from .checkpoint import decoder_layers
+
+    for layer in decoder_layers(model):
+        mlp = getattr(layer, "mlp", None)
+        if mlp is not None and _RESIDUAL_TAIL in "".join(_source(type(layer).forward).split()):
+            mlp._tunesmith_skip_tail = True
 
 
 def _source(fn) -> str:

@@ -51,59 +51,86 @@ def _act_and_grad(g, ACT: tl.constexpr):
 
 
 @triton.jit
-def _glu_forward_kernel(H, G, U, n, ACT: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(U + offs, mask=mask, other=0.0).to(tl.float32)
+def _glu_forward_kernel(H, G, U, n_cols, sh, sg, su, ACT: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (row, column block); each tensor has its own row stride (views into wider buffers)."""
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    g = tl.load(G + row * sg + cols, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(U + row * su + cols, mask=mask, other=0.0).to(tl.float32)
     a, _ = _act_and_grad(g, ACT)
-    tl.store(H + offs, (a * u).to(H.dtype.element_ty), mask=mask)
+    tl.store(H + row * sh + cols, (a * u).to(H.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _glu_backward_kernel(DG, DU, H, DH, G, U, n, ACT: tl.constexpr, WANT_H: tl.constexpr,
-                         BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    dh = tl.load(DH + offs, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(U + offs, mask=mask, other=0.0).to(tl.float32)
+def _glu_backward_kernel(DG, DU, H, DH, G, U, n_cols, sdg, sdu, sh, sdh, sg, su,
+                         ACT: tl.constexpr, WANT_H: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    dh = tl.load(DH + row * sdh + cols, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(G + row * sg + cols, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(U + row * su + cols, mask=mask, other=0.0).to(tl.float32)
     a, da = _act_and_grad(g, ACT)
     if WANT_H:
-        tl.store(H + offs, (a * u).to(H.dtype.element_ty), mask=mask)
+        tl.store(H + row * sh + cols, (a * u).to(H.dtype.element_ty), mask=mask)
     # DG/DU may alias G/U: every load above happens before these stores.
-    tl.store(DG + offs, (dh * u * da).to(DG.dtype.element_ty), mask=mask)
-    tl.store(DU + offs, (dh * a).to(DU.dtype.element_ty), mask=mask)
+    tl.store(DG + row * sdg + cols, (dh * u * da).to(DG.dtype.element_ty), mask=mask)
+    tl.store(DU + row * sdu + cols, (dh * a).to(DU.dtype.element_ty), mask=mask)
 
 
 _BLOCK = 1024
 
 
-def glu_forward(g: torch.Tensor, u: torch.Tensor, act: str = "silu") -> torch.Tensor:
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """t as (rows, cols) with unit column stride, without copying when it already is one."""
+    t2 = t if t.dim() == 2 else t.reshape(-1, t.shape[-1])
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+
+
+def _grid(rows: int, cols: int):
+    return (rows, triton.cdiv(cols, _BLOCK))
+
+
+def glu_forward(g: torch.Tensor, u: torch.Tensor, act: str = "silu", out: torch.Tensor | None = None) -> torch.Tensor:
+    """act(g) * u. g, u (and out) may be row-strided 2-D views of wider buffers; out, when given,
+    receives h (its shape is g's) and is returned."""
     assert g.shape == u.shape, f"gate {tuple(g.shape)} and up {tuple(u.shape)} differ"
-    g, u = g.contiguous(), u.contiguous()
-    h = empty(g.shape, g.dtype, g.device)
-    n = g.numel()
-    if n:
-        _glu_forward_kernel[(triton.cdiv(n, _BLOCK),)](h, g, u, n, ACT=ACTS[act], BLOCK=_BLOCK, num_warps=4)
+    g2, u2 = _rows(g), _rows(u)
+    h = empty(g.shape, g.dtype, g.device) if out is None else out
+    h2 = h if h.dim() == 2 else h.view(-1, h.shape[-1])
+    assert h2.stride(-1) == 1 and h2.shape == g2.shape
+    rows, cols = g2.shape
+    if rows and cols:
+        _glu_forward_kernel[_grid(rows, cols)](h2, g2, u2, cols, h2.stride(0), g2.stride(0), u2.stride(0),
+                                               ACT=ACTS[act], BLOCK=_BLOCK, num_warps=4)
     return h
 
 
 def glu_backward(dh: torch.Tensor, g: torch.Tensor, u: torch.Tensor, act: str = "silu",
                  want_h: bool = False, inplace: bool = False):
-    """(dg, du, h or None). inplace=True writes dg into g and du into u."""
-    assert g.is_contiguous() and u.is_contiguous()
-    dh = dh.contiguous()
+    """(dg, du, h or None). inplace=True writes dg into g and du into u (which may be row-strided
+    2-D views); otherwise g and u must be contiguous."""
+    if not inplace:
+        assert g.is_contiguous() and u.is_contiguous()
+    g2, u2, dh2 = _rows(g), _rows(u), _rows(dh)
     if inplace:
+        assert g2.data_ptr() == g.data_ptr() or g.dim() != 2, "inplace needs g, u with unit column stride"
         dg, du = g, u
+        dg2, du2 = g2, u2
     else:
         dg, du = empty(g.shape, g.dtype, g.device), empty(u.shape, u.dtype, u.device)
-    h = empty(g.shape, g.dtype, g.device) if want_h else dg  # dummy pointer when unused
-    n = g.numel()
-    if n:
-        _glu_backward_kernel[(triton.cdiv(n, _BLOCK),)](
-            dg, du, h, dh, g, u, n, ACT=ACTS[act], WANT_H=want_h, BLOCK=_BLOCK, num_warps=4)
-    return dg, du, (h if want_h else None)
+        dg2, du2 = dg.view(g2.shape), du.view(u2.shape)
+    h = empty(g2.shape, g.dtype, g.device) if want_h else None
+    h2 = h if want_h else dg2  # dummy pointer when unused
+    rows, cols = g2.shape
+    if rows and cols:
+        _glu_backward_kernel[_grid(rows, cols)](
+            dg2, du2, h2, dh2, g2, u2, cols, dg2.stride(0), du2.stride(0), h2.stride(0), dh2.stride(0),
+            g2.stride(0), u2.stride(0), ACT=ACTS[act], WANT_H=want_h, BLOCK=_BLOCK, num_warps=4)
+    if want_h and g.dim() != 2:
+        h = h.view(g.shape)
+    return dg, du, h
 
 
 class GLUFunction(torch.autograd.Function):

@@ -6,6 +6,7 @@ from kernel_testutils import DEVICE, assert_close, assert_close_norm, gpu_param,
 from tunesmith.kernels.lora import Proj, lora_linear, lora_linear_reference
 from tunesmith.kernels.lora_mlp import lora_mlp, lora_mlp_reference
 from tunesmith.kernels.lora_qkv import lora_qkv
+from tunesmith.kernels.nf4 import dequantize_nf4_reference
 
 CASES = [(torch.float32, 1e-4, 1e-4), (torch.bfloat16, 5e-2, 5e-2)]
 
@@ -26,7 +27,9 @@ def _proj(out_f, in_f, r, dtype, nf4=False, lora=True, bias=False):
         packed, qs = F.quantize_4bit(w.to(dtype), blocksize=64, compress_statistics=True, quant_type="nf4")
         qs.dtype = dtype
         p = Proj(packed, qs, b, 0.5, out_f)
-        w_ref = F.dequantize_4bit(packed, qs).float()
+        # the quantizer's flat blocks (bitsandbytes' CPU dequantizer blocks per row when rows are not a
+        # multiple of 64; see test_nf4.py)
+        w_ref = dequantize_nf4_reference(packed, qs).float()
     else:
         w = w.to(dtype)
         p = Proj(w, None, b, 0.5, out_f)
@@ -123,3 +126,29 @@ def test_lora_mlp_without_input_grad_and_backward_twice_refused():
     assert gate[1].grad is not None and down[2].grad is not None
     with pytest.raises(RuntimeError, match="backward twice"):
         out.sum().backward()
+
+
+@pytest.mark.parametrize("nf4", [False, True], ids=["16bit", "nf4"])
+def test_lora_mlp_ungrouped_and_odd_widths(nf4, monkeypatch):
+    """Memory mode runs gate and up as two GEMMs (GROUP_NF4 off); widths that are not a multiple
+    of the NF4 block (80) dequantize through the fallback. Same results as the reference."""
+    from tunesmith.kernels import lora as L
+
+    monkeypatch.setattr(L, "GROUP_NF4", False)
+    h, i, r = 80, 144, 4
+    gate, up, down = _proj(i, h, r, torch.float32, nf4), _proj(i, h, r, torch.float32, nf4, bias=True), \
+        _proj(h, i, r, torch.float32, nf4, lora=False)
+    x = torch.randn(9, h, device=DEVICE)
+    dy = torch.randn(9, h, device=DEVICE)
+    x1 = leaf(x)
+    out = lora_mlp(x1, gate[0], up[0], down[0], "silu", *gate[1:3], *up[1:3], *down[1:3])
+    out.backward(dy)
+    x2 = leaf(x.clone())
+    ras = [_ref_args(*p) for p in (gate, up, down)]
+    ref = lora_mlp_reference(x2, *ras)
+    ref.backward(dy)
+    assert_close(out, ref, 1e-4, 1e-4, "out")
+    assert_close(x1.grad, x2.grad, 1e-4, 1e-4, "dx")
+    for name, p, ra in zip(("gate", "up"), (gate, up), ras):
+        assert_close(p[1].grad, ra[2].grad, 1e-4, 1e-4, f"dA_{name}")
+        assert_close(p[2].grad, ra[3].grad, 1e-4, 1e-4, f"dB_{name}")

@@ -169,3 +169,35 @@ def test_under_autocast_fp32_master_weights():
         cos = torch.nn.functional.cosine_similarity(go[name].flatten(), gs[name].flatten(), dim=0)
         assert cos > 0.99, (name, float(cos))
         torch.testing.assert_close(go[name].norm(), gs[name].norm(), rtol=5e-2, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_memory_mode_recompute_matches_stock_and_skips_only_a_residual_tail(arch):
+    """Memory mode checkpoints every layer; the recompute of a Llama MLP skips its activation and
+    down projection (its output only feeds the residual add), Gemma 2's (a norm reads it) does not.
+    Gradients match stock either way."""
+    from tunesmith.kernels import lora_mlp
+    from tunesmith.kernels.checkpoint import apply_checkpointing, plan_checkpointing
+
+    stock, ours = _models(arch)
+    K.patch(ours, mode="on")
+    plan = plan_checkpointing(ours, 24, "memory")
+    plan.offload = plan.offload and ON_GPU
+    apply_checkpointing(ours, plan)
+    seen = []
+    orig = lora_mlp.LoRAMLPFunction.forward
+    lora_mlp.LoRAMLPFunction.forward = staticmethod(lambda ctx, x, *a: (seen.append(a[4]), orig(ctx, x, *a))[1])
+    try:
+        ids, labels = _batch(ours.get_base_model().config.vocab_size)
+        stock.train(), ours.train()
+        ls, lo = stock(input_ids=ids, labels=labels).loss, ours(input_ids=ids, labels=labels).loss
+        ls.backward()
+        lo.backward()
+    finally:
+        lora_mlp.LoRAMLPFunction.forward = staticmethod(orig)
+    # two layers: a forward each, then a recompute each
+    assert seen == ([False, False, True, True] if arch == "llama" else [False] * 4)
+    torch.testing.assert_close(lo, ls, atol=1e-5, rtol=1e-5)
+    gs, go = _lora_grads(stock), _lora_grads(ours)
+    for name in gs:
+        torch.testing.assert_close(go[name], gs[name], atol=1e-4, rtol=1e-3, msg=lambda m: f"{name}: {m}")
