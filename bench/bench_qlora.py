@@ -195,10 +195,13 @@ def run_method(shape: str, method: str, args) -> dict:
         traceback.print_exc()
     finally:
         del model, opt
-        try:  # the NF4 scratch buffer outlives a model: without this, one method's size leaks into the next's peak
+        try:  # NF4 scratch and weight cache outlive a model: without this, one method's memory leaks into the next's
+            from tunesmith.kernels import lora as kl
             from tunesmith.kernels.nf4 import release_scratch
 
             release_scratch()
+            kl.release_weight_cache()
+            kl.CACHE_WEIGHTS = False
         except ImportError:
             pass
         gc.collect()

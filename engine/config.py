@@ -119,7 +119,14 @@ class TrainingConfig(_Section):
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"] = Field(
         "adamw_torch", description="Optimizer; adamw_8bit saves memory on GPUs."
     )
-    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward to save memory.")
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in backward to save memory (stock path; with kernels, memory_mode decides)."
+    )
+    memory_mode: Literal["auto", "speed", "memory"] = Field(
+        "auto",
+        description="With Tunesmith kernels on a GPU: auto/speed = fastest settings that fit free GPU memory; "
+        "memory = least memory (every layer checkpointed, offloaded to CPU RAM).",
+    )
     seed: int = Field(42, description="Random seed for data order and adapter init.")
     logging_steps: int = Field(1, ge=1, description="Write a metrics point every N optimizer steps.")
     save_steps: int = Field(100, ge=1, description="Save a checkpoint every N optimizer steps.")

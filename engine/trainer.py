@@ -148,21 +148,50 @@ class Recipe:
         self._check_stop()
 
         self.model = self._wrap(self.model)
-        from tunesmith.kernels import patch
+        from tunesmith.kernels import patch, tune_memory
 
         report = patch(self.model, mode=cfg.kernels)  # logs its own summary line
         self.events.write("info", message=f"kernels: {report.summary()}")
+        if self._kernel_memory_plan and report.applied:
+            tokens = cfg.training.batch_size * cfg.data.cutoff_len
+            plan = tune_memory(self.model, tokens, prefer=cfg.training.memory_mode)
+            msg = f"memory ({cfg.training.memory_mode}, {cfg.training.batch_size} x {cfg.data.cutoff_len} tokens): " \
+                  f"{plan.summary()}"
+            log.info(msg)
+            self.events.write("info", message=msg)
+        elif self._kernel_memory_plan and cfg.training.gradient_checkpointing:
+            # kernels were expected but did not apply: fall back to stock checkpointing
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(self.model, "enable_input_require_grads"):
+                self.model.enable_input_require_grads()
+
+    def _kernels_expected(self, model) -> bool:
+        """Will tunesmith.kernels patch this model on this machine? Then the kernels' memory plan
+        (kernels.tune_memory) decides checkpointing, and the 16-bit weights stay 16-bit."""
+        from tunesmith.kernels.patching import ARCHS
+
+        cfg = getattr(model, "config", None)
+        return (self.cfg.kernels != "off" and self.cfg.method in ("qlora", "lora") and self.hw.device == "cuda"
+                and getattr(cfg, "model_type", None) in ARCHS)
 
     def _wrap(self, model):
         cfg = self.cfg
         gc = cfg.training.gradient_checkpointing
+        self._kernel_memory_plan = self._kernels_expected(model)
+        if self._kernel_memory_plan:
+            gc = False  # the plan applies per-layer checkpointing after patch()
         if cfg.method == "full":
             if gc:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             return model
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-        if cfg.method == "qlora" and cfg.quantization.bits in (4, 8):
+        if cfg.method == "qlora" and cfg.quantization.bits in (4, 8) and self._kernel_memory_plan:
+            # prepare_model_for_kbit_training would copy norms, embeddings and the head to fp32 (GiBs
+            # on 8B models); the kernels compute norms in fp32 from 16-bit weights instead
+            for p in model.parameters():
+                p.requires_grad_(False)
+        elif cfg.method == "qlora" and cfg.quantization.bits in (4, 8):
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs={"use_reentrant": False}
             )

@@ -10,19 +10,51 @@ from .patching import PatchReport, patch, unpatch, unwrap_model
 
 
 def tune_memory(model, tokens_per_step: int, prefer: str = "auto"):
-    """Pick and apply activation checkpointing (and the LM-head chunk size) for one step of
-    `tokens_per_step` tokens: "auto"/"speed" = fastest that fits free memory, "memory" = least
-    memory (every layer checkpointed, inputs offloaded to pinned CPU memory, small LM-head chunks,
-    one NF4 weight dequantized at a time). These last two are process-wide settings. Call after patch().
-    Returns the CheckpointPlan; plan.summary() says what was chosen and why."""
+    """Pick and apply activation checkpointing, the LM-head chunk size and the NF4 weight cache
+    for one step of `tokens_per_step` tokens:
+      "auto"/"speed": the fastest settings that fit free memory, in this order: no checkpointing
+          with the dequantized NF4 weights kept (no dequantization per step), no checkpointing,
+          the fewest checkpointed layers, all layers checkpointed and offloaded;
+      "memory": least memory (every layer checkpointed, inputs offloaded to pinned CPU memory,
+          small LM-head chunks, one NF4 weight dequantized at a time).
+    These are process-wide settings. Call after patch(). Returns the CheckpointPlan;
+    plan.summary() says what was chosen and why."""
+    import torch
+
     from . import fused_linear_ce, lora
     from .checkpoint import apply_checkpointing, plan_checkpointing
 
+    lora.release_weight_cache()
     plan = plan_checkpointing(model, tokens_per_step, prefer)
+    cache = 0
+    if prefer != "memory" and plan.checkpointed == 0 and torch.cuda.is_available():
+        need = nf4_cache_bytes(model)
+        if need:
+            free, _ = torch.cuda.mem_get_info()
+            with_cache = plan_checkpointing(model, tokens_per_step, prefer, free_bytes=free - need)
+            if with_cache.checkpointed == 0:
+                plan, cache = with_cache, need
+    plan.weight_cache_bytes = cache
+    lora.CACHE_WEIGHTS = cache > 0
     apply_checkpointing(model, plan)
     fused_linear_ce.CHUNK_BYTES = (64 if prefer == "memory" else 256) * 1024**2
     lora.GROUP_NF4 = prefer != "memory"  # grouped NF4 dequant needs a larger scratch buffer
     return plan
+
+
+def nf4_cache_bytes(model) -> int:
+    """Bytes a 16-bit copy of every NF4 base weight takes (what the weight cache holds)."""
+    from .nf4 import is_nf4_weight
+
+    total = 0
+    for m in model.modules():
+        w = m.__dict__.get("_parameters", {}).get("weight")
+        if w is not None and is_nf4_weight(w):
+            n = 1
+            for d in w.quant_state.shape:
+                n *= d
+            total += 2 * n
+    return total
 
 
 __all__ = ["patch", "unpatch", "tune_memory", "PatchReport", "unwrap_model"]

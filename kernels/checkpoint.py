@@ -50,6 +50,7 @@ class CheckpointPlan:
     offload: bool               # their inputs live in pinned host memory
     reason: str
     est_peak_bytes: int = 0
+    weight_cache_bytes: int = 0  # set by kernels.tune_memory: dequantized NF4 weights kept
 
     def summary(self) -> str:
         if self.checkpointed == 0:
@@ -57,7 +58,9 @@ class CheckpointPlan:
         else:
             what = f"checkpoint {self.checkpointed}/{self.n_layers} layers" + (" offloaded to CPU" if self.offload else "")
         est = f", est. activations {self.est_peak_bytes / GiB:.1f} GiB" if self.est_peak_bytes else ""
-        return f"{what} ({self.reason}{est})"
+        cache = f" + NF4 weights kept dequantized ({self.weight_cache_bytes / GiB:.1f} GiB)" \
+            if self.weight_cache_bytes else ""
+        return f"{what}{cache} ({self.reason}{est})"
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -54,12 +54,33 @@ class Proj:
 
     def base_weight(self, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
         if self.quant_state is not None:
+            if CACHE_WEIGHTS:
+                return cached_weights((self,), dtype)
             return dequantize_nf4(self.weight, self.quant_state, out="scratch", dtype=dtype, slot=slot)
         return _to(self.weight, dtype)
 
 
 def lora_projection(module: torch.nn.Module) -> tuple[Proj | None, torch.Tensor | None, torch.Tensor | None, str]:
-    """(Proj, A, B, "") for a module the fused path can run, else (None, None, None, why)."""
+    """(Proj, A, B, "") for a module the fused path can run, else (None, None, None, why).
+
+    Runs for every projection of every layer, forward and backward recompute: the answer is
+    kept on the module and reused while what decides it (training flag, active/merged/disabled
+    adapters, scaling, the base weight's storage) is unchanged."""
+    d = module.__dict__
+    base = d["_modules"].get("base_layer", module)
+    w = base.__dict__["_parameters"].get("weight")
+    key = (d.get("training"), len(d.get("merged_adapters") or ()), d.get("_disable_adapters"),
+           repr(d.get("_active_adapter")), repr(d.get("scaling")),
+           None if w is None else (w.data_ptr(), w.requires_grad, w.device))
+    hit = d.get("_tunesmith_proj")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    found = _lora_projection(module)
+    d["_tunesmith_proj"] = (key, found)
+    return found
+
+
+def _lora_projection(module: torch.nn.Module):
     base = getattr(module, "base_layer", None)
     lora_a = getattr(module, "lora_A", None)
     A = B = None
@@ -100,7 +121,8 @@ def lora_projection(module: torch.nn.Module) -> tuple[Proj | None, torch.Tensor 
 # --- the math shared by the fused ops ---------------------------------------------
 # A and B arrive cast to the compute dtype (Ac, Bc: cast once per forward and saved for
 # backward); `meta` carries what backward needs of the originals: (needs dA, A dtype,
-# needs dB, B dtype).
+# needs dB, B dtype). Adapter gradients are returned in the compute dtype: autograd's engine
+# casts them to each parameter's dtype in C++, cheaper than a Python .to() per tensor.
 
 
 def cast_adapter(A, B, dtype):
@@ -108,6 +130,25 @@ def cast_adapter(A, B, dtype):
         return None, None, None
     meta = (A.requires_grad, A.dtype, B.requires_grad, B.dtype)
     return _to(A, dtype), _to(B, dtype), meta
+
+
+def cast_adapters(pairs, dtype) -> list:
+    """cast_adapter for several (A, B) pairs with ONE cast launch: each Tensor.to() costs
+    microseconds of Python, and a layer has fourteen adapter tensors."""
+    present = [t for A, B in pairs if A is not None for t in (A, B)]
+    if len(present) <= 2 or all(t.dtype == dtype for t in present) or len({t.dtype for t in present}) > 1:
+        return [cast_adapter(A, B, dtype) for A, B in pairs]
+    flat = torch.cat([t.reshape(-1) for t in present]).to(dtype)
+    out, o = [], 0
+    for A, B in pairs:
+        if A is None:
+            out.append((None, None, None))
+            continue
+        na, nb = A.numel(), B.numel()
+        out.append((flat[o:o + na].view(A.shape), flat[o + na:o + na + nb].view(B.shape),
+                    (A.requires_grad, A.dtype, B.requires_grad, B.dtype)))
+        o += na + nb
+    return out
 
 
 def _to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -151,10 +192,15 @@ def wide_weights(projs, dtype: torch.dtype, extra_cols: int = 0, extra_rows: int
     rows = sum(p.out_features for p in projs)
     device = projs[0].weight.device
     buf = scratch((rows + extra_rows) * (in_f + extra_cols), dtype, device).view(rows + extra_rows, in_f + extra_cols)
+    _write_weights(projs, buf, dtype)
+    return buf
+
+
+def _write_weights(projs, buf: torch.Tensor, dtype: torch.dtype) -> None:
     if all(p.quant_state is not None for p in projs) and \
             dequantize_nf4_rows([(p.weight, p.quant_state) for p in projs], buf):
-        return buf
-    r = 0
+        return
+    in_f, r = projs[0].in_features, 0
     for p in projs:
         dst = buf[r:r + p.out_features, :in_f]
         if p.quant_state is None:
@@ -162,15 +208,44 @@ def wide_weights(projs, dtype: torch.dtype, extra_cols: int = 0, extra_rows: int
         elif not dequantize_nf4_rows([(p.weight, p.quant_state)], dst):
             dst.copy_(dequantize_nf4(p.weight, p.quant_state, dtype=dtype))  # blocks straddle rows: rare widths
         r += p.out_features
-    return buf
 
 
-def fill_adapter_cols(w: torch.Tensor, in_f: int, projs, Bs) -> None:
+# Speed mode with memory to spare (kernels.tune_memory decides): keep each group's NF4
+# weights dequantized, in the layout its forward GEMM reads, for the whole run. The frozen
+# weights never change, so the dequantization passes (two per weight per step) disappear;
+# it costs 2 bytes per base parameter (8B: ~13 GiB). Only the adapter columns are rewritten.
+CACHE_WEIGHTS = False
+_W16: dict = {}
+
+
+def cached_weights(projs, dtype: torch.dtype, extra_cols: int = 0, extra_rows: int = 0) -> torch.Tensor | None:
+    """The persistent 16-bit (sum(out) + extra_rows, in + extra_cols) weights of NF4 projections,
+    extras zero-initialised, or None when caching is off or a base is not NF4."""
+    if not CACHE_WEIGHTS or any(p.quant_state is None for p in projs):
+        return None
+    key = (tuple(id(p.quant_state) for p in projs), dtype, extra_cols, extra_rows)
+    hit = _W16.get(key)
+    if hit is None:
+        rows = sum(p.out_features for p in projs)
+        buf = torch.zeros((rows + extra_rows, projs[0].in_features + extra_cols), dtype=dtype,
+                          device=projs[0].weight.device)
+        _write_weights(projs, buf, dtype)
+        # the states are kept with the buffer so that their ids cannot be reused by other weights
+        hit = _W16[key] = ([p.quant_state for p in projs], buf)
+    return hit[1]
+
+
+def release_weight_cache() -> None:
+    _W16.clear()
+
+
+def fill_adapter_cols(w: torch.Tensor, in_f: int, projs, Bs, zero: bool = True) -> None:
     """Write block-diagonal B's into w[:, in_f:], zeros elsewhere: the rows of projection k
-    meet only their own xa_k columns."""
+    meet only their own xa_k columns. zero=False: the off-diagonal blocks are zero already."""
     if w.shape[1] == in_f:
         return
-    w[:, in_f:].zero_()
+    if zero:
+        w[:, in_f:].zero_()
     r0, c0 = 0, in_f
     for p, B in zip(projs, Bs):
         if B is not None:
@@ -214,9 +289,9 @@ def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, Ac, Bc, meta,
         need_a, a_dtype, need_b, b_dtype = meta
         dyB = dy @ Bc
         if need_b:
-            dB = _to(_scaled_mm(dy.t(), xa, p.scale), b_dtype)
+            dB = _scaled_mm(dy.t(), xa, p.scale)
         if need_a:
-            dA = _to(_scaled_mm(dyB.t(), x2, p.scale), a_dtype)
+            dA = _scaled_mm(dyB.t(), x2, p.scale)
     if dx is not None:
         if w is None:
             w = p.base_weight(dy.dtype, slot)

@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 
 from . import lora as L
-from .lora import Proj, _once, _scaled_mm, _to, add_bias, cast_adapter, compute_dtype, fill_adapter_cols, \
-    no_autocast, rank, wide_weights
+from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, compute_dtype, \
+    fill_adapter_cols, no_autocast, rank, wide_weights
 from .swiglu import glu_backward, glu_forward
 from .utils import empty
 
@@ -42,8 +42,7 @@ class LoRAMLPFunction(torch.autograd.Function):
         with no_autocast(x):
             x2 = _to(x.reshape(-1, H), cdt)
             N, dev = x2.shape[0], x2.device
-            (Agc, Bgc, mg), (Auc, Buc, mu), (Adc, Bdc, md) = (cast_adapter(A, B, cdt) for A, B in
-                                                               ((Ag, Bg), (Au, Bu), (Ad, Bd)))
+            (Agc, Bgc, mg), (Auc, Buc, mu), (Adc, Bdc, md) = cast_adapters(((Ag, Bg), (Au, Bu), (Ad, Bd)), cdt)
             rg, ru, rd = rank(Agc), rank(Auc), rank(Adc)
             R = rg + ru
             if R:
@@ -58,9 +57,10 @@ class LoRAMLPFunction(torch.autograd.Function):
                 X = x2
             GU = empty((N, 2 * I + R), cdt, dev)  # the last R columns are backward's s dy B
             grouped = L.GROUP_NF4
+            cached = grouped and cached_weights((pg, pu), cdt, extra_cols=R) is not None
             if grouped:
-                w = wide_weights((pg, pu), cdt, extra_cols=R)
-                fill_adapter_cols(w, H, (pg, pu), (Bgc, Buc))
+                w = cached_weights((pg, pu), cdt, extra_cols=R) if cached else wide_weights((pg, pu), cdt, extra_cols=R)
+                fill_adapter_cols(w, H, (pg, pu), (Bgc, Buc), zero=not cached)
                 torch.mm(X, w.t(), out=GU[:, :2 * I])
             else:
                 for k, (p, Bc, c) in enumerate(((pg, Bgc, H), (pu, Buc, H + rg))):
@@ -77,6 +77,16 @@ class LoRAMLPFunction(torch.autograd.Function):
                 # recompute inside a checkpoint: the output is never read (it only feeds a residual
                 # add whose backward needs no values), backward recomputes h itself
                 out = torch.empty((N, pd.out_features), dtype=cdt, device=dev)
+            elif cached_weights((pd,), cdt, extra_rows=rd) is not None:
+                # the cached down weight is in backward's [Wd; Ad] layout: forward adds its rank-r term
+                w = cached_weights((pd,), cdt, extra_rows=rd)
+                h = glu_forward(g, u, act)
+                out = torch.mm(h, w[:pd.out_features].t())
+                if rd:
+                    xad = _scaled_mm(h, Adc.t(), pd.scale)
+                    out.addmm_(xad, Bdc.t())
+                add_bias(out, (pd,))
+                del h
             else:
                 Hd = empty((N, I + rd), cdt, dev)
                 h = glu_forward(g, u, act, out=Hd[:, :I])
@@ -91,7 +101,7 @@ class LoRAMLPFunction(torch.autograd.Function):
                 del Hd, h
         ctx.save_for_backward(X, GU, xad, Agc, Bgc, Auc, Buc, Adc, Bdc)
         ctx.projs, ctx.act, ctx.shape, ctx.in_dtype = (pg, pu, pd), act, shape, x.dtype
-        ctx.metas, ctx.grouped = (mg, mu, md), grouped
+        ctx.metas, ctx.grouped, ctx.cached = (mg, mu, md), grouped, cached
         return out.view(*shape[:-1], pd.out_features)
 
     @staticmethod
@@ -115,7 +125,9 @@ class LoRAMLPFunction(torch.autograd.Function):
             _scaled_mm(d2, Bd, pd.scale, out=D[:, Hout:])
         else:
             D = d2
-        w = wide_weights((pd,), cdt, extra_rows=rd)
+        w = cached_weights((pd,), cdt, extra_rows=rd)
+        if w is None:
+            w = wide_weights((pd,), cdt, extra_rows=rd)
         if rd:
             w[Hout:].copy_(Ad)
         dh = torch.mm(D, w)
@@ -126,11 +138,11 @@ class LoRAMLPFunction(torch.autograd.Function):
         dAd = dBd = None
         if rd:
             if md[0]:
-                dAd = _to(D[:, Hout:].t() @ h, md[1])
+                dAd = D[:, Hout:].t() @ h
             if md[2]:
                 if xad is None:  # the forward was a checkpoint recompute that skipped the tail
                     xad = _scaled_mm(h, Ad.t(), pd.scale)
-                dBd = _to(d2.t() @ xad, md[3])
+                dBd = d2.t() @ xad
         del h, D
         # gate/up adapters; their s dy B land in GU's last R columns
         grads = []
@@ -141,12 +153,17 @@ class LoRAMLPFunction(torch.autograd.Function):
                 continue
             r = A.shape[0]
             sdyB = _scaled_mm(dy, B, p.scale, out=GU[:, c:c + r])
-            grads.append(_to(sdyB.t() @ x2, m[1]) if m[0] else None)
-            grads.append(_to(dy.t() @ X[:, xc:xc + r], m[3]) if m[2] else None)
+            grads.append(sdyB.t() @ x2 if m[0] else None)
+            grads.append(dy.t() @ X[:, xc:xc + r] if m[2] else None)
             c, xc = c + r, xc + r
         dx = None
         if ctx.needs_input_grad[0]:
-            if ctx.grouped:
+            if ctx.cached:  # the cached forward layout: base GEMM, then one rank-R term
+                w = cached_weights((pg, pu), cdt, extra_cols=R)
+                dx = torch.mm(GU[:, :2 * I], w[:, :H])
+                if R:
+                    dx.addmm_(GU[:, 2 * I:], torch.cat([A for A in (Ag, Au) if A is not None]))
+            elif ctx.grouped:
                 w = wide_weights((pg, pu), cdt, extra_rows=R)
                 r0 = 2 * I
                 for A in (Ag, Au):

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, _scaled_mm, _to, add_bias, cast_adapter, compute_dtype, fill_adapter_cols, \
-    no_autocast, rank, wide_weights
+from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, compute_dtype, \
+    fill_adapter_cols, no_autocast, rank, wide_weights
 from .utils import empty
 
 
@@ -29,7 +29,7 @@ class LoRAQKVFunction(torch.autograd.Function):
         with no_autocast(x):
             x2 = _to(x.reshape(-1, H), cdt)
             N, dev = x2.shape[0], x2.device
-            adapters = [cast_adapter(A, B, cdt) for A, B in ((Aq, Bq), (Ak, Bk), (Av, Bv))]
+            adapters = cast_adapters(((Aq, Bq), (Ak, Bk), (Av, Bv)), cdt)
             R = sum(rank(a[0]) for a in adapters)
             if R:
                 X = empty((N, H + R), cdt, dev)
@@ -41,12 +41,15 @@ class LoRAQKVFunction(torch.autograd.Function):
                         c += Ac.shape[0]
             else:
                 X = x2
-            w = wide_weights(projs, cdt, extra_cols=R)
-            fill_adapter_cols(w, H, projs, [a[1] for a in adapters])
+            w = cached_weights(projs, cdt, extra_cols=R)
+            cached = w is not None
+            if not cached:
+                w = wide_weights(projs, cdt, extra_cols=R)
+            fill_adapter_cols(w, H, projs, [a[1] for a in adapters], zero=not cached)
             Y = torch.mm(X, w.t())
             add_bias(Y, projs)
         ctx.save_for_backward(X, *[t for a in adapters for t in a[:2]])
-        ctx.projs, ctx.shape, ctx.in_dtype = projs, shape, x.dtype
+        ctx.projs, ctx.shape, ctx.in_dtype, ctx.cached = projs, shape, x.dtype, cached
         ctx.metas = [a[2] for a in adapters]
         lead = shape[:-1]
         outs, c = [], 0
@@ -81,11 +84,17 @@ class LoRAQKVFunction(torch.autograd.Function):
                 continue
             r = A.shape[0]
             sdyB = _scaled_mm(col, B, p.scale, out=dY[:, cr:cr + r])
-            grads.append(_to(sdyB.t() @ x2, meta[1]) if meta[0] else None)
-            grads.append(_to(col.t() @ X[:, xc:xc + r], meta[3]) if meta[2] else None)
+            grads.append(sdyB.t() @ x2 if meta[0] else None)
+            grads.append(col.t() @ X[:, xc:xc + r] if meta[2] else None)
             cr, xc = cr + r, xc + r
         dx = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and ctx.cached:  # the cached forward layout: base GEMM, then one rank-R term
+            w = cached_weights(projs, cdt, extra_cols=R)
+            dx = torch.mm(dY[:, :O], w[:, :H])
+            if R:
+                dx.addmm_(dY[:, O:], torch.cat([A for A in As if A is not None]))
+            dx = _to(dx.view(ctx.shape), ctx.in_dtype)
+        elif ctx.needs_input_grad[0]:
             w = wide_weights(projs, cdt, extra_rows=R)
             r0 = O
             for A in As:

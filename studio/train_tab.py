@@ -135,6 +135,8 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
                 ctx.field("training.precision", gr.Radio, choices=["auto", "bf16", "fp16", "fp32"], label="Precision")
                 ctx.field("training.gradient_checkpointing", gr.Checkbox, label="Gradient checkpointing")
                 ctx.field("kernels", gr.Radio, choices=["auto", "on", "off"], label="Tunesmith kernels")
+                ctx.field("training.memory_mode", gr.Radio, choices=["auto", "speed", "memory"],
+                          label="Kernels: speed or memory")
             with gr.Accordion("Logging and checkpoints", open=False):
                 with gr.Row():
                     ctx.field("training.logging_steps", gr.Number, precision=0, minimum=1, label="Log every N steps")

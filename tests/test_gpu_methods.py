@@ -47,3 +47,21 @@ def test_method_trains_on_cuda(tunesmith_home, qwen_shaped_model, method):
     assert (info.has_full_model if method == "full" else info.has_adapter)
     assert infer.chat(run_id, [{"role": "user", "content": "hi"}], max_new_tokens=5) is not None
     infer.forget()
+    infos = " | ".join(e.get("message", "") for e in events.read_events(info.run_dir) if e["type"] == "info")
+    if method != "full":  # the kernels applied, and their memory plan says what it chose
+        assert "LoRA-fused" in infos and "memory (auto, " in infos, infos
+
+
+@pytest.mark.parametrize("mode", ["speed", "memory"])
+def test_kernel_memory_modes_train_on_cuda(tunesmith_home, qwen_shaped_model, mode):
+    cfg = RunConfig().with_overrides([
+        f"model.name_or_path={qwen_shaped_model}", "method=qlora", "training.max_steps=4",
+        "data.datasets=[identity]", f"training.memory_mode={mode}", f"output.run_name=gpu-mem-{mode}",
+    ])
+    info = jobs.wait(jobs.submit(cfg), timeout=600)
+    assert info.status == "completed", info.error
+    infos = " | ".join(e.get("message", "") for e in events.read_events(info.run_dir) if e["type"] == "info")
+    expected = "offloaded to CPU" if mode == "memory" else "no checkpointing"
+    assert f"memory ({mode}, " in infos and expected in infos, infos
+    losses = [e["loss"] for e in events.read_events(info.run_dir) if e["type"] == "train"]
+    assert len(losses) == 4 and all(x == x for x in losses)
