@@ -37,8 +37,7 @@ def tune_memory(model, tokens_per_step: int, prefer: str = "auto"):
     plan.weight_cache_bytes = cache
     lora.CACHE_WEIGHTS = cache > 0
     apply_checkpointing(model, plan)
-    # LM-head logits per chunk: fewer, larger chunks when memory is plentiful (fewer launches)
-    fused_linear_ce.CHUNK_BYTES = (64 if prefer == "memory" else 1024 if cache else 256) * 1024**2
+    fused_linear_ce.CHUNK_BYTES = (64 if prefer == "memory" else 256) * 1024**2
     lora.GROUP_NF4 = prefer != "memory"  # grouped NF4 dequant needs a larger scratch buffer
     return plan
 
