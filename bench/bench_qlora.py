@@ -18,9 +18,9 @@ tokens, same seed for every method). Methods:
                     prepare_model_for_kbit_training (norms/embeddings/head to fp32) +
                     PEFT + non-reentrant gradient checkpointing on every layer
   stock             the same without gradient checkpointing (may run out of memory)
-  tunesmith-auto    patch(model) + tune_memory(prefer="auto"): the fastest checkpointing
-                    that fits free memory (the plan is printed)
-  tunesmith-speed   patch(model), no checkpointing
+  tunesmith-auto    patch(model) + tune_memory(prefer="auto"): the fastest settings that fit
+                    free memory (checkpointing, NF4 weight cache; the plan is printed)
+  tunesmith-speed   patch(model) + tune_memory(prefer="speed")
   tunesmith-memory  patch(model), every layer checkpointed with its input offloaded to
                     pinned CPU memory, small LM-head chunks
   liger-gc          Liger-Kernel's apply_liger_kernel_to_llama on stock-gc (only if installed)

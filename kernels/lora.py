@@ -15,12 +15,19 @@ xa = x A^T is the only thing kept besides x. Backward, with dy (N, out):
 W is either a 16-bit tensor or a bitsandbytes NF4 weight; NF4 is dequantized
 by our kernel (kernels/nf4.py) into a reused scratch buffer right before each
 GEMM that needs it, forward and backward, so no 16-bit copy of the model
-lives longer than one GEMM. The GEMMs themselves are cuBLAS (torch.matmul):
-this file has no Triton kernel of its own.
+lives longer than one GEMM -- unless speed mode has memory to spare, when the
+dequantized weights are kept for the run (CACHE_WEIGHTS, set by
+kernels.tune_memory). The GEMMs themselves are cuBLAS (torch.mm): this file
+has no Triton kernel of its own.
+
+The fused QKV and MLP ops (kernels/lora_qkv.py, kernels/lora_mlp.py) put the
+rank-r terms inside the base GEMMs through "wide" buffers (see below); the
+single projection here (O) adds them with addmm_, which costs one pass over
+its output.
 
 The rank-r matmuls run in the activation dtype (bf16 in training), as they
 do under the Trainer's autocast in stock PEFT; A and B may be stored in fp32
-and their gradients are returned in their own dtype.
+and autograd casts their gradients back to it.
 
 `lora_projection(module)` reads a PEFT LoRA layer (or a plain frozen
 nn.Linear / bnb Linear4bit) into a `Proj`, or returns None with a reason when
