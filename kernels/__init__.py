@@ -22,23 +22,31 @@ def tune_memory(model, tokens_per_step: int, prefer: str = "auto"):
     import torch
 
     from . import fused_linear_ce, lora
-    from .checkpoint import apply_checkpointing, plan_checkpointing
+    from .checkpoint import apply_checkpointing
 
     lora.release_weight_cache()
-    plan = plan_checkpointing(model, tokens_per_step, prefer)
-    cache = 0
-    if prefer != "memory" and plan.checkpointed == 0 and torch.cuda.is_available():
-        need = nf4_cache_bytes(model)
-        if need:
-            free, _ = torch.cuda.mem_get_info()
-            with_cache = plan_checkpointing(model, tokens_per_step, prefer, free_bytes=free - need)
-            if with_cache.checkpointed == 0:
-                plan, cache = with_cache, need
-    plan.weight_cache_bytes = cache
-    lora.CACHE_WEIGHTS = cache > 0
+    free = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+    plan = choose_plan(model, tokens_per_step, prefer, free)
+    lora.CACHE_WEIGHTS = plan.weight_cache_bytes > 0
     apply_checkpointing(model, plan)
     fused_linear_ce.CHUNK_BYTES = (64 if prefer == "memory" else 256) * 1024**2
     lora.GROUP_NF4 = prefer != "memory"  # grouped NF4 dequant needs a larger scratch buffer
+    return plan
+
+
+def choose_plan(model, tokens_per_step: int, prefer: str, free_bytes: int | None):
+    """tune_memory's decision without applying it: the CheckpointPlan for `free_bytes` of free GPU
+    memory (None: no CUDA), with weight_cache_bytes > 0 when the dequantized NF4 weights fit too."""
+    from .checkpoint import plan_checkpointing
+
+    plan = plan_checkpointing(model, tokens_per_step, prefer, free_bytes=free_bytes)
+    if prefer != "memory" and plan.checkpointed == 0 and free_bytes is not None:
+        need = nf4_cache_bytes(model)
+        if need:
+            with_cache = plan_checkpointing(model, tokens_per_step, prefer, free_bytes=free_bytes - need)
+            if with_cache.checkpointed == 0:
+                with_cache.weight_cache_bytes = need
+                return with_cache
     return plan
 
 
