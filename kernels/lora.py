@@ -141,21 +141,49 @@ def cast_adapter(A, B, dtype):
 
 def cast_adapters(pairs, dtype) -> list:
     """cast_adapter for several (A, B) pairs with ONE cast launch: each Tensor.to() costs
-    microseconds of Python, and a layer has fourteen adapter tensors."""
-    present = [t for A, B in pairs if A is not None for t in (A, B)]
-    if len(present) <= 2 or all(t.dtype == dtype for t in present) or len({t.dtype for t in present}) > 1:
+    microseconds of Python, and a layer has fourteen adapter tensors. The casts lie in one
+    buffer, all A's first, so the A's of projections sharing an input are one (R, in) matrix
+    (stacked_a)."""
+    present = [(A, B) for A, B in pairs if A is not None]
+    ts = [A for A, _ in present] + [B for _, B in present]
+    if len(present) < 2 or all(t.dtype == dtype for t in ts) or len({t.dtype for t in ts}) > 1:
         return [cast_adapter(A, B, dtype) for A, B in pairs]
-    flat = torch.cat([t.reshape(-1) for t in present]).to(dtype)
-    out, o = [], 0
+    flat = torch.cat([t.reshape(-1) for t in ts]).to(dtype)
+    a_off, b_off = 0, sum(A.numel() for A, _ in present)
+    out = []
     for A, B in pairs:
         if A is None:
             out.append((None, None, None))
             continue
         na, nb = A.numel(), B.numel()
-        out.append((flat[o:o + na].view(A.shape), flat[o + na:o + na + nb].view(B.shape),
+        out.append((flat[a_off:a_off + na].view(A.shape), flat[b_off:b_off + nb].view(B.shape),
                     (A.requires_grad, A.dtype, B.requires_grad, B.dtype)))
-        o += na + nb
+        a_off, b_off = a_off + na, b_off + nb
     return out
+
+
+def stacked_a(As) -> torch.Tensor | None:
+    """The present A's (same input width) as one (sum r, in) matrix: a view when cast_adapters laid
+    them out back to back, else a copy. None without any."""
+    As = [A for A in As if A is not None]
+    if not As:
+        return None
+    if len(As) == 1:
+        return As[0]
+    first = As[0]
+    ptr, ok = first.data_ptr(), first.is_contiguous()
+    for A in As:
+        ok = ok and A.is_contiguous() and A.data_ptr() == ptr and A.shape[1] == first.shape[1]
+        ptr += A.numel() * A.element_size()
+    if ok:
+        return torch.as_strided(first, (sum(A.shape[0] for A in As), first.shape[1]), (first.shape[1], 1))
+    return torch.cat(As)
+
+
+def common_scale(projs, As) -> float | None:
+    """The LoRA scale shared by every projection that has an adapter, or None if they differ."""
+    scales = {p.scale for p, A in zip(projs, As) if A is not None}
+    return scales.pop() if len(scales) == 1 else None
 
 
 def _to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 
 from . import lora as L
-from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, compute_dtype, \
-    fill_adapter_cols, no_autocast, rank, wide_weights
+from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, common_scale, \
+    compute_dtype, fill_adapter_cols, no_autocast, rank, stacked_a, wide_weights
 from .swiglu import glu_backward, glu_forward
 from .utils import empty
 
@@ -48,11 +48,15 @@ class LoRAMLPFunction(torch.autograd.Function):
             if R:
                 X = empty((N, H + R), cdt, dev)
                 X[:, :H].copy_(x2)
-                c = H
-                for p, Ac in ((pg, Agc), (pu, Auc)):
-                    if Ac is not None:
-                        _scaled_mm(x2, Ac.t(), p.scale, out=X[:, c:c + Ac.shape[0]])
-                        c += Ac.shape[0]
+                s = common_scale((pg, pu), (Agc, Auc))
+                if s is not None:  # one GEMM for both xa
+                    _scaled_mm(x2, stacked_a((Agc, Auc)).t(), s, out=X[:, H:])
+                else:
+                    c = H
+                    for p, Ac in ((pg, Agc), (pu, Auc)):
+                        if Ac is not None:
+                            _scaled_mm(x2, Ac.t(), p.scale, out=X[:, c:c + Ac.shape[0]])
+                            c += Ac.shape[0]
             else:
                 X = x2
             GU = empty((N, 2 * I + R), cdt, dev)  # the last R columns are backward's s dy B
@@ -152,30 +156,34 @@ class LoRAMLPFunction(torch.autograd.Function):
                 grads += [None, None]
                 continue
             r = A.shape[0]
-            sdyB = _scaled_mm(dy, B, p.scale, out=GU[:, c:c + r])
-            grads.append(sdyB.t() @ x2 if m[0] else None)
+            _scaled_mm(dy, B, p.scale, out=GU[:, c:c + r])
+            grads.append(None)  # dA: both from one GEMM below
             grads.append(dy.t() @ X[:, xc:xc + r] if m[2] else None)
             c, xc = c + r, xc + r
+        A_gu = stacked_a((Ag, Au))
+        if R and ((Ag is not None and mg[0]) or (Au is not None and mu[0])):
+            dA_gu = GU[:, 2 * I:].t() @ x2  # (R, H): s dy B of gate and up, against x
+            if Ag is not None:
+                grads[0] = dA_gu[:rg] if mg[0] else None
+            if Au is not None:
+                grads[2] = dA_gu[rg:] if mu[0] else None
         dx = None
         if ctx.needs_input_grad[0]:
             if ctx.cached:  # the cached forward layout: base GEMM, then one rank-R term
                 w = cached_weights((pg, pu), cdt, extra_cols=R)
                 dx = torch.mm(GU[:, :2 * I], w[:, :H])
                 if R:
-                    dx.addmm_(GU[:, 2 * I:], torch.cat([A for A in (Ag, Au) if A is not None]))
+                    dx.addmm_(GU[:, 2 * I:], A_gu)
             elif ctx.grouped:
                 w = wide_weights((pg, pu), cdt, extra_rows=R)
-                r0 = 2 * I
-                for A in (Ag, Au):
-                    if A is not None:
-                        w[r0:r0 + A.shape[0]].copy_(A)
-                        r0 += A.shape[0]
+                if R:
+                    w[2 * I:].copy_(A_gu)
                 dx = torch.mm(GU, w)
             else:
                 dx = torch.mm(dg, wide_weights((pg,), cdt))
                 dx.addmm_(du, wide_weights((pu,), cdt))
                 if R:
-                    dx.addmm_(GU[:, 2 * I:], torch.cat([A for A in (Ag, Au) if A is not None]))
+                    dx.addmm_(GU[:, 2 * I:], A_gu)
             dx = _to(dx.view(ctx.shape), ctx.in_dtype)
         dAg, dBg, dAu, dBu = grads
         return dx, None, None, None, None, None, dAg, dBg, dAu, dBu, dAd, dBd

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, compute_dtype, \
-    fill_adapter_cols, no_autocast, rank, wide_weights
+from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, common_scale, \
+    compute_dtype, fill_adapter_cols, no_autocast, rank, stacked_a, wide_weights
 from .utils import empty
 
 
@@ -34,11 +34,16 @@ class LoRAQKVFunction(torch.autograd.Function):
             if R:
                 X = empty((N, H + R), cdt, dev)
                 X[:, :H].copy_(x2)
-                c = H
-                for p, (Ac, _, _) in zip(projs, adapters):
-                    if Ac is not None:
-                        _scaled_mm(x2, Ac.t(), p.scale, out=X[:, c:c + Ac.shape[0]])
-                        c += Ac.shape[0]
+                As = [a[0] for a in adapters]
+                s = common_scale(projs, As)
+                if s is not None:  # one GEMM for all three xa
+                    _scaled_mm(x2, stacked_a(As).t(), s, out=X[:, H:])
+                else:
+                    c = H
+                    for p, Ac in zip(projs, As):
+                        if Ac is not None:
+                            _scaled_mm(x2, Ac.t(), p.scale, out=X[:, c:c + Ac.shape[0]])
+                            c += Ac.shape[0]
             else:
                 X = x2
             w = cached_weights(projs, cdt, extra_cols=R)
@@ -83,24 +88,29 @@ class LoRAQKVFunction(torch.autograd.Function):
                 grads += [None, None]
                 continue
             r = A.shape[0]
-            sdyB = _scaled_mm(col, B, p.scale, out=dY[:, cr:cr + r])
-            grads.append(sdyB.t() @ x2 if meta[0] else None)
+            _scaled_mm(col, B, p.scale, out=dY[:, cr:cr + r])
+            grads.append(None)  # dA: all three from one GEMM below
             grads.append(col.t() @ X[:, xc:xc + r] if meta[2] else None)
             cr, xc = cr + r, xc + r
+        A_all = stacked_a(As)
+        if R and any(m is not None and m[0] for m in ctx.metas):
+            dA_all = dY[:, O:].t() @ x2  # (R, H): s dy B stacked, against x
+            r0 = 0
+            for k, (A, m) in enumerate(zip(As, ctx.metas)):
+                if A is not None:
+                    grads[2 * k] = dA_all[r0:r0 + A.shape[0]] if m[0] else None
+                    r0 += A.shape[0]
         dx = None
         if ctx.needs_input_grad[0] and ctx.cached:  # the cached forward layout: base GEMM, then one rank-R term
             w = cached_weights(projs, cdt, extra_cols=R)
             dx = torch.mm(dY[:, :O], w[:, :H])
             if R:
-                dx.addmm_(dY[:, O:], torch.cat([A for A in As if A is not None]))
+                dx.addmm_(dY[:, O:], A_all)
             dx = _to(dx.view(ctx.shape), ctx.in_dtype)
         elif ctx.needs_input_grad[0]:
             w = wide_weights(projs, cdt, extra_rows=R)
-            r0 = O
-            for A in As:
-                if A is not None:
-                    w[r0:r0 + A.shape[0]].copy_(A)
-                    r0 += A.shape[0]
+            if R:
+                w[O:].copy_(A_all)
             dx = _to(torch.mm(dY, w).view(ctx.shape), ctx.in_dtype)
         return (dx, None, None, None, *grads)
 

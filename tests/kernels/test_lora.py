@@ -195,3 +195,30 @@ def test_weight_cache_serves_the_same_results_after_the_adapters_change(monkeypa
         assert L._W16, "the cache was used"
     finally:
         L.release_weight_cache()
+
+
+def test_lora_qkv_and_mlp_with_different_scales_per_projection():
+    """Adapters sharing an input usually share alpha/r, and their xa come from one GEMM; when the
+    scales differ each projection gets its own. Both paths match the reference."""
+    h, r = 64, 4
+    qkv = [_proj(64, h, r, torch.float32, True), _proj(32, h, r, torch.float32, True),
+           _proj(32, h, r, torch.float32, True)]
+    qkv[1][0].scale = 0.25
+    gate, up, down = _proj(96, h, r, torch.float32), _proj(96, h, r, torch.float32), _proj(h, 96, r, torch.float32)
+    up[0].scale = 2.0
+    x = torch.randn(6, h, device=DEVICE)
+    x1, x2 = leaf(x), leaf(x.clone())
+    outs = lora_qkv(x1, *[p[0] for p in qkv], *[t for p in qkv for t in p[1:3]])
+    y = lora_mlp(x1, gate[0], up[0], down[0], "silu", *gate[1:3], *up[1:3], *down[1:3])
+    (sum(o.square().sum() for o in outs) + y.square().sum()).backward()
+    ra = [_ref_args(*p) for p in (*qkv, gate, up, down)]
+    refs = [lora_linear_reference(x2, *a) for a in ra[:3]]
+    yr = lora_mlp_reference(x2, *ra[3:])
+    (sum(o.square().sum() for o in refs) + yr.square().sum()).backward()
+    for o, rf in zip(outs, refs):
+        assert_close(o, rf, 1e-4, 1e-4, "qkv out")
+    assert_close(y, yr, 1e-4, 1e-4, "mlp out")
+    assert_close(x1.grad, x2.grad, 1e-3, 1e-3, "dx")
+    for p, a in zip((*qkv, gate, up, down), ra):
+        assert_close(p[1].grad, a[2].grad, 1e-3, 1e-3, "dA")
+        assert_close(p[2].grad, a[3].grad, 1e-3, 1e-3, "dB")
