@@ -171,9 +171,11 @@ def stacked_a(As) -> torch.Tensor | None:
     if len(As) == 1:
         return As[0]
     first = As[0]
+    storage = first.untyped_storage().data_ptr()  # adjacent addresses are not enough: one buffer
     ptr, ok = first.data_ptr(), first.is_contiguous()
     for A in As:
-        ok = ok and A.is_contiguous() and A.data_ptr() == ptr and A.shape[1] == first.shape[1]
+        ok = ok and A.is_contiguous() and A.data_ptr() == ptr and A.shape[1] == first.shape[1] \
+            and A.untyped_storage().data_ptr() == storage
         ptr += A.numel() * A.element_size()
     if ok:
         return torch.as_strided(first, (sum(A.shape[0] for A in As), first.shape[1]), (first.shape[1], 1))

@@ -222,3 +222,17 @@ def test_lora_qkv_and_mlp_with_different_scales_per_projection():
     for p, a in zip((*qkv, gate, up, down), ra):
         assert_close(p[1].grad, a[2].grad, 1e-3, 1e-3, "dA")
         assert_close(p[2].grad, a[3].grad, 1e-3, 1e-3, "dB")
+
+
+def test_stacked_a_views_one_buffer_and_copies_separate_tensors():
+    """Separate parameters that happen to sit back to back in memory are not one matrix."""
+    from tunesmith.kernels.lora import cast_adapters, stacked_a
+
+    buf = torch.randn(2 * 4 * 8)
+    a1, a2 = buf[:32].view(4, 8), buf[32:].view(4, 8)
+    assert stacked_a([a1, a2]).data_ptr() == buf.data_ptr()
+    sep = [torch.randn(4, 8), torch.randn(4, 8)]
+    stacked = stacked_a(sep)
+    assert torch.equal(stacked, torch.cat(sep))
+    casts = cast_adapters([(sep[0], torch.randn(16, 4)), (sep[1], torch.randn(16, 4))], torch.bfloat16)
+    assert torch.equal(stacked_a([c[0] for c in casts]), torch.cat(sep).to(torch.bfloat16))
