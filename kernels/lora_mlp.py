@@ -18,6 +18,9 @@ saved: backward recomputes it in the Triton pass that produces the activation
 gradients (kernels/swiglu.py), and that pass writes dg and du over g and u.
 Without GROUP_NF4 (memory mode) gate and up run as two GEMMs over the same X and
 backward accumulates dx in three GEMMs, so only one weight is dequantized at a time.
+With the weight cache (speed mode, kernels/lora.py CACHE_WEIGHTS) the kept weights
+are in the forward layout, so backward reads their first H columns and adds the
+rank-r term with one extra GEMM; the down weight is kept in backward's layout.
 
 Inside a checkpoint's recompute (kernels/checkpoint.py) an MLP whose output goes
 straight into the residual add (`skip_tail`) computes only g and u: backward
