@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from .nf4 import dequantize_nf4, dequantize_nf4_rows, is_nf4_weight, scratch
-from .utils import compute_dtype, no_autocast  # noqa: F401  (re-exported for the fused ops)
+from .utils import compute_dtype, empty, no_autocast  # noqa: F401  (re-exported for the fused ops)
 
 
 @dataclass
@@ -289,6 +289,36 @@ def fill_adapter_cols(w: torch.Tensor, in_f: int, projs, Bs, zero: bool = True) 
             w[r0:r0 + p.out_features, c0:c0 + B.shape[1]].copy_(B)
             c0 += B.shape[1]
         r0 += p.out_features
+
+
+def wide_input(x2: torch.Tensor, projs, As) -> torch.Tensor:
+    """[x | s_1 x A_1^T | .. | s_k x A_k^T] (N, in + R) for the projections' present adapters (one
+    GEMM when they share a scale), or x2 itself when none has an adapter."""
+    R = sum(rank(A) for A in As)
+    if not R:
+        return x2
+    N, H = x2.shape
+    X = empty((N, H + R), x2.dtype, x2.device)
+    X[:, :H].copy_(x2)
+    s = common_scale(projs, As)
+    if s is not None:
+        _scaled_mm(x2, stacked_a(As).t(), s, out=X[:, H:])
+        return X
+    c = H
+    for p, A in zip(projs, As):
+        if A is not None:
+            _scaled_mm(x2, A.t(), p.scale, out=X[:, c:c + A.shape[0]])
+            c += A.shape[0]
+    return X
+
+
+def weights_with_a_rows(projs, dtype: torch.dtype, A_all: torch.Tensor | None) -> torch.Tensor:
+    """[W_1; ..; W_k; A_1; ..; A_k] in scratch: the weight of a wide backward GEMM."""
+    R = rank(A_all)
+    w = wide_weights(projs, dtype, extra_rows=R)
+    if R:
+        w[-R:].copy_(A_all)
+    return w
 
 
 def add_bias(y: torch.Tensor, projs) -> None:

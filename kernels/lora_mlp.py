@@ -31,8 +31,8 @@ from __future__ import annotations
 import torch
 
 from . import lora as L
-from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, common_scale, \
-    compute_dtype, fill_adapter_cols, no_autocast, rank, stacked_a, wide_weights
+from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, compute_dtype, \
+    fill_adapter_cols, no_autocast, rank, stacked_a, weights_with_a_rows, wide_input, wide_weights
 from .swiglu import glu_backward, glu_forward
 from .utils import empty
 
@@ -48,25 +48,14 @@ class LoRAMLPFunction(torch.autograd.Function):
             (Agc, Bgc, mg), (Auc, Buc, mu), (Adc, Bdc, md) = cast_adapters(((Ag, Bg), (Au, Bu), (Ad, Bd)), cdt)
             rg, ru, rd = rank(Agc), rank(Auc), rank(Adc)
             R = rg + ru
-            if R:
-                X = empty((N, H + R), cdt, dev)
-                X[:, :H].copy_(x2)
-                s = common_scale((pg, pu), (Agc, Auc))
-                if s is not None:  # one GEMM for both xa
-                    _scaled_mm(x2, stacked_a((Agc, Auc)).t(), s, out=X[:, H:])
-                else:
-                    c = H
-                    for p, Ac in ((pg, Agc), (pu, Auc)):
-                        if Ac is not None:
-                            _scaled_mm(x2, Ac.t(), p.scale, out=X[:, c:c + Ac.shape[0]])
-                            c += Ac.shape[0]
-            else:
-                X = x2
+            X = wide_input(x2, (pg, pu), (Agc, Auc))
             GU = empty((N, 2 * I + R), cdt, dev)  # the last R columns are backward's s dy B
             grouped = L.GROUP_NF4
-            cached = grouped and cached_weights((pg, pu), cdt, extra_cols=R) is not None
+            w = cached_weights((pg, pu), cdt, extra_cols=R) if grouped else None
+            cached = w is not None
             if grouped:
-                w = cached_weights((pg, pu), cdt, extra_cols=R) if cached else wide_weights((pg, pu), cdt, extra_cols=R)
+                if not cached:
+                    w = wide_weights((pg, pu), cdt, extra_cols=R)
                 fill_adapter_cols(w, H, (pg, pu), (Bgc, Buc), zero=not cached)
                 torch.mm(X, w.t(), out=GU[:, :2 * I])
             else:
@@ -84,9 +73,8 @@ class LoRAMLPFunction(torch.autograd.Function):
                 # recompute inside a checkpoint: the output is never read (it only feeds a residual
                 # add whose backward needs no values), backward recomputes h itself
                 out = torch.empty((N, pd.out_features), dtype=cdt, device=dev)
-            elif cached_weights((pd,), cdt, extra_rows=rd) is not None:
+            elif (w := cached_weights((pd,), cdt, extra_rows=rd)) is not None:
                 # the cached down weight is in backward's [Wd; Ad] layout: forward adds its rank-r term
-                w = cached_weights((pd,), cdt, extra_rows=rd)
                 h = glu_forward(g, u, act)
                 out = torch.mm(h, w[:pd.out_features].t())
                 if rd:
@@ -178,10 +166,7 @@ class LoRAMLPFunction(torch.autograd.Function):
                 if R:
                     dx.addmm_(GU[:, 2 * I:], A_gu)
             elif ctx.grouped:
-                w = wide_weights((pg, pu), cdt, extra_rows=R)
-                if R:
-                    w[2 * I:].copy_(A_gu)
-                dx = torch.mm(GU, w)
+                dx = torch.mm(GU, weights_with_a_rows((pg, pu), cdt, A_gu))
             else:
                 dx = torch.mm(dg, wide_weights((pg,), cdt))
                 dx.addmm_(du, wide_weights((pu,), cdt))

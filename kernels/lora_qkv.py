@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, common_scale, \
-    compute_dtype, fill_adapter_cols, no_autocast, rank, stacked_a, wide_weights
+from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, compute_dtype, \
+    fill_adapter_cols, no_autocast, rank, stacked_a, weights_with_a_rows, wide_input, wide_weights
 from .utils import empty
 
 
@@ -28,24 +28,9 @@ class LoRAQKVFunction(torch.autograd.Function):
         projs = (pq, pk, pv)
         with no_autocast(x):
             x2 = _to(x.reshape(-1, H), cdt)
-            N, dev = x2.shape[0], x2.device
             adapters = cast_adapters(((Aq, Bq), (Ak, Bk), (Av, Bv)), cdt)
             R = sum(rank(a[0]) for a in adapters)
-            if R:
-                X = empty((N, H + R), cdt, dev)
-                X[:, :H].copy_(x2)
-                As = [a[0] for a in adapters]
-                s = common_scale(projs, As)
-                if s is not None:  # one GEMM for all three xa
-                    _scaled_mm(x2, stacked_a(As).t(), s, out=X[:, H:])
-                else:
-                    c = H
-                    for p, Ac in zip(projs, As):
-                        if Ac is not None:
-                            _scaled_mm(x2, Ac.t(), p.scale, out=X[:, c:c + Ac.shape[0]])
-                            c += Ac.shape[0]
-            else:
-                X = x2
+            X = wide_input(x2, projs, [a[0] for a in adapters])
             w = cached_weights(projs, cdt, extra_cols=R)
             cached = w is not None
             if not cached:
@@ -108,10 +93,7 @@ class LoRAQKVFunction(torch.autograd.Function):
                 dx.addmm_(dY[:, O:], A_all)
             dx = _to(dx.view(ctx.shape), ctx.in_dtype)
         elif ctx.needs_input_grad[0]:
-            w = wide_weights(projs, cdt, extra_rows=R)
-            if R:
-                w[O:].copy_(A_all)
-            dx = _to(torch.mm(dY, w).view(ctx.shape), ctx.in_dtype)
+            dx = _to(torch.mm(dY, weights_with_a_rows(projs, cdt, A_all)).view(ctx.shape), ctx.in_dtype)
         return (dx, None, None, None, *grads)
 
 
