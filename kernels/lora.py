@@ -202,8 +202,6 @@ def _scaled_mm(a: torch.Tensor, b: torch.Tensor, scale: float, out: torch.Tensor
     z = _ZERO.get((a.device, a.dtype))
     if z is None:
         z = _ZERO[(a.device, a.dtype)] = torch.zeros((), device=a.device, dtype=a.dtype)
-    if out is None:
-        return torch.addmm(z, a, b, beta=0, alpha=scale)
     return torch.addmm(z, a, b, beta=0, alpha=scale, out=out)
 
 
