@@ -169,6 +169,7 @@ def run_method(shape: str, method: str, args) -> dict:
         opt = torch.optim.AdamW(params, lr=args.lr, fused=True)
         data = batches(args.warmup + args.steps, args.batch, args.seq, SHAPES[shape]["vocab_size"])
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # reserved memory starts from what this method holds
         torch.cuda.reset_peak_memory_stats()
         losses = []
         for i, ids in enumerate(data):
@@ -185,8 +186,14 @@ def run_method(shape: str, method: str, args) -> dict:
         torch.cuda.synchronize()
         elapsed = time.perf_counter() - t_start
         losses = [float(x) for x in losses]
+        stats = torch.cuda.memory_stats()
+        # allocator retries and stream syncs stall the host: a memory mode that hits them is slower
+        row["alloc_retries"] = stats.get("num_alloc_retries", 0)
+        row["alloc_syncs"] = stats.get("num_sync_all_streams", 0)
+        row["device_frees"] = stats.get("num_device_free", 0)
         row.update(status="ok", tokens_per_s=round(args.steps * tokens / elapsed, 1),
                    step_s=round(elapsed / args.steps, 3), peak_gib=round(torch.cuda.max_memory_allocated() / GiB, 2),
+                   reserved_gib=round(torch.cuda.max_memory_reserved() / GiB, 2),
                    first_loss=round(losses[0], 4), last_loss=round(losses[-1], 4), losses=[round(x, 5) for x in losses])
     except torch.OutOfMemoryError:
         row.update(status="OOM", peak_gib=round(torch.cuda.max_memory_allocated() / GiB, 2))
@@ -313,6 +320,45 @@ def profile(shape: str, method: str, args) -> None:
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total" if _old_profiler() else "device_time_total",
                                     row_limit=30, max_name_column_width=70))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=70))
+    gaps(prof)
+    stalls = {}
+    for e in prof.events():
+        if any(k in e.name for k in ("Synchronize", "cudaFree", "cudaMalloc", "cudaHostAlloc", "cudaEventQuery")):
+            n, t = stalls.get(e.name, (0, 0.0))
+            stalls[e.name] = (n + 1, t + e.cpu_time_total)
+    for name, (n, t) in sorted(stalls.items(), key=lambda kv: -kv[1][1]):
+        print(f"  host: {name} x{n}, {t / 1e3:.2f} ms")
+
+
+def gaps(prof, top: int = 15) -> None:
+    """Where the GPU sat idle in the profiled steps: busy share, and the largest gaps with the
+    kernels on either side (a gap after a big GEMM means the host fell behind or waited)."""
+    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                     if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)
+    if not kernels:
+        print("no device events")
+        return
+    busy, end, holes = 0.0, kernels[0][0], []
+    prev = kernels[0][2]
+    for s, e, name in kernels:
+        if s > end:
+            holes.append((s - end, prev, name))
+        if e > end:
+            busy += e - max(s, end)
+            end = e
+            prev = name
+    span = end - kernels[0][0]
+    print(f"device busy {busy / 1e3:.1f} ms of {span / 1e3:.1f} ms ({busy / span:.1%}); "
+          f"{len(holes)} gaps, {sum(h[0] for h in holes) / 1e3:.1f} ms idle; "
+          f"gaps > 50 us: {sum(h[0] for h in holes if h[0] > 50) / 1e3:.1f} ms")
+    by_pair: dict = {}
+    for d, a, b in holes:
+        k = (a[:50], b[:50])
+        n, t = by_pair.get(k, (0, 0.0))
+        by_pair[k] = (n + 1, t + d)
+    for (a, b), (n, t) in sorted(by_pair.items(), key=lambda kv: -kv[1][1])[:top]:
+        print(f"  {t / 1e3:8.2f} ms in {n:5d} gaps  after {a}  before {b}")
 
 
 def _old_profiler() -> bool:
@@ -344,14 +390,14 @@ def environment() -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| shape | method | tokens/s | vs stock-gc | peak GiB | first loss | last loss | status |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| shape | method | tokens/s | vs stock-gc | peak GiB | reserved GiB | first loss | last loss | status |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     base = {r["shape"]: r.get("tokens_per_s") for r in rows if r["method"] == "stock-gc" and r.get("status") == "ok"}
     for r in rows:
         tps = r.get("tokens_per_s")
         ratio = f"{tps / base[r['shape']]:.2f}x" if tps and base.get(r["shape"]) else "-"
         lines.append(f"| {r['shape']} | {r['method']} | {tps if tps else '-'} | {ratio} | {r.get('peak_gib', '-')} | "
-                     f"{r.get('first_loss', '-')} | {r.get('last_loss', '-')} | {r.get('status', '-')} |")
+                     f"{r.get('reserved_gib', '-')} | {r.get('first_loss', '-')} | {r.get('last_loss', '-')} | {r.get('status', '-')} |")
     return "\n".join(lines)
 
 

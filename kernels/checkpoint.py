@@ -51,12 +51,15 @@ class CheckpointPlan:
     reason: str
     est_peak_bytes: int = 0
     weight_cache_bytes: int = 0  # set by kernels.tune_memory: dequantized NF4 weights kept
+    graphs: bool = False         # checkpointed layers' backward as CUDA graphs (kernels/layer_graphs.py)
 
     def summary(self) -> str:
         if self.checkpointed == 0:
             what = "no checkpointing"
         else:
             what = f"checkpoint {self.checkpointed}/{self.n_layers} layers" + (" offloaded to CPU" if self.offload else "")
+            if self.graphs:
+                what += ", their backward as CUDA graphs"
         est = f", est. activations {self.est_peak_bytes / GiB:.1f} GiB" if self.est_peak_bytes else ""
         cache = f" + NF4 weights kept dequantized ({self.weight_cache_bytes / GiB:.1f} GiB)" \
             if self.weight_cache_bytes else ""
@@ -130,11 +133,17 @@ def apply_checkpointing(model: torch.nn.Module, plan: CheckpointPlan) -> None:
     """Turn checkpointing on for the first plan.checkpointed decoder layers and off for the rest."""
     layers = decoder_layers(model)
     offloader = _Offloader() if plan.offload else None
+    graphs = None
+    if plan.graphs and plan.checkpointed and torch.cuda.is_available():
+        from .layer_graphs import LayerGraphs
+
+        graphs = LayerGraphs(layers)
     for i, layer in enumerate(layers):
         on = i < plan.checkpointed
         layer.gradient_checkpointing = on
         if on:
-            layer._gradient_checkpointing_func = functools.partial(checkpoint, offloader=offloader, index=i)
+            layer._gradient_checkpointing_func = functools.partial(checkpoint, offloader=offloader, index=i,
+                                                                   graphs=graphs)
     if plan.checkpointed:
         from .patching import unwrap_model
 
@@ -174,10 +183,11 @@ class _Offloader:
         self.pending[index] = saved
         return saved
 
-    def prefetch(self, index: int) -> None:
+    def prefetch(self, index: int, into_for=None) -> None:
+        """Start copying layer `index`'s input back; into_for(like) may give the buffer to copy into."""
         saved = self.pending.get(index)
         if saved is not None:
-            saved.start()
+            saved.start(into_for(saved.buf) if into_for is not None else None)
 
 
 class _Saved:
@@ -185,11 +195,16 @@ class _Saved:
         self.buf, self.device, self.offloader = buf, device, offloader
         self.gpu = None
 
-    def start(self):
+    def start(self, into: torch.Tensor | None = None):
         if self.gpu is None:
             side = self.offloader.side(self.device)
+            if into is not None:  # a reused buffer: whatever the main stream queued on it comes first
+                side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
-                self.gpu = self.buf.to(self.device, non_blocking=True)
+                if into is not None:
+                    self.gpu = into.copy_(self.buf, non_blocking=True)
+                else:
+                    self.gpu = self.buf.to(self.device, non_blocking=True)
 
     def get(self) -> torch.Tensor:
         self.start()
@@ -211,8 +226,8 @@ def recomputing() -> bool:
 
 class _CheckpointFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, run, offloader, index, x, *rest):
-        ctx.run, ctx.rest, ctx.index, ctx.offloader = run, rest, index, offloader
+    def forward(ctx, run, offloader, index, graphs, x, *rest):
+        ctx.run, ctx.rest, ctx.index, ctx.offloader, ctx.graphs = run, rest, index, offloader, graphs
         ctx.autocast = _autocast_state(x.device.type)
         with torch.no_grad():
             out = run(x, *rest)
@@ -228,24 +243,58 @@ class _CheckpointFunction(torch.autograd.Function):
         if ctx.saved is not None:
             x = ctx.saved.get()
             ctx.offloader.pending.pop(ctx.index, None)
-            ctx.offloader.prefetch(ctx.index - 1)  # overlaps with this layer's recompute
+            # overlaps with this layer's recompute; with graphs, straight into the buffer that layer's graph reads
+            ctx.offloader.prefetch(ctx.index - 1, None if ctx.graphs is None else
+                                   lambda like: ctx.graphs.x_buffer(ctx.index - 1, like))
         else:
             (x,) = ctx.saved_tensors
-        x = x.detach().requires_grad_(ctx.needs_input_grad[3])
-        enabled, dtype = ctx.autocast
-        global _RECOMPUTING
-        _RECOMPUTING += 1
-        try:
-            with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
-                out = ctx.run(x, *ctx.rest)
-        finally:
-            _RECOMPUTING -= 1
-        outs = out if isinstance(out, tuple) else (out,)
-        pairs = [(o, d) for o, d in zip(outs, douts)
-                 if isinstance(o, torch.Tensor) and o.requires_grad and d is not None]
-        if pairs:
-            torch.autograd.backward([o for o, _ in pairs], [d for _, d in pairs])
-        return (None, None, None, x.grad if ctx.needs_input_grad[3] else None, *([None] * len(ctx.rest)))
+        need_x = ctx.needs_input_grad[4]
+        graphs = ctx.graphs
+        dx = _graphed_backward(ctx, graphs, x, douts, need_x) if graphs is not None else _NO_GRAPH
+        if dx is _NO_GRAPH:
+            dx = _recompute_backward(ctx, x, douts, need_x)
+        return (None, None, None, None, dx if need_x else None, *([None] * len(ctx.rest)))
+
+
+_NO_GRAPH = object()
+
+
+def _recompute_backward(ctx, x, douts, need_x: bool):
+    """The eager path: re-run the layer with autograd on, backpropagate douts; returns dx."""
+    x = x.detach().requires_grad_(need_x)
+    enabled, dtype = ctx.autocast
+    global _RECOMPUTING
+    _RECOMPUTING += 1
+    try:
+        with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
+            out = ctx.run(x, *ctx.rest)
+    finally:
+        _RECOMPUTING -= 1
+    outs = out if isinstance(out, tuple) else (out,)
+    pairs = [(o, d) for o, d in zip(outs, douts)
+             if isinstance(o, torch.Tensor) and o.requires_grad and d is not None]
+    if pairs:
+        torch.autograd.backward([o for o, _ in pairs], [d for _, d in pairs])
+    return x.grad if need_x else None
+
+
+def _graphed_backward(ctx, graphs, x, douts, need_x: bool):
+    """Replay (or capture) this layer's backward as a CUDA graph; _NO_GRAPH when it runs eagerly."""
+    if len(douts) != 1 or douts[0] is None or not x.is_cuda:
+        return _NO_GRAPH
+    dout = douts[0]
+    params = graphs.params(ctx.index)
+    sig = graphs.signature(ctx.index, ctx.run, ctx.rest, x, dout, params, ctx.autocast, need_x)
+    if sig is None:
+        return _NO_GRAPH
+    key, leaves = sig
+    dx = graphs.replay(ctx.index, key, leaves, x, dout, params)
+    if dx is not None:
+        return dx
+    if not graphs.want_capture(ctx.index, key):
+        return _NO_GRAPH
+    return graphs.capture(ctx.index, key, leaves, ctx.run, ctx.rest, x, dout, params, ctx.autocast, need_x,
+                          eager=lambda: _recompute_backward(ctx, x, douts, need_x))
 
 
 def _autocast_state(device_type: str):
@@ -255,7 +304,7 @@ def _autocast_state(device_type: str):
         return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
 
 
-def checkpoint(function, *args, offloader: _Offloader | None = None, index: int = 0, **kwargs):
+def checkpoint(function, *args, offloader: _Offloader | None = None, index: int = 0, graphs=None, **kwargs):
     """transformers-compatible _gradient_checkpointing_func: function(*args, **kwargs) with a
     checkpoint around it; the first positional argument (hidden states) is what is kept."""
     if kwargs:
@@ -266,5 +315,5 @@ def checkpoint(function, *args, offloader: _Offloader | None = None, index: int 
         if not torch.is_grad_enabled():
             return function(*args)
         return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False)
-    out = _CheckpointFunction.apply(function, offloader, index, x, *rest)
+    out = _CheckpointFunction.apply(function, offloader, index, graphs, x, *rest)
     return out

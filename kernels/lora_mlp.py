@@ -128,7 +128,7 @@ class LoRAMLPFunction(torch.autograd.Function):
         dh = torch.mm(D, w)
         # activation: recompute h; dg, du overwrite g, u inside GU
         g, u = GU[:, :I], GU[:, I:2 * I]
-        dg, du, h = glu_backward(dh, g, u, ctx.act, want_h=rd > 0, inplace=True)
+        dg, du, h = glu_backward(dh, g, u, ctx.act, want_h=rd > 0, inplace=True, h_out=dh)  # h over dh
         del dh
         dAd = dBd = None
         if rd:

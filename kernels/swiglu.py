@@ -74,7 +74,7 @@ def _glu_backward_kernel(DG, DU, H, DH, G, U, n_cols, sdg, sdu, sh, sdh, sg, su,
     a, da = _act_and_grad(g, ACT)
     if WANT_H:
         tl.store(H + row * sh + cols, (a * u).to(H.dtype.element_ty), mask=mask)
-    # DG/DU may alias G/U: every load above happens before these stores.
+    # DG/DU may alias G/U and H may alias DH: every load above happens before these stores.
     tl.store(DG + row * sdg + cols, (dh * u * da).to(DG.dtype.element_ty), mask=mask)
     tl.store(DU + row * sdu + cols, (dh * a).to(DU.dtype.element_ty), mask=mask)
 
@@ -108,9 +108,11 @@ def glu_forward(g: torch.Tensor, u: torch.Tensor, act: str = "silu", out: torch.
 
 
 def glu_backward(dh: torch.Tensor, g: torch.Tensor, u: torch.Tensor, act: str = "silu",
-                 want_h: bool = False, inplace: bool = False):
+                 want_h: bool = False, inplace: bool = False, h_out: torch.Tensor | None = None):
     """(dg, du, h or None). inplace=True writes dg into g and du into u (which may be row-strided
-    2-D views); otherwise g and u must be contiguous."""
+    2-D views); otherwise g and u must be contiguous. h_out (with want_h): where h goes, dh itself
+    allowed (each element of dh is read before h is written over it), saving one activation-sized
+    buffer."""
     if not inplace:
         assert g.is_contiguous() and u.is_contiguous()
     g2, u2, dh2 = _rows(g), _rows(u), _rows(dh)
@@ -121,7 +123,11 @@ def glu_backward(dh: torch.Tensor, g: torch.Tensor, u: torch.Tensor, act: str = 
     else:
         dg, du = empty(g.shape, g.dtype, g.device), empty(u.shape, u.dtype, u.device)
         dg2, du2 = dg.view(g2.shape), du.view(u2.shape)
-    h = empty(g2.shape, g.dtype, g.device) if want_h else None
+    if want_h and h_out is not None:
+        h = _rows(h_out)
+        assert h.shape == g2.shape and h.data_ptr() == h_out.data_ptr(), "h_out must be (rows, cols) with unit column stride"
+    else:
+        h = empty(g2.shape, g.dtype, g.device) if want_h else None
     h2 = h if want_h else dg2  # dummy pointer when unused
     rows, cols = g2.shape
     if rows and cols:

@@ -118,3 +118,86 @@ def test_auto_keeps_dequantized_weights_only_when_they_fit():
     assert choose_plan(model, 4096, "auto", hi + need).weight_cache_bytes == need
     assert choose_plan(model, 4096, "memory", 80 * GiB).weight_cache_bytes == 0
     assert choose_plan(model, 4096, "auto", None).weight_cache_bytes == 0  # no CUDA: nothing to keep
+
+
+def test_graph_signature_sees_shapes_constants_and_argument_tensors():
+    """What decides whether a captured layer backward may be replayed: shapes, dtypes, constants and
+    the layer; the argument tensors (RoPE cos/sin...) are collected so replays can refresh them."""
+    import functools
+
+    from tunesmith.kernels.layer_graphs import NotGraphable, _rebuild, _spec
+
+    layer = torch.nn.Linear(2, 2)
+    cos, sin = torch.randn(1, 8, 4), torch.randn(1, 8, 4)
+
+    def sig(run, rest=()):
+        leaves = []
+        return (_spec(run, leaves), _spec(tuple(rest), leaves)), leaves
+
+    run = functools.partial(torch.nn.Linear.forward, layer, position_embeddings=(cos, sin), mask=None, use_cache=False)
+    a, leaves = sig(run)
+    assert leaves[0] is cos and leaves[1] is sin
+    same = functools.partial(torch.nn.Linear.forward, layer, position_embeddings=(cos.clone(), sin.clone()),
+                             mask=None, use_cache=False)
+    assert sig(same)[0] == a  # new tensors of the same shape: the same graph, refreshed
+    longer = functools.partial(torch.nn.Linear.forward, layer, position_embeddings=(torch.randn(1, 9, 4), sin),
+                               mask=None, use_cache=False)
+    assert sig(longer)[0] != a
+    other_layer = functools.partial(torch.nn.Linear.forward, torch.nn.Linear(2, 2), position_embeddings=(cos, sin),
+                                    mask=None, use_cache=False)
+    assert sig(other_layer)[0] != a
+    flag = functools.partial(torch.nn.Linear.forward, layer, position_embeddings=(cos, sin), mask=None,
+                             use_cache=True)
+    assert sig(flag)[0] != a
+    twins = [torch.zeros_like(cos), torch.zeros_like(sin)]
+    rebuilt = _rebuild(run, iter(twins))
+    assert rebuilt.keywords["position_embeddings"][0] is twins[0] and rebuilt.keywords["use_cache"] is False
+    with pytest.raises(NotGraphable):
+        sig(run, (torch.randn(2, requires_grad=True),))
+    with pytest.raises(NotGraphable):
+        sig(run, (object(),))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need CUDA")
+@pytest.mark.parametrize("offload", [False, True])
+def test_layer_graphs_replay_what_eager_computes(offload):
+    """Checkpointed layers with their backward as CUDA graphs (captured on step 2, replayed after)
+    give the gradients of the eager checkpoint at every step, with the LoRA weights changing
+    between steps, and a new sequence length drops the graphs and runs eagerly."""
+    from tunesmith.kernels import patch
+
+    eager, graphed = _model(), None
+    graphed = copy.deepcopy(eager)
+    for m in (eager, graphed):
+        patch(m, mode="on")
+        plan = plan_checkpointing(m, 24, "memory")
+        plan.offload, plan.graphs = offload, m is graphed
+        apply_checkpointing(m, plan)
+        m.train()
+    graphs = decoder_layers(graphed)[0]._gradient_checkpointing_func.keywords["graphs"]
+    assert graphs is not None
+    opts = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5) for m in (eager, graphed)]
+    torch.manual_seed(3)
+    for step, seq in enumerate([12, 12, 12, 12, 16, 12]):
+        ids = torch.randint(0, 64, (2, seq), device=DEVICE)
+        losses = []
+        for m, opt in zip((eager, graphed), opts):
+            loss = m(input_ids=ids, labels=ids).loss
+            loss.backward()
+            losses.append(loss.detach())
+        torch.testing.assert_close(losses[1], losses[0])
+        ge = {n: p.grad for n, p in eager.named_parameters() if p.requires_grad}
+        for n, p in graphed.named_parameters():
+            if p.requires_grad:
+                assert p.grad is not None, (step, n)
+                torch.testing.assert_close(p.grad, ge[n], atol=1e-5, rtol=1e-4, msg=lambda s: f"step {step} {n}: {s}")
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if step == 1:
+            assert graphs.captures == 4 and graphs.replays == 0, graphs.off_reason
+        if step == 3:
+            assert graphs.replays == 8  # steps 2 and 3 replayed every layer
+    assert graphs.off_reason is None
+    assert graphs.captures == 4 and graphs.replays == 8  # the 16-token step dropped them; 12 again: eager once

@@ -41,6 +41,20 @@ def test_glu_backward_inplace_and_recomputed_h(act):
     assert_close(du, ref_du, 0, 0, "du")
 
 
+def test_glu_backward_writes_h_over_dh():
+    """The MLP backward keeps one activation-sized buffer fewer by writing h over dh."""
+    g = torch.randn(3, 1100, device=DEVICE) * 4  # two column tiles per row
+    u = torch.randn(3, 1100, device=DEVICE)
+    dh = torch.randn(3, 1100, device=DEVICE)
+    ref_dg, ref_du, _ = glu_backward(dh, g.clone(), u.clone())
+    buf = dh.clone()
+    dg, du, h = glu_backward(buf, g.clone(), u.clone(), want_h=True, inplace=True, h_out=buf)
+    assert h.data_ptr() == buf.data_ptr()
+    assert_close(h, glu_reference(g, u, "silu"), 1e-5, 1e-5, "h")
+    assert_close(dg, ref_dg, 0, 0, "dg")
+    assert_close(du, ref_du, 0, 0, "du")
+
+
 def test_gelu_tanh_extremes_are_finite():
     g = torch.tensor([-80.0, -20.0, -1e-4, 0.0, 1e-4, 20.0, 80.0], device=DEVICE)
     u = torch.ones_like(g)

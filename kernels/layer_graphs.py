@@ -1,0 +1,312 @@
+"""CUDA graphs for the backward of checkpointed decoder layers.
+
+A checkpointed layer's backward re-runs the layer's forward with autograd on, then its
+backward: for a Llama layer a few hundred launches (cuBLAS, Triton, SDPA, small copies), each
+with Python, autograd and launcher work around it. On an H100 that host work outlasts the GPU
+work for small models (1B, bs 2 x 2048: the GPU idles more than half of a memory-mode step)
+and still leaves gaps at 8B. Captured once as a CUDA graph, a layer's whole backward is one
+replay.
+
+Used by kernels/checkpoint.py when a CheckpointPlan has `graphs` (kernels.tune_memory turns
+it on for checkpointed layers on CUDA; TUNESMITH_CUDA_GRAPHS=0 turns it off).
+
+Rules that keep replays right:
+- A layer is captured the second time its backward runs with the same signature (input
+  shapes and dtypes, the non-tensor arguments, autocast state, its parameters, the NF4 scratch
+  buffers); the first time runs eagerly (that compiles the Triton kernels and sizes the scratch
+  buffers). Any new signature drops every graph (they share one memory pool), so inputs whose
+  shape changes every step simply run eagerly.
+- The step that captures computes eagerly on the capture stream first (the warm-up CUDA
+  graphs need on that stream), then captures; later steps replay.
+- Graphs read the layer input and its output gradient from, and write the input gradient to,
+  buffers shared by all layers (two of each, alternating by layer parity), so no graph keeps
+  activations of its own; tensors passed as arguments (RoPE cos/sin, position ids, masks) are
+  copied into static twins before a replay, once per step.
+- Parameter gradients land in one shared flat buffer and are added to .grad right after the
+  replay, before the next layer's replay overwrites the buffer.
+- A capture that fails turns graphs off for the process with one log line; backward then runs
+  eagerly as before.
+Memory: the pool holds one layer's backward working set (what the eager backward allocates
+and frees anyway), reserved for the run instead of returned to the caching allocator.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import types
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class NotGraphable(Exception):
+    pass
+
+
+def enabled_by_env() -> bool:
+    return os.environ.get("TUNESMITH_CUDA_GRAPHS", "1") not in ("0", "false", "off")
+
+
+_CONST = (type(None), bool, int, float, str, torch.dtype, torch.device)
+
+
+def _spec(obj, leaves: list):
+    """A hashable description of obj's structure and constants; its tensors go to `leaves`."""
+    if isinstance(obj, torch.Tensor):
+        if obj.requires_grad:
+            raise NotGraphable("an argument other than the hidden states requires grad")
+        leaves.append(obj)
+        return ("T", tuple(obj.shape), tuple(obj.stride()), obj.dtype, obj.device)
+    if isinstance(obj, _CONST):
+        return ("C", type(obj).__name__, obj)
+    if isinstance(obj, (tuple, list)):
+        return (type(obj).__name__, tuple(_spec(o, leaves) for o in obj))
+    if isinstance(obj, dict):
+        return ("D", tuple((k, _spec(obj[k], leaves)) for k in obj))
+    if isinstance(obj, functools.partial):
+        return ("P", _spec(obj.func, leaves), _spec(obj.args, leaves), _spec(obj.keywords, leaves))
+    if isinstance(obj, types.MethodType):
+        return ("B", id(obj.__func__), id(obj.__self__))
+    if isinstance(obj, (torch.nn.Module, types.FunctionType, types.BuiltinFunctionType)):
+        return ("I", id(obj))
+    raise NotGraphable(f"argument of type {type(obj).__name__}")
+
+
+def _rebuild(obj, it):
+    """obj with its tensors replaced, in _spec's order, by the next items of `it`."""
+    if isinstance(obj, torch.Tensor):
+        return next(it)
+    if isinstance(obj, tuple):
+        return tuple(_rebuild(o, it) for o in obj)
+    if isinstance(obj, list):
+        return [_rebuild(o, it) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _rebuild(v, it) for k, v in obj.items()}
+    if isinstance(obj, functools.partial):
+        return functools.partial(_rebuild(obj.func, it), *_rebuild(obj.args, it), **_rebuild(obj.keywords, it))
+    return obj
+
+
+class _Entry:
+    def __init__(self, key, graph, twins, grad_views):
+        self.key, self.graph, self.twins, self.grad_views = key, graph, twins, grad_views
+
+
+class LayerGraphs:
+    """The backward graphs of one model's checkpointed layers (see the module docstring)."""
+
+    def __init__(self, layers: list[torch.nn.Module]):
+        self.layers = layers
+        self.entries: dict[int, _Entry] = {}
+        self.seen: dict[int, tuple] = {}      # layer -> signature of its last eager backward
+        self.pool = None
+        self.off_reason: str | None = None if enabled_by_env() else "TUNESMITH_CUDA_GRAPHS=0"
+        self._bufs: dict = {}                 # (shape, dtype, device) -> [x0, x1, d0, d1]
+        self._flat: dict = {}                 # (dtype, device) -> flat parameter-gradient buffer
+        self._twin_of: dict[int, tuple] = {}  # id(source tensor) -> (source, twin), this capture round
+        self._last_src: dict[int, tuple] = {}  # id(twin) -> (twin, source last copied into it)
+        self.stream = None
+        self.captures = self.replays = 0
+
+    # --- public -------------------------------------------------------------------------
+
+    def signature(self, index: int, run, rest, x, dout, params, autocast, need_x) -> tuple[tuple, list] | None:
+        """(key, argument tensors) for this backward, or None when it cannot be graphed."""
+        if self.off_reason is not None or not x.is_cuda or x.shape != dout.shape or x.dtype != dout.dtype:
+            return None
+        leaves: list = []
+        try:
+            spec = (_spec(run, leaves), _spec(tuple(rest), leaves))
+        except NotGraphable:
+            return None
+        from .nf4 import _SCRATCH
+
+        key = (spec, tuple(x.shape), x.dtype, tuple(dout.shape), dout.dtype, autocast, need_x,
+               tuple(id(p) for p in params), tuple((k, v.data_ptr()) for k, v in _SCRATCH.items()))
+        return key, leaves
+
+    def replay(self, index: int, key, leaves, x, dout, params) -> torch.Tensor | None:
+        """Replay layer `index`'s graph for this signature; returns dx (a shared buffer, valid
+        until the layer two below replays), or None (no graph: the caller runs eagerly)."""
+        entry = self.entries.get(index)
+        if entry is None or entry.key != key:
+            if entry is not None:
+                self.drop()
+            return None
+        xs, ds_in, ds_out = self._io(index, x, dout)
+        if x.data_ptr() != xs.data_ptr():
+            xs.copy_(x)
+        if dout.data_ptr() != ds_in.data_ptr():
+            ds_in.copy_(dout)
+        self._fill_twins(entry.twins, leaves)
+        entry.graph.replay()
+        self._accumulate(params, entry.grad_views)
+        self.replays += 1
+        return ds_out
+
+    def want_capture(self, index: int, key) -> bool:
+        """True the second time in a row this layer's backward has this signature."""
+        if self.off_reason is not None:
+            return False
+        if self.seen.get(index) == key:
+            return True
+        self.seen[index] = key
+        return False
+
+    def capture(self, index: int, key, leaves, run, rest, x, dout, params, autocast, need_x, eager) -> None:
+        """Compute this backward eagerly on the capture stream (`eager()`: the caller's eager path,
+        returning dx) and return its dx; then capture it for the next steps."""
+        main = torch.cuda.current_stream(x.device)
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(device=x.device)
+        side = self.stream
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            dx = eager()
+            if dx is not None:
+                # the result waits in the buffer the graph will write (capturing runs nothing), so it
+                # does not occupy memory of its own while the capture allocates
+                ds_out = self._io(index, x, dout)[2]
+                ds_out.copy_(dx)
+                dx = ds_out
+        main.wait_stream(side)
+        for p in params:
+            if p.grad is not None:
+                p.grad.record_stream(main)
+        try:
+            self._capture(index, key, leaves, run, rest, x, dout, params, autocast, need_x, side)
+        except Exception as exc:  # noqa: BLE001  (any capture failure: run eagerly from now on)
+            self.off_reason = f"capture failed: {type(exc).__name__}: {exc}"[:300]
+            log.warning("tunesmith: CUDA graphs for checkpointed layers are off (%s); backward runs eagerly",
+                        self.off_reason)
+            self.drop()
+        return dx
+
+    def drop(self) -> None:
+        """Forget every graph (their pool is freed with them); the next steps run eagerly, then recapture."""
+        self.entries.clear()
+        self.seen.clear()
+        self.pool = None
+        self._twin_of.clear()
+        self._last_src.clear()
+
+    # --- internals ----------------------------------------------------------------------
+
+    def x_buffer(self, index: int, like: torch.Tensor) -> torch.Tensor:
+        """The buffer layer `index`'s graph reads its input from (the offloader copies straight into it)."""
+        return self._pair(like, 0)[index % 2]
+
+    def _io(self, index: int, x, dout):
+        xs, ds = self._pair(x, 0), self._pair(dout, 1)
+        return xs[index % 2], ds[(index + 1) % 2], ds[index % 2]
+
+    def _pair(self, like: torch.Tensor, role: int) -> list:
+        key = (role, tuple(like.shape), like.dtype)
+        bufs = self._bufs.get(key)
+        if bufs is None:
+            for k in [k for k in self._bufs if k[0] == role]:  # one shape at a time
+                del self._bufs[k]
+            bufs = self._bufs[key] = [torch.empty(like.shape, dtype=like.dtype, device=self._device(like)),
+                                      torch.empty(like.shape, dtype=like.dtype, device=self._device(like))]
+        return bufs
+
+    def _device(self, like: torch.Tensor) -> torch.device:
+        if like.is_cuda:
+            return like.device
+        return next(p.device for layer in self.layers for p in layer.parameters())
+
+    def _flat_views(self, params):
+        """Views of the shared flat gradient buffer(s), one per parameter, sized for the largest layer."""
+        need: dict = {}
+        for layer in self.layers:
+            per: dict = {}
+            for p in layer.parameters():
+                if p.requires_grad:
+                    k = (p.dtype, p.device)
+                    per[k] = per.get(k, 0) + p.numel()
+            for k, n in per.items():
+                need[k] = max(need.get(k, 0), n)
+        views, offs = [], {}
+        for p in params:
+            k = (p.dtype, p.device)
+            flat = self._flat.get(k)
+            if flat is None or flat.numel() < need.get(k, 0):
+                flat = self._flat[k] = torch.empty(need.get(k, p.numel()), dtype=p.dtype, device=p.device)
+            o = offs.get(k, 0)
+            if o + p.numel() > flat.numel():
+                raise NotGraphable("a layer's parameters outgrow the shared gradient buffer")
+            views.append(flat[o:o + p.numel()].view_as(p))
+            offs[k] = o + p.numel()
+        return views
+
+    def _twin(self, t: torch.Tensor) -> torch.Tensor:
+        hit = self._twin_of.get(id(t))
+        if hit is not None and hit[0] is t:
+            return hit[1]
+        twin = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+        twin.copy_(t)
+        self._twin_of[id(t)] = (t, twin)
+        self._last_src[id(twin)] = (twin, t)
+        return twin
+
+    def _fill_twins(self, twins, leaves) -> None:
+        for twin, src in zip(twins, leaves):
+            last = self._last_src.get(id(twin))
+            if last is not None and last[1] is src:
+                continue  # the same tensor object as the last copy: every layer of a step shares it
+            twin.copy_(src)
+            self._last_src[id(twin)] = (twin, src)
+
+    def _capture(self, index, key, leaves, run, rest, x, dout, params, autocast, need_x, side) -> None:
+        xs, ds_in, ds_out = self._io(index, x, dout)
+        grad_views = self._flat_views(params)
+        twins = [self._twin(t) for t in leaves]
+        it = iter(twins)
+        run_s, rest_s = _rebuild(run, it), _rebuild(tuple(rest), it)
+        enabled, dtype = autocast
+        graph = torch.cuda.CUDAGraph()
+        from . import checkpoint as ck
+
+        ck._RECOMPUTING += 1
+        try:
+            with torch.cuda.graph(graph, pool=self.pool, stream=side):
+                xin = xs.detach().requires_grad_(need_x)
+                with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled,
+                                                         cache_enabled=False):
+                    out = run_s(xin, *rest_s)
+                out = out[0] if isinstance(out, tuple) else out
+                inputs = ([xin] if need_x else []) + list(params)
+                grads = torch.autograd.grad([out], inputs, grad_outputs=[ds_in], allow_unused=True)
+                if need_x:
+                    ds_out.copy_(grads[0])
+                    grads = grads[1:]
+                used = [g is not None for g in grads]
+                for view, g in zip(grad_views, grads):
+                    if g is not None:
+                        view.copy_(g)
+                del out, grads, xin
+        finally:
+            ck._RECOMPUTING -= 1
+        if self.pool is None:
+            self.pool = graph.pool()
+        self.entries[index] = _Entry(key, graph, twins, [v if u else None for v, u in zip(grad_views, used)])
+        self.captures += 1
+
+    def params(self, index: int) -> list[torch.nn.Parameter]:
+        return [p for p in self.layers[index].parameters() if p.requires_grad]
+
+    @staticmethod
+    def _accumulate(params, grads) -> None:
+        add_to, add_from = [], []
+        for p, g in zip(params, grads):
+            if g is None:
+                continue
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
+                add_to.append(p.grad)
+                add_from.append(g)
+        if add_to:
+            torch._foreach_add_(add_to, add_from)
