@@ -271,7 +271,8 @@ class LayerGraphs:
 
         ck._RECOMPUTING += 1
         try:
-            with torch.cuda.graph(graph, pool=self.pool, stream=side):
+            # thread_local: a capture must not break CUDA calls of other threads (the studio's chat, say)
+            with torch.cuda.graph(graph, pool=self.pool, stream=side, capture_error_mode="thread_local"):
                 xin = xs.detach().requires_grad_(need_x)
                 with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled,
                                                          cache_enabled=False):
