@@ -17,8 +17,9 @@ def tune_memory(model, tokens_per_step: int, prefer: str = "auto"):
           the fewest checkpointed layers, all layers checkpointed and offloaded;
       "memory": least memory (every layer checkpointed, inputs offloaded to pinned CPU memory,
           small LM-head chunks, one NF4 weight dequantized at a time).
-    On CUDA the backward of checkpointed layers is replayed from CUDA graphs once their shapes
-    repeat (kernels/layer_graphs.py; TUNESMITH_CUDA_GRAPHS=0 turns that off).
+    On CUDA, for steps of up to 32k tokens, the backward of checkpointed layers is replayed from
+    CUDA graphs once their shapes repeat (kernels/layer_graphs.py; TUNESMITH_CUDA_GRAPHS=0 turns
+    that off).
     These are process-wide settings. Call after patch(). Returns the CheckpointPlan;
     plan.summary() says what was chosen and why."""
     import torch
@@ -30,9 +31,9 @@ def tune_memory(model, tokens_per_step: int, prefer: str = "auto"):
     free = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
     plan = choose_plan(model, tokens_per_step, prefer, free)
     lora.CACHE_WEIGHTS = plan.weight_cache_bytes > 0
-    from .layer_graphs import enabled_by_env
+    from .layer_graphs import wants_graphs
 
-    plan.graphs = plan.checkpointed > 0 and torch.cuda.is_available() and enabled_by_env()
+    plan.graphs = wants_graphs(plan.checkpointed, tokens_per_step, torch.cuda.is_available())
     apply_checkpointing(model, plan)
     fused_linear_ce.CHUNK_BYTES = (64 if prefer == "memory" else 256) * 1024**2
     lora.GROUP_NF4 = prefer != "memory"  # grouped NF4 dequant needs a larger scratch buffer

@@ -158,6 +158,20 @@ def test_graph_signature_sees_shapes_constants_and_argument_tensors():
         sig(run, (object(),))
 
 
+def test_graphs_only_where_host_work_is_what_they_save(monkeypatch):
+    """CUDA graphs for checkpointed layers on CUDA in ordinary steps; not without CUDA or checkpointed
+    layers, not for long-context steps (their kernels hide the host work and the graph pool would
+    reserve tens of GiB), and never with TUNESMITH_CUDA_GRAPHS=0."""
+    from tunesmith.kernels.layer_graphs import wants_graphs
+
+    assert wants_graphs(32, 2 * 2048, cuda=True)
+    assert not wants_graphs(32, 2 * 2048, cuda=False)
+    assert not wants_graphs(0, 2 * 2048, cuda=True)
+    assert not wants_graphs(32, 131072, cuda=True)
+    monkeypatch.setenv("TUNESMITH_CUDA_GRAPHS", "0")
+    assert not wants_graphs(32, 2 * 2048, cuda=True)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need CUDA")
 @pytest.mark.parametrize("offload", [False, True])
