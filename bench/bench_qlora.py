@@ -21,8 +21,9 @@ tokens, same seed for every method). Methods:
   tunesmith-auto    patch(model) + tune_memory(prefer="auto"): the fastest settings that fit
                     free memory (checkpointing, NF4 weight cache; the plan is printed)
   tunesmith-speed   patch(model) + tune_memory(prefer="speed")
-  tunesmith-memory  patch(model), every layer checkpointed with its input offloaded to
-                    pinned CPU memory, small LM-head chunks
+  tunesmith-memory  patch(model) + tune_memory(prefer="memory"): every layer checkpointed with
+                    its input offloaded to pinned CPU memory, small LM-head chunks, the
+                    layers' backward replayed from CUDA graphs (TUNESMITH_CUDA_GRAPHS=0: eager)
   liger-gc          Liger-Kernel's apply_liger_kernel_to_llama on stock-gc (only if installed)
 
 Tunesmith methods keep the non-quantized weights (norms, embeddings, head) in bf16
@@ -30,8 +31,9 @@ instead of prepare_model_for_kbit_training's fp32 copies; LoRA weights are fp32 
 all methods (PEFT's default).
 
 Reported per method: tokens/s over the timed steps (after warm-up), ratio to
-stock-gc, peak GiB (torch.cuda.max_memory_allocated, weights included), first
-and last loss. A table is printed and everything is written as JSON.
+stock-gc, peak GiB (torch.cuda.max_memory_allocated, weights included), reserved
+GiB (torch.cuda.max_memory_reserved: the caching allocator and CUDA-graph pools),
+first and last loss, allocator retries. A table is printed and everything is written as JSON.
 
 What it does not know: real checkpoints and real text (random weights and
 tokens make the loss meaningless beyond parity between methods), multi-GPU,
