@@ -180,8 +180,17 @@ class _Offloader:
             buf.copy_(x, non_blocking=True)
         x.record_stream(side)  # x's memory is not reused before the copy is done
         saved = _Saved(buf, x.device, self)
+        saved.copied = torch.cuda.Event()
+        saved.copied.record(side)
         self.pending[index] = saved
         return saved
+
+    def wait_copied(self, index: int) -> None:
+        """Make the current stream wait until layer `index`'s input has reached host memory (before
+        its GPU buffer is reused); a no-op for a layer with nothing in flight."""
+        saved = self.pending.get(index)
+        if saved is not None and saved.copied is not None:
+            torch.cuda.current_stream(saved.device).wait_event(saved.copied)
 
     def prefetch(self, index: int, into_for=None) -> None:
         """Start copying layer `index`'s input back; into_for(like) may give the buffer to copy into."""
@@ -194,6 +203,7 @@ class _Saved:
     def __init__(self, buf, device, offloader):
         self.buf, self.device, self.offloader = buf, device, offloader
         self.gpu = None
+        self.copied = None  # event: the device-to-host copy is done
 
     def start(self, into: torch.Tensor | None = None):
         if self.gpu is None:
@@ -229,8 +239,12 @@ class _CheckpointFunction(torch.autograd.Function):
     def forward(ctx, run, offloader, index, graphs, x, *rest):
         ctx.run, ctx.rest, ctx.index, ctx.offloader, ctx.graphs = run, rest, index, offloader, graphs
         ctx.autocast = _autocast_state(x.device.type)
-        with torch.no_grad():
-            out = run(x, *rest)
+        out = None
+        if graphs is not None and offloader is not None:  # rotating input buffers need the inputs offloaded
+            out = graphs.forward(index, run, rest, x, ctx.autocast, offloader)
+        if out is None:
+            with torch.no_grad():
+                out = run(x, *rest)
         if offloader is not None and x.is_cuda:
             ctx.saved = offloader.save(index, x)
         else:

@@ -1,16 +1,16 @@
-"""CUDA graphs for the backward of checkpointed decoder layers.
+"""CUDA graphs for checkpointed decoder layers: their backward, and (offloaded) their forward.
 
 A checkpointed layer's backward re-runs the layer's forward with autograd on, then its
 backward: for a Llama layer a few hundred launches (cuBLAS, Triton, SDPA, small copies), each
 with Python, autograd and launcher work around it. On an H100 that host work outlasts the GPU
 work for small models (1B, bs 2 x 2048: the GPU idles more than half of a memory-mode step)
 and still leaves gaps at 8B. Captured once as a CUDA graph, a layer's whole backward is one
-replay.
+replay. The first, no-grad forward of an offloaded checkpoint is graphed the same way.
 
 Used by kernels/checkpoint.py when a CheckpointPlan has `graphs` (kernels.tune_memory turns
 it on for checkpointed layers on CUDA in steps of up to MAX_GRAPH_TOKENS tokens;
-TUNESMITH_CUDA_GRAPHS=0 turns it off). Measured on an H100, memory mode, bs 2 x 2048: 1B 19.3k
--> 38.9k tokens/s, 8B 9.6k -> 10.6k (same run).
+TUNESMITH_CUDA_GRAPHS=0 turns it off). Measured on an H100, memory mode, bs 2 x 2048, backward
+graphs only: 1B 19.3k -> 38.9k tokens/s, 8B 9.6k -> 10.6k (same run).
 
 Rules that keep replays right:
 - A layer is captured the second time its backward runs with the same signature (input
@@ -20,9 +20,9 @@ Rules that keep replays right:
   shape changes every step simply run eagerly.
 - The step that captures computes eagerly on the capture stream first (the warm-up CUDA
   graphs need on that stream), then captures; later steps replay.
-- Graphs read the layer input and its output gradient from, and write the input gradient to,
-  buffers shared by all layers (two of each, alternating by layer parity), so no graph keeps
-  activations of its own; tensors passed as arguments (RoPE cos/sin, position ids, masks) are
+- Backward graphs read the layer input and its output gradient from, and write the input
+  gradient to, buffers shared by all layers (two of each, alternating by layer parity); forward
+  graphs rotate three input buffers (see forward()); so no graph keeps activations of its own; tensors passed as arguments (RoPE cos/sin, position ids, masks) are
   copied into static twins before a replay, once per step.
 - Parameter gradients land in one shared flat buffer and are added to .grad right after the
   replay, before the next layer's replay overwrites the buffer.
@@ -121,7 +121,8 @@ class LayerGraphs:
         self._twin_of: dict[int, tuple] = {}  # id(source tensor) -> (source, twin), this capture round
         self._last_src: dict[int, tuple] = {}  # id(twin) -> (twin, source last copied into it)
         self.stream = None
-        self.captures = self.replays = 0
+        self.captures = self.replays = 0          # backward graphs
+        self.fwd_captures = self.fwd_replays = 0  # forward graphs
 
     # --- public -------------------------------------------------------------------------
 
@@ -158,6 +159,79 @@ class LayerGraphs:
         self._accumulate(params, entry.grad_views)
         self.replays += 1
         return ds_out
+
+    def forward(self, index: int, run, rest, x, autocast, offloader) -> torch.Tensor | None:
+        """Layer `index`'s no-grad forward (a checkpoint's first pass) from its graph, captured the
+        second time this signature comes, like backward; None: the caller runs it eagerly.
+        Inputs rotate through three buffers (layer i reads F[i % 3], writes F[(i + 1) % 3]), so this
+        is only for offloaded checkpoints: F[(i + 1) % 3] held layer i-2's input, whose copy to the
+        host is awaited first (`offloader.wait_copied`); a checkpoint keeping its input on the GPU
+        would see it overwritten."""
+        if self.off_reason is not None or not x.is_cuda:
+            return None
+        leaves: list = []
+        try:
+            spec = (_spec(run, leaves), _spec(tuple(rest), leaves))
+        except NotGraphable:
+            return None
+        from .nf4 import _SCRATCH
+
+        key = ("forward", spec, tuple(x.shape), x.dtype, autocast,
+               tuple((k, v.data_ptr()) for k, v in _SCRATCH.items()))
+        slot = ("forward", index)
+        entry = self.entries.get(slot)
+        if entry is not None and entry.key != key:
+            self.drop()
+            entry = None
+        if entry is None and self.seen.get(slot) != key:
+            self.seen[slot] = key
+            return None
+        bufs = self._pair(x, 2, n=3)
+        xin, xout = bufs[index % 3], bufs[(index + 1) % 3]
+        offloader.wait_copied(index - 2)
+        if entry is None:
+            return self._capture_forward(index, slot, key, leaves, run, rest, x, xin, xout, autocast)
+        if x.data_ptr() != xin.data_ptr():
+            xin.copy_(x)
+        self._fill_twins(entry.twins, leaves)
+        entry.graph.replay()
+        self.fwd_replays += 1
+        return xout.detach()  # a fresh alias: autograd's output bookkeeping never touches the buffer
+
+    def _capture_forward(self, index, slot, key, leaves, run, rest, x, xin, xout, autocast):
+        main = torch.cuda.current_stream(x.device)
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(device=x.device)
+        side = self.stream
+        enabled, dtype = autocast
+        side.wait_stream(main)
+        with torch.cuda.stream(side), torch.no_grad():  # eager, on the capture stream: its warm-up
+            with torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
+                out = run(x, *rest)
+            xout.copy_(out)  # this step's result, where the graph will write it
+            del out
+        main.wait_stream(side)
+        try:
+            twins = [self._twin(t) for t in leaves]
+            it = iter(twins)
+            run_s, rest_s = _rebuild(run, it), _rebuild(tuple(rest), it)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool, stream=side, capture_error_mode="thread_local"):
+                with torch.no_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled,
+                                                     cache_enabled=False):
+                    o = run_s(xin, *rest_s)
+                xout.copy_(o[0] if isinstance(o, tuple) else o)
+                del o
+            if self.pool is None:
+                self.pool = graph.pool()
+            self.entries[slot] = _Entry(key, graph, twins, None)
+            self.fwd_captures += 1
+        except Exception as exc:  # noqa: BLE001
+            self.off_reason = f"forward capture failed: {type(exc).__name__}: {exc}"[:300]
+            log.warning("tunesmith: CUDA graphs for checkpointed layers are off (%s); they run eagerly",
+                        self.off_reason)
+            self.drop()
+        return xout.detach()
 
     def want_capture(self, index: int, key) -> bool:
         """True the second time in a row this layer's backward has this signature."""
@@ -215,14 +289,16 @@ class LayerGraphs:
         xs, ds = self._pair(x, 0), self._pair(dout, 1)
         return xs[index % 2], ds[(index + 1) % 2], ds[index % 2]
 
-    def _pair(self, like: torch.Tensor, role: int) -> list:
+    def _pair(self, like: torch.Tensor, role: int, n: int = 2) -> list:
+        """n buffers shaped like `like` for one role (0: backward inputs, 1: output gradients,
+        2: forward inputs), one shape at a time."""
         key = (role, tuple(like.shape), like.dtype)
         bufs = self._bufs.get(key)
         if bufs is None:
-            for k in [k for k in self._bufs if k[0] == role]:  # one shape at a time
+            for k in [k for k in self._bufs if k[0] == role]:
                 del self._bufs[k]
-            bufs = self._bufs[key] = [torch.empty(like.shape, dtype=like.dtype, device=self._device(like)),
-                                      torch.empty(like.shape, dtype=like.dtype, device=self._device(like))]
+            bufs = self._bufs[key] = [torch.empty(like.shape, dtype=like.dtype, device=self._device(like))
+                                      for _ in range(n)]
         return bufs
 
     def _device(self, like: torch.Tensor) -> torch.device:

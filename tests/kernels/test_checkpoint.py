@@ -215,3 +215,5 @@ def test_layer_graphs_replay_what_eager_computes(offload):
             assert graphs.replays == 8  # steps 2 and 3 replayed every layer
     assert graphs.off_reason is None
     assert graphs.captures == 4 and graphs.replays == 8  # the 16-token step dropped them; 12 again: eager once
+    # the first (no-grad) pass of offloaded checkpoints is graphed too; kept inputs are not
+    assert (graphs.fwd_captures, graphs.fwd_replays) == ((4, 8) if offload else (0, 0))
