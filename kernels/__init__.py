@@ -31,9 +31,10 @@ def tune_memory(model, tokens_per_step: int, prefer: str = "auto"):
     free = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
     plan = choose_plan(model, tokens_per_step, prefer, free)
     lora.CACHE_WEIGHTS = plan.weight_cache_bytes > 0
-    from .layer_graphs import wants_graphs
+    from .layer_graphs import wants_forward_graphs, wants_graphs
 
     plan.graphs = wants_graphs(plan.checkpointed, tokens_per_step, torch.cuda.is_available())
+    plan.graph_forward = wants_forward_graphs(plan.graphs, plan.offload, prefer)
     apply_checkpointing(model, plan)
     fused_linear_ce.CHUNK_BYTES = (64 if prefer == "memory" else 256) * 1024**2
     lora.GROUP_NF4 = prefer != "memory"  # grouped NF4 dequant needs a larger scratch buffer

@@ -52,6 +52,7 @@ class CheckpointPlan:
     est_peak_bytes: int = 0
     weight_cache_bytes: int = 0  # set by kernels.tune_memory: dequantized NF4 weights kept
     graphs: bool = False         # checkpointed layers' backward as CUDA graphs (kernels/layer_graphs.py)
+    graph_forward: bool = False  # ... and their first (no-grad) pass, when offloaded
 
     def summary(self) -> str:
         if self.checkpointed == 0:
@@ -59,7 +60,8 @@ class CheckpointPlan:
         else:
             what = f"checkpoint {self.checkpointed}/{self.n_layers} layers" + (" offloaded to CPU" if self.offload else "")
             if self.graphs:
-                what += ", their backward as CUDA graphs"
+                what += ", their forward and backward as CUDA graphs" if self.graph_forward and self.offload \
+                    else ", their backward as CUDA graphs"
         est = f", est. activations {self.est_peak_bytes / GiB:.1f} GiB" if self.est_peak_bytes else ""
         cache = f" + NF4 weights kept dequantized ({self.weight_cache_bytes / GiB:.1f} GiB)" \
             if self.weight_cache_bytes else ""
@@ -137,7 +139,7 @@ def apply_checkpointing(model: torch.nn.Module, plan: CheckpointPlan) -> None:
     if plan.graphs and plan.checkpointed and torch.cuda.is_available():
         from .layer_graphs import LayerGraphs
 
-        graphs = LayerGraphs(layers)
+        graphs = LayerGraphs(layers, forward=plan.graph_forward and plan.offload)
     for i, layer in enumerate(layers):
         on = i < plan.checkpointed
         layer.gradient_checkpointing = on

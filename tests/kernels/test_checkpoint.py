@@ -162,8 +162,13 @@ def test_graphs_only_where_host_work_is_what_they_save(monkeypatch):
     """CUDA graphs for checkpointed layers on CUDA in ordinary steps; not without CUDA or checkpointed
     layers, not for long-context steps (their kernels hide the host work and the graph pool would
     reserve tens of GiB), and never with TUNESMITH_CUDA_GRAPHS=0."""
-    from tunesmith.kernels.layer_graphs import wants_graphs
+    from tunesmith.kernels.layer_graphs import wants_forward_graphs, wants_graphs
 
+    # forward graphs: offloaded checkpoints only, and not when least memory is the point
+    assert wants_forward_graphs(True, offload=True, prefer="auto")
+    assert not wants_forward_graphs(True, offload=True, prefer="memory")
+    assert not wants_forward_graphs(True, offload=False, prefer="auto")
+    assert not wants_forward_graphs(False, offload=True, prefer="speed")
     assert wants_graphs(32, 2 * 2048, cuda=True)
     assert not wants_graphs(32, 2 * 2048, cuda=False)
     assert not wants_graphs(0, 2 * 2048, cuda=True)
@@ -187,6 +192,7 @@ def test_layer_graphs_replay_what_eager_computes(offload):
         patch(m, mode="on")
         plan = plan_checkpointing(m, 24, "memory")
         plan.offload, plan.graphs = offload, m is graphed
+        plan.graph_forward = m is graphed
         apply_checkpointing(m, plan)
         m.train()
     graphs = decoder_layers(graphed)[0]._gradient_checkpointing_func.keywords["graphs"]
