@@ -18,7 +18,7 @@ Rules that keep replays right:
   shapes and dtypes, the non-tensor arguments, autocast state, its parameters, the NF4 scratch
   buffers); the first time runs eagerly (that compiles the Triton kernels and sizes the scratch
   buffers). Any new signature drops every graph (they share one memory pool), so inputs whose
-  shape changes every step simply run eagerly.
+  shape changes every step simply run eagerly; after MAX_DROPS drops graphs stay off.
 - The step that captures computes eagerly on the capture stream first (the warm-up CUDA
   graphs need on that stream), then captures; later steps replay.
 - Backward graphs read the layer input and its output gradient from, and write the input
@@ -56,6 +56,9 @@ def enabled_by_env() -> bool:
 # graph saves nothing, while its memory pool (one layer's backward working set, kept reserved)
 # grows with the tokens: 8B at 128k tokens ran at the same 47 s/step with graphs, reserving 77 GiB.
 MAX_GRAPH_TOKENS = 32768
+# Each new batch shape drops the graphs and costs a capture later; a run whose shapes keep
+# changing would pay that again and again, so after this many drops its layers run eagerly.
+MAX_DROPS = 3
 
 
 def wants_graphs(checkpointed_layers: int, tokens_per_step: int, cuda: bool) -> bool:
@@ -131,6 +134,7 @@ class LayerGraphs:
         self._twin_of: dict[int, tuple] = {}  # id(source tensor) -> (source, twin), this capture round
         self._last_src: dict[int, tuple] = {}  # id(twin) -> (twin, source last copied into it)
         self.stream = None
+        self.drops = 0
         self.captures = self.replays = 0          # backward graphs
         self.fwd_captures = self.fwd_replays = 0  # forward graphs
 
@@ -282,7 +286,14 @@ class LayerGraphs:
         return dx
 
     def drop(self) -> None:
-        """Forget every graph (their pool is freed with them); the next steps run eagerly, then recapture."""
+        """Forget every graph (their pool is freed with them); the next steps run eagerly, then recapture.
+        The MAX_DROPS-th drop of captured graphs turns graphs off for good."""
+        if self.entries:
+            self.drops += 1
+            if self.drops >= MAX_DROPS and self.off_reason is None:
+                self.off_reason = f"batch shapes changed {self.drops} times"
+                log.warning("tunesmith: CUDA graphs for checkpointed layers are off (%s; pad batches to one "
+                            "length to keep them); those layers run eagerly", self.off_reason)
         self.entries.clear()
         self.seen.clear()
         self.pool = None

@@ -177,6 +177,24 @@ def test_graphs_only_where_host_work_is_what_they_save(monkeypatch):
     assert not wants_graphs(32, 2 * 2048, cuda=True)
 
 
+def test_graphs_give_up_when_batch_shapes_keep_changing(caplog):
+    """Every new batch shape throws the captured graphs away (and a later step captures again); a run
+    whose shapes keep changing stops capturing after MAX_DROPS drops and says so once."""
+    from tunesmith.kernels.layer_graphs import MAX_DROPS, LayerGraphs
+
+    graphs = LayerGraphs([])
+    graphs.drop()  # nothing captured yet: not counted
+    assert graphs.drops == 0 and graphs.off_reason is None
+    for i in range(MAX_DROPS):
+        graphs.entries[0] = object()  # a captured layer
+        graphs.seen[0] = ("shape", i)
+        graphs.drop()
+        assert not graphs.entries and not graphs.seen
+    assert graphs.off_reason == f"batch shapes changed {MAX_DROPS} times"
+    assert sum("pad batches to one length" in r.getMessage() for r in caplog.records) == 1
+    assert not graphs.want_capture(0, ("shape", 9)) and not graphs.want_capture(0, ("shape", 9))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need CUDA")
 @pytest.mark.parametrize("offload", [False, True])
