@@ -120,7 +120,7 @@ class _Entry:
 
 
 class LayerGraphs:
-    """The backward graphs of one model's checkpointed layers (see the module docstring)."""
+    """The CUDA graphs of one model's checkpointed layers (see the module docstring)."""
 
     def __init__(self, layers: list[torch.nn.Module], forward: bool = False):
         self.layers = layers
@@ -129,7 +129,7 @@ class LayerGraphs:
         self.seen: dict[int, tuple] = {}      # layer -> signature of its last eager backward
         self.pool = None
         self.off_reason: str | None = None if enabled_by_env() else "TUNESMITH_CUDA_GRAPHS=0"
-        self._bufs: dict = {}                 # (shape, dtype, device) -> [x0, x1, d0, d1]
+        self._bufs: dict = {}                 # (role, shape, dtype) -> buffers (see _pair)
         self._flat: dict = {}                 # (dtype, device) -> flat parameter-gradient buffer
         self._twin_of: dict[int, tuple] = {}  # id(source tensor) -> (source, twin), this capture round
         self._last_src: dict[int, tuple] = {}  # id(twin) -> (twin, source last copied into it)
@@ -256,7 +256,7 @@ class LayerGraphs:
         self.seen[index] = key
         return False
 
-    def capture(self, index: int, key, leaves, run, rest, x, dout, params, autocast, need_x, eager) -> None:
+    def capture(self, index: int, key, leaves, run, rest, x, dout, params, autocast, need_x, eager):
         """Compute this backward eagerly on the capture stream (`eager()`: the caller's eager path,
         returning dx) and return its dx; then capture it for the next steps."""
         main = torch.cuda.current_stream(x.device)
