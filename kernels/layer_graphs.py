@@ -114,6 +114,19 @@ def _rebuild(obj, it):
     return obj
 
 
+def _arguments(run, rest):
+    """(structure spec, argument tensors, NF4 scratch buffers' identity) of a layer call, or None
+    when an argument cannot be graphed. A reallocated scratch buffer invalidates every graph."""
+    leaves: list = []
+    try:
+        spec = (_spec(run, leaves), _spec(tuple(rest), leaves))
+    except NotGraphable:
+        return None
+    from .nf4 import _SCRATCH
+
+    return spec, leaves, tuple((k, v.data_ptr()) for k, v in _SCRATCH.items())
+
+
 class _Entry:
     def __init__(self, key, graph, twins, grad_views):
         self.key, self.graph, self.twins, self.grad_views = key, graph, twins, grad_views
@@ -144,15 +157,12 @@ class LayerGraphs:
         """(key, argument tensors) for this backward, or None when it cannot be graphed."""
         if self.off_reason is not None or not x.is_cuda or x.shape != dout.shape or x.dtype != dout.dtype:
             return None
-        leaves: list = []
-        try:
-            spec = (_spec(run, leaves), _spec(tuple(rest), leaves))
-        except NotGraphable:
+        args = _arguments(run, rest)
+        if args is None:
             return None
-        from .nf4 import _SCRATCH
-
+        spec, leaves, scratch = args
         key = (spec, tuple(x.shape), x.dtype, tuple(dout.shape), dout.dtype, autocast, need_x,
-               tuple(id(p) for p in params), tuple((k, v.data_ptr()) for k, v in _SCRATCH.items()))
+               tuple(id(p) for p in params), scratch)
         return key, leaves
 
     def replay(self, index: int, key, leaves, x, dout, params) -> torch.Tensor | None:
@@ -183,15 +193,11 @@ class LayerGraphs:
         would see it overwritten."""
         if not self.forward_on or self.off_reason is not None or not x.is_cuda:
             return None
-        leaves: list = []
-        try:
-            spec = (_spec(run, leaves), _spec(tuple(rest), leaves))
-        except NotGraphable:
+        args = _arguments(run, rest)
+        if args is None:
             return None
-        from .nf4 import _SCRATCH
-
-        key = ("forward", spec, tuple(x.shape), x.dtype, autocast,
-               tuple((k, v.data_ptr()) for k, v in _SCRATCH.items()))
+        spec, leaves, scratch = args
+        key = ("forward", spec, tuple(x.shape), x.dtype, autocast, scratch)
         slot = ("forward", index)
         entry = self.entries.get(slot)
         if entry is not None and entry.key != key:
