@@ -59,11 +59,11 @@ class Proj:
     def in_features(self) -> int:
         return int(self.quant_state.shape[1]) if self.quant_state is not None else self.weight.shape[1]
 
-    def base_weight(self, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
+    def base_weight(self, dtype: torch.dtype) -> torch.Tensor:
         if self.quant_state is not None:
             if CACHE_WEIGHTS:
                 return cached_weights((self,), dtype)
-            return dequantize_nf4(self.weight, self.quant_state, out="scratch", dtype=dtype, slot=slot)
+            return dequantize_nf4(self.weight, self.quant_state, out="scratch", dtype=dtype)
         return _to(self.weight, dtype)
 
 
@@ -334,9 +334,9 @@ def rank(A) -> int:
     return 0 if A is None else A.shape[0]
 
 
-def proj_forward(x2: torch.Tensor, p: Proj, Ac, Bc, slot: int = 0, w: torch.Tensor | None = None):
+def proj_forward(x2: torch.Tensor, p: Proj, Ac, Bc):
     """(y, xa) for x2 (N, in); xa = x2 A^T (N, r) or None without an adapter."""
-    y = x2 @ (w if w is not None else p.base_weight(x2.dtype, slot)).t()
+    y = x2 @ p.base_weight(x2.dtype).t()
     if p.bias is not None:
         y += _to(p.bias, y.dtype)
     xa = None
@@ -346,9 +346,8 @@ def proj_forward(x2: torch.Tensor, p: Proj, Ac, Bc, slot: int = 0, w: torch.Tens
     return y, xa
 
 
-def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, Ac, Bc, meta, dx: torch.Tensor | None,
-                  accumulate: bool, slot: int = 0, w: torch.Tensor | None = None):
-    """Adds (or writes) dy W + s dyB A into dx when dx is given; returns (dA, dB) or (None, None)."""
+def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, Ac, Bc, meta, dx: torch.Tensor | None):
+    """Writes dy W + s dyB A into dx when dx is given; returns (dA, dB) or (None, None)."""
     dA = dB = dyB = None
     if Ac is not None:
         need_a, a_dtype, need_b, b_dtype = meta
@@ -358,12 +357,7 @@ def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, Ac, Bc, meta,
         if need_a:
             dA = _scaled_mm(dyB.t(), x2, p.scale)
     if dx is not None:
-        if w is None:
-            w = p.base_weight(dy.dtype, slot)
-        if accumulate:
-            dx.addmm_(dy, w)
-        else:
-            torch.matmul(dy, w, out=dx)
+        torch.matmul(dy, p.base_weight(dy.dtype), out=dx)
         if dyB is not None:
             dx.addmm_(dyB, Ac, alpha=p.scale)
     return dA, dB
@@ -395,7 +389,7 @@ class LoRALinearFunction(torch.autograd.Function):
         x2, xa, Ac, Bc = ctx.saved_tensors
         dy2 = _to(dy.reshape(-1, dy.shape[-1]), x2.dtype)
         dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
-        dA, dB = proj_backward(dy2, x2, xa, ctx.p, Ac, Bc, ctx.meta, dx, accumulate=False)
+        dA, dB = proj_backward(dy2, x2, xa, ctx.p, Ac, Bc, ctx.meta, dx)
         return (None if dx is None else _to(dx.view(ctx.shape), ctx.in_dtype)), None, dA, dB
 
 

@@ -147,7 +147,7 @@ def _prepared(quant_state, device: torch.device) -> tuple:
     else:
         absmax2 = code2 = offset = code  # unused pointers
         bs2 = 1
-    # the code tables' values, read once here, let dequantize_nf4_group check that weights can
+    # the code tables' values, read once here, let dequantize_nf4_rows check that weights can
     # share a launch without a device sync per call
     tables = (tuple(code.tolist()), tuple(code2.tolist()) if p["nested"] else None)
     args = (p["shape"], p["dtype"], n, p["absmax"], code, absmax2, code2, offset, p["blocksize"], bs2, p["nested"],
@@ -224,28 +224,6 @@ def dequantize_nf4(packed: torch.Tensor, quant_state, out=None, dtype: torch.dty
 
 # bit-identity needs two roundings, not an FMA (module doc); the interpreter has no such option
 _LAUNCH_KW = {} if interpreting() else {"enable_fp_fusion": False}
-
-
-def dequantize_nf4_group(weights: list, dtype: torch.dtype, slot: int = 0) -> list[torch.Tensor] | None:
-    """Dequantize 2 or 3 NF4 weights [(packed, quant_state), ...] into one scratch buffer with ONE
-    launch; returns a contiguous view per weight, or None when they cannot share a launch
-    (different block sizes, code tables, nesting or input widths: then call dequantize_nf4 on each)."""
-    if not 2 <= len(weights) <= 3:
-        return None
-    device = weights[0][0].device
-    preps = [_prepared(qs, device) for _, qs in weights]
-    if any(len(p[0]) != 2 for p in preps):
-        return None
-    total = sum(p[2] for p in preps)
-    cols = preps[0][0][1]
-    buf = scratch(total, dtype, device, slot)
-    if not dequantize_nf4_rows(weights, buf.view(-1, cols)):
-        return None
-    out, start = [], 0
-    for p in preps:
-        out.append(buf[start:start + p[2]].view(p[0]))
-        start += p[2]
-    return out
 
 
 def dequantize_nf4_reference(packed: torch.Tensor, quant_state, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -64,21 +64,6 @@ def test_nf4_rows_not_a_multiple_of_the_block():
     assert torch.equal(dequantize_nf4(packed, qs), flat)
 
 
-def test_nf4_group_of_three_in_one_launch():
-    from tunesmith.kernels.nf4 import dequantize_nf4_group
-
-    ws = [_quantize(shape, torch.bfloat16, True) for shape in [(64, 128), (32, 128), (96, 128)]]
-    views = dequantize_nf4_group(ws, torch.bfloat16)
-    assert views is not None and len(views) == 3
-    for (packed, qs), v in zip(ws, views):
-        assert v.is_contiguous()
-        assert torch.equal(v, F.dequantize_4bit(packed, qs))
-    two = dequantize_nf4_group(ws[:2], torch.bfloat16)
-    assert torch.equal(two[1], F.dequantize_4bit(*ws[1]))
-    single = _quantize((64, 128), torch.bfloat16, False)  # not nested: cannot share a launch with nested ones
-    assert dequantize_nf4_group([ws[0], single], torch.bfloat16) is None
-
-
 def test_nf4_rows_into_a_wider_buffer_leave_the_adapter_columns_alone():
     """The LoRA-fused ops dequantize q/k/v (or gate/up) stacked by rows into a buffer with extra
     adapter columns: each weight lands at its rows, row stride = buffer width, extras untouched."""
@@ -87,6 +72,8 @@ def test_nf4_rows_into_a_wider_buffer_leave_the_adapter_columns_alone():
     ws = [_quantize(shape, torch.bfloat16, True) for shape in [(64, 128), (32, 128)]]
     buf = torch.full((100, 128 + 8), 7.0, dtype=torch.bfloat16, device=DEVICE)
     assert dequantize_nf4_rows(ws, buf)
+    single = _quantize((64, 128), torch.bfloat16, False)  # not nested: cannot share a launch with nested ones
+    assert not dequantize_nf4_rows([ws[0], single], buf[:, :128].clone())
     assert torch.equal(buf[:64, :128], F.dequantize_4bit(*ws[0]))
     assert torch.equal(buf[64:96, :128], F.dequantize_4bit(*ws[1]))
     assert (buf[:, 128:] == 7).all() and (buf[96:] == 7).all()
