@@ -14,9 +14,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 
 WORKDIR /opt/tunesmith
 RUN python3 -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 COPY . .
-RUN TUNESMITH_TORCH=cuda bash install.sh
+# The image is for CUDA machines (no GPU is visible while it builds, so say so); --gguf builds llama.cpp now.
+RUN TUNESMITH_TORCH=cuda bash install.sh --gguf
 
 # Runs, exports and the run registry live on the volume, so they outlive the container.
 ENV TUNESMITH_HOME=/data HF_HOME=/data/hf-cache

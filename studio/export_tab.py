@@ -18,6 +18,8 @@ from tunesmith.engine import jobs
 from tunesmith.engine.units import human_size
 
 from .context import StudioContext, user_errors
+from .llamacpp_panel import build_llamacpp_panel
+from .llamacpp_panel import current_status as current_llamacpp_status
 
 FORMATS = [("Adapter (small, needs the base model)", "adapter"),
            ("Merged model (Hugging Face folder)", "merged"),
@@ -62,7 +64,7 @@ def fidelity_text(f: dict) -> str:
         parts.append("tokenizer matches" if f["tokenization_ok"] else "TOKENIZER MISMATCH")
     if f.get("fidelity_passed") is not None:
         parts.append("meets its target" if f["fidelity_passed"] else "BELOW ITS TARGET")
-    return " · ".join(parts)
+    return " · ".join(parts) or str(f.get("fidelity") or "")
 
 
 def result_rows(result: Any) -> list[dict]:
@@ -84,6 +86,7 @@ def build_export_tab(ctx: StudioContext) -> ExportHandles:
             formats = gr.CheckboxGroup(FORMATS, value=["adapter"], label="Formats", elem_id="export-formats")
             quants = gr.CheckboxGroup(GGUF_QUANTS, value=["q8_0"], label="GGUF types", visible=False,
                                       info="f16 = full quality; q8_0 ≈ lossless, half the size; q4_k_m = smallest.")
+            llama = build_llamacpp_panel()  # K-quants need llama.cpp: its status and an install button
             out_dir = gr.Textbox(label="Output folder (optional)", placeholder="default: under $TUNESMITH_HOME/exports",
                                  info="Where the files are written; empty picks a folder per run.")
             export = gr.Button("Export", variant="primary", elem_id="export-btn")
@@ -125,4 +128,5 @@ def build_export_tab(ctx: StudioContext) -> ExportHandles:
     refresh.click(refresh_runs, run, run)
     export.click(do_export, [run, formats, quants, out_dir], [results, notes_md])
     ctx.demo.load(refresh_runs, run, run, show_progress="hidden")
+    ctx.demo.load(current_llamacpp_status, None, [llama.status, llama.install], show_progress="hidden")
     return ExportHandles(run=run, formats=formats, quants=quants, out_dir=out_dir, export=export, results=results)

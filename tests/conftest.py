@@ -1,10 +1,13 @@
-"""Shared fixtures: an isolated TUNESMITH_HOME for the whole session, seeds, the demo run."""
+"""Shared fixtures: an isolated TUNESMITH_HOME for the whole session, seeds, the demo run, slow-machine
+timeouts, and a sweep that stops every worker the tests started before pytest exits."""
 
 from __future__ import annotations
 
 import os
 import random
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,38 @@ import pytest
 # A repo checkout has a top-level kernels/ folder; never let it shadow HF's `kernels` package.
 _REPO = str(Path(__file__).resolve().parent.parent)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _REPO]
+
+# Best of three runs of a fixed matmul loop on an idle 2-core x86 machine (the CI machine), seconds.
+_REFERENCE_S = 0.25
+_speed: float | None = None
+
+
+def speed_factor() -> float:
+    """How many times slower this machine is right now than the idle 2-core machine the test budgets
+    were measured on (>= 1): the larger of a timed matmul loop and the load average per core."""
+    global _speed
+    if _speed is None:
+        import torch
+
+        a = torch.randn(384, 384)
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(100):
+                a @ a
+            best = min(best, time.perf_counter() - t)
+        try:
+            load = os.getloadavg()[0] / (os.cpu_count() or 1)
+        except OSError:
+            load = 0.0
+        _speed = max(1.0, best / _REFERENCE_S, load)
+    return _speed
+
+
+def slow_timeout(idle_seconds: float, cap: float = 3600.0) -> float:
+    """A timeout for work that takes `idle_seconds` on the idle reference machine: three times that,
+    scaled by how slow this machine is now (another job sharing the cores, a slower CPU)."""
+    return min(cap, 3 * idle_seconds * speed_factor())
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +81,59 @@ def demo_run(tunesmith_home):
 
     cfg = RunConfig().with_overrides(demo_overrides_list() + ["data.datasets=[identity]", "output.run_name=e2e-identity"])
     run_id = jobs.submit(cfg)
-    info = jobs.wait(run_id, timeout=600)
+    info = jobs.wait(run_id, timeout=slow_timeout(100))  # ~50 s idle on 2 cores with loading
     assert info.status == "completed", info.error
     return info
+
+
+# ---- no worker outlives the session ---------------------------------------------------------------
+
+
+def _processes_under(root: str) -> list[int]:
+    """Pids (not ours) whose command line or TUNESMITH_HOME points under `root`: workers, torchrun, studios."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        home = next((e[len(b"TUNESMITH_HOME="):].decode(errors="replace") for e in env if e.startswith(b"TUNESMITH_HOME=")), "")
+        if "tunesmith" in cmd and (root in cmd or (home + os.sep).startswith(root)):
+            found.append(int(entry.name))
+    return found
+
+
+def _stop(pids: list[int], grace: float = 10.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:  # workers lead their own session: signal the whole group (torchrun's ranks too)
+                os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.time() + grace
+        while time.time() < deadline and any(Path(f"/proc/{p}").exists() and not _zombie(p) for p in pids):
+            time.sleep(0.2)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_worker_outlives_the_session(tmp_path_factory):
+    yield
+    from tunesmith.engine import jobs
+
+    for proc in list(getattr(jobs, "_children", {}).values()):
+        if proc.poll() is None:
+            _stop([proc.pid])
+    left = _processes_under(str(tmp_path_factory.getbasetemp()) + os.sep)
+    if left:
+        print(f"\nstopping {len(left)} process(es) the tests left running: {left}", file=sys.stderr)
+        _stop(left)
