@@ -18,4 +18,4 @@ if [ -n "${CI:-}" ] || [ "${TUNESMITH_TEST_GGUF:-0}" = 1 ]; then
 fi
 echo
 echo "==> Running the tests"
-exec "$VENV/bin/python" -m pytest "$@"
+exec "$VENV/bin/pytest" "$@"

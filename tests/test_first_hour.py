@@ -246,3 +246,18 @@ def test_a_second_install_with_nothing_changed_returns_at_once(tmp_path):
             stamp.unlink(missing_ok=True)
         else:
             stamp.write_text(saved)
+
+
+def test_export_tab_offers_the_install_button_only_while_llama_cpp_is_missing(no_llama_cpp, monkeypatch):
+    from tunesmith.studio import llamacpp_panel
+
+    monkeypatch.setattr(no_llama_cpp, "missing_prerequisites", lambda: ([], []))
+    text, button = llamacpp_panel.current_status()
+    assert button["visible"] and button["interactive"] and "not run yet" in text["value"]
+    assert llamacpp_panel.INSTALL_LABEL == "Install llama.cpp support"  # the name the README uses
+    monkeypatch.setattr(no_llama_cpp, "missing_prerequisites", lambda: (["a C++ compiler (g++) is not installed"], []))
+    text, button = llamacpp_panel.current_status()
+    assert not button["interactive"] and "g++" in text["value"]
+    monkeypatch.setattr(no_llama_cpp, "llama_cpp_available", lambda: True)
+    text, button = llamacpp_panel.current_status()
+    assert not button["visible"] and not text["visible"]
