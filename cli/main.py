@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        raise  # the reader left (`| head`): entry() ends quietly; never an "error:" line for it
     except TunesmithError as e:
         if args.debug:
             raise
