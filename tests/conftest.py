@@ -16,37 +16,7 @@ import pytest
 _REPO = str(Path(__file__).resolve().parent.parent)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _REPO]
 
-# Best of three runs of a fixed matmul loop on an idle 2-core x86 machine (the CI machine), seconds.
-_REFERENCE_S = 0.25
-_speed: float | None = None
-
-
-def speed_factor() -> float:
-    """How many times slower this machine is right now than the idle 2-core machine the test budgets
-    were measured on (>= 1): the larger of a timed matmul loop and the load average per core."""
-    global _speed
-    if _speed is None:
-        import torch
-
-        a = torch.randn(384, 384)
-        best = float("inf")
-        for _ in range(3):
-            t = time.perf_counter()
-            for _ in range(100):
-                a @ a
-            best = min(best, time.perf_counter() - t)
-        try:
-            load = os.getloadavg()[0] / (os.cpu_count() or 1)
-        except OSError:
-            load = 0.0
-        _speed = max(1.0, best / _REFERENCE_S, load)
-    return _speed
-
-
-def slow_timeout(idle_seconds: float, cap: float = 3600.0) -> float:
-    """A timeout for work that takes `idle_seconds` on the idle reference machine: three times that,
-    scaled by how slow this machine is now (another job sharing the cores, a slower CPU)."""
-    return min(cap, 3 * idle_seconds * speed_factor())
+from timing import slow_timeout  # noqa: E402  (tests/ is on sys.path, as for tests/gguf/tinymodels)
 
 
 @pytest.fixture(autouse=True)
@@ -74,14 +44,15 @@ def fresh_home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_run(tunesmith_home):
-    """One finished QLoRA run of the demo model on the identity dataset (shared by several tests)."""
+    """One finished run of the README's demo (assets/demo_identity.yaml: QLoRA of the demo model on the
+    identity dataset mixed with general instructions), shared by several tests."""
     from tunesmith.engine import jobs
-    from tunesmith.engine.catalog import demo_overrides_list
     from tunesmith.engine.config import RunConfig
+    from tunesmith.engine.paths import assets_dir
 
-    cfg = RunConfig().with_overrides(demo_overrides_list() + ["data.datasets=[identity]", "output.run_name=e2e-identity"])
+    cfg = RunConfig.from_yaml(assets_dir() / "demo_identity.yaml").with_overrides(["output.run_name=e2e-identity"])
     run_id = jobs.submit(cfg)
-    info = jobs.wait(run_id, timeout=slow_timeout(100))  # ~50 s idle on 2 cores with loading
+    info = jobs.wait(run_id, timeout=slow_timeout(120))  # ~60 s idle on 2 cores with loading
     assert info.status == "completed", info.error
     return info
 

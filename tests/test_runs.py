@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import slow_timeout
+from timing import slow_timeout
 from tunesmith.cli.main import main
 from tunesmith.engine import events, jobs
 from tunesmith.engine.catalog import demo_overrides_list
