@@ -48,9 +48,10 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BODY_BYTES = 16 * 2**20  # form values, chat histories: far below this; a 1 GB JSON body would sit in memory
 MULTIPART_SLACK = 2**20  # multipart headers around an upload at the limit
 
-# Served before login: the login page, its scripts, styles and icons.
+# Served before login: the login page, its scripts, styles and icons, and the startup call
+# Gradio's launch() makes to itself (it runs the startup events once; later calls answer false).
 PUBLIC_PATHS = frozenset({"/", "/login", "/login/", "/logout", "/favicon.ico", "/robots.txt", "/manifest.json",
-                          "/theme.css", "/gradio_api/theme.css"})
+                          "/theme.css", "/gradio_api/theme.css", "/gradio_api/startup-events"})
 PUBLIC_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
 
 _API_INFO = re.compile(rb"(<script>window\.gradio_api_info = )(.*?)(;</script>)", re.S)

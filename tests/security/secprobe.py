@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 SECRET = "TOPSECRET-7f3a9c"  # in files the studio must never show
+UPLOAD_MB = 48  # the loopback studio's upload limit (--max-upload-mb)
 
 
 def free_port() -> int:

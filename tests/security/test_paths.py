@@ -13,48 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
-from pathlib import Path
 
-import pytest
-
-from tunesmith.engine import paths
-
-from secprobe import SECRET, Api, fake_run, start_studio, stop_studio
+from secprobe import SECRET
 
 HI = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
-ROWS = [{"instruction": f"Question {i}?", "input": "", "output": f"Answer {i}."} for i in range(5)]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("paths")
-    home, cwd, allowed, outside = (root / n for n in ("home", "cwd", "allowed", "outside"))
-    for d in (home, cwd, allowed, outside):
-        d.mkdir()
-    secret = outside / "secret.jsonl"
-    secret.write_text(json.dumps({"instruction": SECRET, "input": "", "output": SECRET}) + "\n")
-    secret.chmod(0o600)
-    (outside / "secret.txt").write_text(SECRET + "\n")
-    (home / "dataset_info.json").write_text(json.dumps({"x": {"file_name": "x.json", "note": SECRET}}))
-    (allowed / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    (allowed / "link.jsonl").symlink_to(secret)
-    (allowed / "outlink").symlink_to(outside, target_is_directory=True)
-    shutil.copytree(paths.demo_model_dir(), allowed / "model")
-    shutil.copytree(paths.demo_model_dir(), outside / "model")
-    (cwd / "secret.json").write_text(json.dumps([{"instruction": SECRET, "output": SECRET}]))
-    run_id = fake_run(home, "probe-run")
-    studio = start_studio(home, cwd, ["--allow-dir", str(allowed)])
-    yield {"studio": studio, "home": home, "allowed": allowed, "outside": outside, "secret": secret, "cwd": cwd,
-           "run": run_id}
-    stop_studio(studio)
-
-
-@pytest.fixture(scope="module")
-def api(world):
-    with world["studio"].client() as c:
-        yield Api(c)
 
 
 def _refused(event: str, data) -> bool:
