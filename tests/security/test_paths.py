@@ -165,3 +165,21 @@ def test_run_ids_are_not_paths(world, api, probes):
         for ref in ("../../outside/victim", str(victim)):
             event, data = api.call(endpoint, session_hash=session, Run=ref)
             probes.refuse(f"{endpoint}: run id {ref}", event == "error" and victim.exists(), f"{event} {data}")
+
+
+def test_upload_then_register_keeps_names_inside_uploads(world, api, probes):
+    rows = "".join(json.dumps({"instruction": f"Up {i}?", "output": f"Down {i}."}) + "\n" for i in range(3))
+    r = api.client.post("gradio_api/upload", files={"files": ("mine.jsonl", rows.encode())})
+    uploaded = {"path": r.json()[0], "meta": {"_type": "gradio.FileData"}, "orig_name": "mine.jsonl"}
+    for name in ("../../outside/pwn", "../pwn", "/tmp/pwn", ".hidden"):
+        event, data = api.call("register_clicked", **{"Add your own dataset": uploaded, "Name": name})
+        probes.refuse(f"register an upload as {name!r}", event == "error" and "dataset name" in str(data),
+                      f"{event} {data}")
+    probes.refuse("registering wrote nothing outside", "pwn" not in os.listdir(world["outside"]))
+    event, data = api.call("show_upload", **{"Add your own dataset": uploaded})
+    probes.works("a dropped file is shown", event == "complete" and "Up 1?" in json.dumps(data), f"{event} {data}")
+    event, data = api.call("register_clicked", **{"Add your own dataset": uploaded, "Name": "mine"})
+    probes.works("a dropped file is registered under uploads", event == "complete"
+                 and (world["home"] / "uploads" / "mine").is_dir(), f"{event} {data}")
+    event, data = api.call("look_selected", Datasets=["mine"])
+    probes.works("the registered upload is previewed by name", "Down 2." in json.dumps(data), json.dumps(data))
