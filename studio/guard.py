@@ -12,11 +12,14 @@ Every request passes these checks, in order, before Gradio sees it:
    literals (an address cannot be rebound), and the names the person added
    (`--allow-host`, TUNESMITH_ALLOW_HOSTS; `*` turns the check off, for proxies
    that rewrite Host). Anything else: 403 with the reason.
-2. Origin check on every request that changes something (POST, PUT, PATCH,
-   DELETE and websockets: queue joins, uploads, logins, API calls): a browser
-   sends the Origin of the page that made the request; it must be the studio's
-   own (same host and port) or a name the person added. Requests without an
-   Origin come from scripts, not from pages, and pass.
+2. Origin check. A browser sends the Origin of the page that made a request on
+   every POST (queue joins, uploads, logins, API calls) and websocket, and on
+   every cross-origin read; it must be the studio's own (same host and port) or
+   a name the person added. That refuses cross-site requests that would change
+   something, and reads that Gradio's CORS rules would allow (they trust any
+   localhost page, and any page at all when the studio is reached by another
+   name than localhost). Requests without an Origin come from
+   scripts or from the studio's own page loads, not from other sites, and pass.
 3. With a login: before it, only the login page and its static files are served
    (everything else is 401), and the login page's embedded API description is
    replaced by null (Gradio embeds it, with example values that include the Runs
@@ -44,7 +47,6 @@ from starlette.requests import cookie_parser
 ALLOW_HOSTS_ENV = "TUNESMITH_ALLOW_HOSTS"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
-STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BODY_BYTES = 16 * 2**20  # form values, chat histories: far below this; a 1 GB JSON body would sit in memory
 MULTIPART_SLACK = 2**20  # multipart headers around an upload at the limit
 
@@ -192,10 +194,9 @@ class RequestGuard:
                 f"Host {name or host!r} is not a name this studio answers to. If you reach it by that name, "
                 f"start it with --allow-host {name or 'NAME'} (or set {ALLOW_HOSTS_ENV})."))
         origin = headers.get("origin")
-        changes = scope["type"] == "websocket" or scope.get("method") in STATE_CHANGING
-        if changes and origin is not None and not self.policy.origin_ok(origin, host):
+        if origin is not None and not self.policy.origin_ok(origin, host):
             return await _refuse(scope, receive, send, 403, (
-                f"Refused a request from the page at {origin}: the studio takes changes only from its own pages."))
+                f"Refused a request from the page at {origin}: the studio answers only its own pages."))
         if scope["type"] == "websocket":
             if self.policy.auth and not _logged_in(scope, headers):
                 return await _refuse(scope, receive, send, 401, "Log in first.")

@@ -53,7 +53,7 @@ def test_loopback_names_and_addresses_are_served(world, probes):
             probes.works(f"Host {host}", r.status_code == 200, r.text[:200])
 
 
-def test_foreign_origin_cannot_change_anything(world, probes):
+def test_foreign_origin_can_neither_change_nor_read(world, probes):
     port = world["studio"].port
     before = _runs(world)
     origins = ("http://evil.example", "null", f"http://127.0.0.1:{port + 1}", f"http://localhost:{port + 1}",
@@ -66,6 +66,9 @@ def test_foreign_origin_cannot_change_anything(world, probes):
                 probes.refuse(f"Origin {origin}: POST /{path}", r.status_code == 403, f"{r.status_code} {r.text[:200]}")
             r = c.delete("gradio_api/queue/join", headers={"Origin": origin})
             probes.refuse(f"Origin {origin}: DELETE", r.status_code == 403, f"{r.status_code} {r.text[:200]}")
+            # Reads too: Gradio's CORS rules let any localhost page read the config (the Runs table).
+            r = c.get("config", headers={"Origin": origin})
+            probes.refuse(f"Origin {origin}: GET /config", r.status_code == 403, f"{r.status_code} {r.text[:200]}")
     probes.refuse("foreign Origin started no run", _runs(world) == before)
 
 
