@@ -1,4 +1,5 @@
-"""The login page in real Chromium: it logs in, and a client held back by failures is told why.
+"""The login page in real Chromium: it logs in, and a client held back by failures is told why;
+a file over the upload limit is refused with a message naming the limit.
 
     pytest tests/security/test_login_browser.py -m browser
 """
@@ -22,7 +23,7 @@ def studio(tmp_path_factory):
     root = tmp_path_factory.mktemp("login-browser")
     (root / "home").mkdir()
     (root / "cwd").mkdir()
-    s = start_studio(root / "home", root / "cwd", ["--auth", "ann:correct-horse"])
+    s = start_studio(root / "home", root / "cwd", ["--auth", "ann:correct-horse", "--max-upload-mb", "1"])
     yield s
     stop_studio(s)
 
@@ -44,7 +45,7 @@ def _submit(page, user: str, password: str) -> None:
     page.locator("input[type=password]").press("Enter")
 
 
-def test_login_then_back_off_message(browser, studio, probes):
+def test_login_then_back_off_message(browser, studio, probes, tmp_path):
     ctx = browser.new_context()
     page = ctx.new_page()
     page.set_default_timeout(30_000)
@@ -52,8 +53,15 @@ def test_login_then_back_off_message(browser, studio, probes):
     page.locator("input[type=password]").wait_for()
     _submit(page, "ann", "correct-horse")
     page.locator(".ts-header").wait_for()  # the studio itself, after Gradio's reload
-    probes.works("browser: the login form logs in", page.locator("#tab-model").count() > 0
-                 or page.get_by_role("tab", name="1 · Model").count() > 0)
+    probes.works("browser: the login form logs in", page.get_by_role("tab", name="2 · Data").count() > 0)
+    big = tmp_path / "big.jsonl"
+    big.write_text('{"instruction": "q", "output": "a"}\n' * 60_000)  # 2 MB
+    page.get_by_role("tab", name="2 · Data").click()
+    page.locator("#upload input[type=file]").set_input_files(str(big))
+    toast = page.locator(".toast-body", has_text="maximum allowed size")
+    toast.wait_for()
+    probes.refuse("browser: a 2 MB file over a 1 MB limit, with the limit shown",
+                  "1.0 Mb" in toast.inner_text() and "big.jsonl" in toast.inner_text(), toast.inner_text())
     ctx.close()
 
     ctx = browser.new_context()
