@@ -1,7 +1,8 @@
 """The security suite: a loopback studio next to files it must not touch, and the probe count.
 
-    pytest tests/security              # about 4 minutes on 2 cores; -m "not browser" skips Chromium
+    pytest tests/security              # about 4 minutes on 2 busy cores (three real studios)
     pytest tests/security -v           # also lists every probe
+    pytest tests/security -m "not slow and not browser"   # the rules alone (test_policy.py), seconds
 
 The run ends with "security probes: N/N refused, M/M allowed uses work".
 """

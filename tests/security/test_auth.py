@@ -15,6 +15,8 @@ import httpx
 import pytest
 from secprobe import fake_run, start_studio, stop_studio
 
+pytestmark = pytest.mark.slow  # each starts the real studio (tens of seconds on 2 cores)
+
 RUN_NAME = "confidential-run-name-93d1"
 PASSWORD_LINE = re.compile(r"user: (\S+)\s+password: (\S+)")
 

@@ -11,10 +11,13 @@ import socket
 import time
 
 import httpx
+import pytest
 from secprobe import UPLOAD_MB
 
+pytestmark = pytest.mark.slow  # each starts the real studio (tens of seconds on 2 cores)
+
 START = "gradio_api/call/start_run"
-JSON = {"data": []}  # Gradio answers 422 to a body it cannot use: it got past the guard
+JSON = {"data": []}  # a body Gradio cannot use: a 403 means the guard refused it first
 
 
 def _runs(world) -> set[str]:

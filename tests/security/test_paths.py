@@ -15,7 +15,10 @@ import json
 import os
 import uuid
 
+import pytest
 from secprobe import SECRET
+
+pytestmark = pytest.mark.slow  # each starts the real studio (tens of seconds on 2 cores)
 
 HI = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
 
