@@ -41,5 +41,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)"]
 # Reached by another name than an IP address or localhost (a cloud proxy's host name)? Add
 # -e TUNESMITH_ALLOW_HOSTS=that.name; the studio refuses requests for names it does not know.
-ENTRYPOINT ["tunesmith", "webui"]
-CMD ["--host", "0.0.0.0", "--port", "7860"]
+# A plain CMD, so `docker run ... tunesmith tunesmith train CONFIG.yaml` runs the CLI instead.
+CMD ["tunesmith", "webui", "--host", "0.0.0.0", "--port", "7860"]
