@@ -20,7 +20,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 # root's, so a compromised studio cannot rewrite them. uid 1000 (the image's stock "ubuntu" user
 # gives way) matches the first user on most Linux hosts, so a bind-mounted folder of theirs works.
 RUN userdel --remove ubuntu 2>/dev/null; \
-    useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin tunesmith \
+    groupadd --gid 1000 tunesmith \
+    && useradd --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin tunesmith \
     && mkdir -p /data && chown tunesmith:tunesmith /data
 
 WORKDIR /opt/tunesmith
