@@ -60,11 +60,12 @@ _API_INFO = re.compile(rb"(<script>window\.gradio_api_info = )(.*?)(;</script>)"
 
 # Gradio's login form shows nothing for a 429; this shows the back-off's reason.
 _LOGIN_WAIT_JS = b"""<script>(function(){const f=window.fetch;window.fetch=async function(){const r=await f.apply(this,arguments);
-try{const a=arguments[0];const u=String((a&&a.url)||a);if(r.status===429&&/\\/login\\/?$/.test(u)){const d=await r.clone().json();
-let el=document.getElementById("ts-login-wait");if(!el){el=document.createElement("div");el.id="ts-login-wait";
-el.setAttribute("role","alert");el.style.cssText="position:fixed;top:12px;left:50%;transform:translateX(-50%);"+
-"background:#fee2e2;color:#991b1b;padding:10px 16px;border-radius:8px;font:14px system-ui,sans-serif;z-index:9999";
-document.body.appendChild(el);}el.textContent=d.detail;}}catch(e){}return r;};})();</script>"""
+try{const a=arguments[0];const u=String((a&&a.url)||a);if(!/\\/login\\/?$/.test(u))return r;
+let el=document.getElementById("ts-login-wait");if(r.status!==429){if(el)el.remove();return r;}
+const d=await r.clone().json();if(!el){el=document.createElement("div");el.id="ts-login-wait";el.setAttribute("role","alert");
+el.style.cssText="max-width:560px;margin:16px auto 0;background:#fee2e2;color:#991b1b;padding:10px 16px;"+
+"border-radius:8px;font:14px system-ui,sans-serif";document.body.prepend(el);}el.textContent=d.detail;}catch(e){}
+return r;};})();</script>"""
 
 
 def env_allow_hosts() -> list[str]:
