@@ -64,10 +64,12 @@ def default_run_name(cfg: RunConfig) -> str:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Fail fast on what can be checked before a run exists (model and data sources)."""
+    """Fail fast on what can be checked before a run exists (model, LoRA layers, data sources)."""
     from . import models
+    from .targets import check_target_modules
 
     models.check_model_source(cfg.model)
+    check_target_modules(cfg)
     check_data_sources(cfg)
 
 
