@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     from tunesmith.engine.errors import TunesmithError
+    from tunesmith.engine.text import one_line
 
     try:
         return int(args.func(args) or 0)
@@ -80,13 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def one_line(msg: str) -> str:
-    """A message as one terminal line: control characters (escape codes) shown, never run."""
-    from tunesmith.engine.text import printable
-
-    return printable(" ".join(part.strip() for part in msg.strip().splitlines() if part.strip()))
 
 
 def entry() -> None:
