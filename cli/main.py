@@ -20,7 +20,6 @@ import logging
 import os
 import sqlite3
 import sys
-from pathlib import Path
 
 from tunesmith import __version__
 
@@ -74,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         # Not a bug in the input, but the machine: a full disk, a permission, a damaged file.
         if args.debug:
             raise
+        from tunesmith.engine import paths
         from tunesmith.engine.diskspace import disk_full_reason
 
-        print(f"error: {one_line(disk_full_reason(e, Path.cwd()) or str(e))}", file=sys.stderr)
+        print(f"error: {one_line(disk_full_reason(e, paths.home()) or str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

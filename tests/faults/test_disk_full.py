@@ -92,3 +92,24 @@ def test_disk_full_during_export(disk_home, fmt):
         disk.unfill()
     p = cli(home, "export", run.id, "--format", fmt, "--out", str(out))  # with room again, it works
     assert p.returncode == 0, p.stderr
+
+
+def test_a_disk_with_no_byte_left(disk_home, tmp_path):
+    """Listing still works (the registry is read without its WAL side files); starting a run
+    says why it cannot, in one line, and leaves no folder."""
+    home, disk, run = disk_home
+    for side in home.glob("tunesmith.db-*"):  # as after the last connection closed
+        side.unlink()
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(demo_cfg("training.max_steps=2").to_yaml())
+    before = sorted(p.name for p in (home / "runs").iterdir())
+    disk.fill(leave=0)
+    try:
+        p = cli(home, "runs")
+        assert p.returncode == 0 and run.id in p.stdout, p.stderr
+        p = cli(home, "train", str(cfg))
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        assert p.stderr.strip().splitlines()[-1].startswith("error: Cannot create the run: No space left on device")
+        assert sorted(p.name for p in (home / "runs").iterdir()) == before
+    finally:
+        disk.unfill()
