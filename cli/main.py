@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (OSError, sqlite3.Error) as e:
         # Not a bug in the input, but the machine: a full disk, a permission, a damaged file.
-        if args.debug:
+        if args.debug or isinstance(e, BrokenPipeError):
             raise
         from tunesmith.engine import paths
         from tunesmith.engine.diskspace import disk_full_reason

@@ -261,3 +261,27 @@ def test_the_table_covers_the_reported_failures():
     assert {"deep-flow-nesting", "deep-block-nesting", "binary-with-nul", "binary-not-utf8", "seed-2-32",
             "epochs-inf", "lora-unknown-target", "empty-yaml", "run-name-escape-codes"} <= ids
     assert len(BAD_CONFIGS) >= 68
+
+
+@pytest.mark.parametrize("case, config, overrides, expect",
+                         [c for c in BAD_CONFIGS if isinstance(c[1], str) and not c[2]],
+                         ids=[c[0] for c in BAD_CONFIGS if isinstance(c[1], str) and not c[2]])
+def test_bad_input_table_in_the_studio(fresh_home, tmp_path, case, config, overrides, expect):
+    """The same inputs through the studio's error path: a one-line toast naming the field."""
+    import gradio as gr
+
+    from tunesmith.studio.context import user_errors
+
+    for name, path in _write_files(tmp_path, config).items():
+        config = config.replace("{" + name + "}", path)
+
+    @user_errors
+    def start(text: str) -> str:
+        return jobs.submit(RunConfig.from_yaml_text(text, source="config"), dedupe=True)
+
+    with pytest.raises(gr.Error) as e:
+        start(config)
+    msg = e.value.message
+    assert "\n" not in msg and "Traceback" not in msg and "\x1b" not in msg
+    assert expect in msg, msg
+    _home_is_clean(fresh_home)
