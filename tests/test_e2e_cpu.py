@@ -1,5 +1,5 @@
-"""The Spine end to end on the CPU: QLoRA the demo model on the identity dataset,
-chat with it, export adapter and merged, load both back."""
+"""The Spine end to end on the CPU: QLoRA the demo model on the identity dataset (mixed with general
+data, as assets/demo_identity.yaml does), chat with it, export adapter and merged, load both back."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def test_identity_finetune_learns_and_exports(demo_run, tmp_path):
     evs = events.read_events(demo_run.run_dir)
     losses = [e["loss"] for e in evs if e["type"] == "train"]
     assert len(losses) >= 5
-    assert min(losses[-3:]) < 0.5 * losses[0], losses
+    # The demo mixes identity rows (new: high loss) with general ones (known: low), so single steps
+    # jump between the two; over 20 steps the loss must fall by half.
+    assert sum(losses[-20:]) < 0.5 * sum(losses[:20]), losses
     train = [e for e in evs if e["type"] == "train"]
     # Throughput: every point has one, and together they account for the tokens seen in the time taken.
     assert all(e["tokens_per_s"] is not None and e["tokens_per_s"] > 0 for e in train), train
