@@ -199,7 +199,8 @@ def _run_pip(report: Callable[[float, str], None], log: Callable[[str], None] | 
                 phase = "installing the cached wheel"
             elif line.startswith("Successfully installed"):
                 frac, phase = 1.0, "installed"
-            report(min(frac, 0.99), f"{phase} · {time.time() - t0:.0f} s elapsed ({TYPICAL_TIME})")
+            # short: it is a progress bar's label; the typical time was said when the install began
+            report(min(frac, 0.99), f"{phase} · {time.time() - t0:.0f} s")
         rc = proc.wait()
     except BaseException:
         proc.kill()
