@@ -29,6 +29,8 @@ from pydantic import BaseModel
 from tunesmith.engine.config import RunConfig, field_help
 from tunesmith.engine.errors import TunesmithError
 
+from .i18n import FIELD_LABELS, T, plain
+
 # ---------------------------------------------------------------------------
 # Pure form <-> config mapping
 # ---------------------------------------------------------------------------
@@ -143,7 +145,7 @@ def user_errors(fn: Callable) -> Callable:
             try:
                 yield from fn(*args, **kwargs)
             except TunesmithError as e:
-                raise gr.Error(str(e), print_exception=False) from None
+                raise gr.Error(plain(str(e)), print_exception=False) from None
 
         return gen_wrapper
 
@@ -152,7 +154,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except TunesmithError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            raise gr.Error(plain(str(e)), print_exception=False) from None
 
     return wrapper
 
@@ -204,7 +206,8 @@ class StudioContext:
         field's help text, unless given.
         """
         kwargs.setdefault("value", config_values(self.initial, [path])[path])
-        kwargs.setdefault("info", field_help(path))
+        kwargs.setdefault("info", T(field_help(path)))
+        FIELD_LABELS[path] = getattr(kwargs.get("label"), "key", kwargs.get("label")) or path  # for plain()
         comp = widget(*args, **kwargs)
         self.fields[path] = comp
         return comp
