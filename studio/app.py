@@ -50,7 +50,7 @@ def _header_html() -> str:
     svg = logo.read_text(encoding="utf-8") if logo.exists() else ""
     return (
         f'<div class="ts-header"><div class="ts-logo">{svg}</div>'
-        '<h1 class="ts-title">Tunesmith <span class="ts-tagline">— fine-tune open LLMs in your browser</span></h1>'
+        f'<h1 class="ts-title">Tunesmith <span class="ts-tagline">— {T("fine-tune open LLMs in your browser")}</span></h1>'
         '</div>'
     )
 

@@ -19,8 +19,9 @@ import gradio as gr
 
 from tunesmith.engine.config import DEMO_MODEL
 
-from .context import StudioContext, user_errors
+from .context import StudioContext
 from .i18n import T, tr
+from .notices import toast_errors
 
 
 @dataclass
@@ -124,6 +125,7 @@ def add_user_message(text: str, history: list[dict] | None):
     return "", [*plain_messages(history), {"role": "user", "content": text}]
 
 
+@toast_errors
 def add_to_both(text: str, history: list[dict] | None, history_b: list[dict] | None, compare: bool):
     """The message into the main chat and, when comparing, into the second column too."""
     box, main = add_user_message(text, history)
@@ -132,14 +134,16 @@ def add_to_both(text: str, history: list[dict] | None, history_b: list[dict] | N
     return box, main, [*plain_messages(history_b), main[-1]]
 
 
-@user_errors
+@toast_errors
 def stream_reply(target: str | None, history: list[dict] | None, max_new_tokens: int,
                  temperature: float) -> Iterator[list[dict]]:
+    messages = plain_messages(history)
+    if not messages or messages[-1]["role"] != "user":  # no new message (it was refused with a toast)
+        return
     if not target:
         raise gr.Error(tr("Pick a model or run to chat with."), print_exception=False)
     from tunesmith.engine import infer
 
-    messages = plain_messages(history)
     reply = ""
     yield [*messages, {"role": "assistant", "content": "…"}]
     for delta in infer.stream_chat(target, messages, max_new_tokens=int(max_new_tokens),

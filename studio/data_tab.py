@@ -34,8 +34,9 @@ from tunesmith.engine.data import inspect as data_inspect
 from tunesmith.engine.data.formats import FORMATS, ColumnMapping, message_keys, suggest_mapping
 from tunesmith.engine.errors import DataError
 
-from .context import StudioContext, user_errors
+from .context import StudioContext
 from .i18n import T, tr
+from .notices import toast_errors
 
 PROBLEM_COLUMNS = ["dataset", "file", "row", "severity", "problem"]
 UPLOAD_TYPES = [".json", ".jsonl", ".csv", ".tsv", ".parquet", ".xlsx", ".txt"]
@@ -334,7 +335,6 @@ def change_chat_keys(fmt: str, messages: str | None, role_tag: str | None, state
     return _updates(mapping_form(fmt, m, rows), TAG_FIELDS)
 
 
-@user_errors
 def register_upload(file: str | None, name: str, fmt: str, values: dict[str, Any], state: dict | None,
                     selected: list[str] | None, replace: bool = False) -> tuple[Any, list[str]]:
     """Register the dropped file with the chosen format and columns: (entry, new selection).
@@ -572,7 +572,7 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
         return (gr.update(choices=dataset_choices(), value=value), None, gr.update(visible=False), None, "auto",
                 False, "", gr.skip())
 
-    @user_errors
+    @toast_errors
     def check_data(values: dict):
         reports, preview_html = check_datasets(ctx.config_from(values), ctx.allowed_roots)
         probs = problems_frame(reports)
@@ -599,7 +599,7 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
         trigger.input(change_chat_keys, [map_format, fields["messages"], fields["role_tag"], upload_state], tag_list,
                       show_progress="hidden")
     register.click(
-        user_errors(register_clicked),
+        toast_errors(register_clicked),
         [upload, upload_name, map_format, upload_state, datasets, data_format, replace, *field_list],
         [datasets, upload, mapping_box, upload_state, data_format, replace, upload_name, look],
     )

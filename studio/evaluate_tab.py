@@ -17,9 +17,10 @@ import pandas as pd
 
 from tunesmith.engine import data as engine_data
 
-from .context import StudioContext, user_errors
+from .context import StudioContext
 from .export_tab import exportable_runs, pick_run
 from .i18n import T, tr
+from .notices import toast_errors
 
 HELD_OUT = ""  # the test-set choice meaning "the run's own held-out rows"
 SCORE_COLUMNS = ["model", "exact match", "ROUGE-L", "BLEU", "perplexity"]
@@ -100,7 +101,7 @@ def build_evaluate_tab(ctx: StudioContext) -> EvaluateHandles:
                                elem_id="eval-predictions")
     known = gr.State([])
 
-    @user_errors
+    @toast_errors
     def run_eval(run_id: str | None, data: str | None, n: float, with_base: bool, progress=gr.Progress()):
         from tunesmith.engine import evaluate  # loads torch: only when someone evaluates
 

@@ -24,8 +24,9 @@ from tunesmith.engine import jobs, paths
 from tunesmith.engine.archive import zip_folder
 from tunesmith.engine.units import human_size
 
-from .context import StudioContext, user_errors
+from .context import StudioContext
 from .i18n import T, localize, tr
+from .notices import toast_errors
 
 FORMATS = [("Adapter (small, needs the base model)", "adapter"),
            ("Merged model (Hugging Face folder)", "merged"),
@@ -155,7 +156,7 @@ def build_export_tab(ctx: StudioContext) -> ExportHandles:
             notes_md = gr.Markdown()
     known = gr.State([])
 
-    @user_errors
+    @toast_errors
     def do_export(run_id: str | None, fmts: list[str], qs: list[str], out: str, progress=gr.Progress()):
         from tunesmith.engine import export  # loads torch; only when someone exports
 

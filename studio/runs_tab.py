@@ -22,8 +22,9 @@ from tunesmith.engine import catalog, events, jobs
 from tunesmith.engine.errors import RunError
 
 from . import monitor
-from .context import StudioContext, config_values, user_errors
+from .context import StudioContext, config_values
 from .i18n import T, tr
+from .notices import toast_errors
 
 REFRESH_SECONDS = 5.0
 COLUMNS = ["id", "name", "status", "model", "dataset", "steps", "last loss", "created"]
@@ -187,17 +188,19 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         return df.iloc[row, 0] if 0 <= row < len(df) else gr.skip()
 
+    @toast_errors
     def open_run(run_id: str | None):
         if not run_id:
             raise gr.Error(tr("Pick a run first."), print_exception=False)
         return run_id, gr.Tabs(selected="train")
 
+    @toast_errors
     def ask_delete(run_id: str | None):
         if not run_id:
             raise gr.Error(tr("Pick a run first."), print_exception=False)
         return gr.update(visible=True), tr("Delete run **{run}** and everything in its folder?", run=run_id)
 
-    @user_errors
+    @toast_errors
     def reuse_settings(run_id: str | None) -> dict:
         """Fill every tab's form with the run's config (to repeat or tweak it)."""
         if not run_id:
@@ -210,7 +213,7 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
         gr.Info(tr("Loaded the settings of {run}. Change what you like and start a new run.", run=run_id))
         return out
 
-    @user_errors
+    @toast_errors
     def resume_run(run_id: str | None):
         """Continue a stopped or failed run from its newest checkpoint and watch it."""
         if not run_id:
@@ -219,7 +222,7 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
         gr.Info(tr("Resuming {run} from its last checkpoint.", run=run_id))
         return run_id, gr.Tabs(selected="train")
 
-    @user_errors
+    @toast_errors
     def do_delete(run_id: str | None, shown: str | None):
         jobs.delete(run_id)
         gr.Info(tr("Deleted run {run}.", run=run_id))
@@ -229,7 +232,7 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
         found = run_files(run_id)
         return run_error(run_id), gr.update(value=[str(f) for f in found] or None, visible=bool(found))
 
-    @user_errors
+    @toast_errors
     def show_comparison(run_ids: list[str] | None):
         fig, diff = compare_runs(run_ids)
         return gr.update(value=fig, visible=True), gr.update(value=diff, visible=True)

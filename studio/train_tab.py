@@ -31,8 +31,9 @@ from tunesmith.engine.config import RunConfig
 from tunesmith.engine.errors import RunError, TunesmithError
 
 from . import monitor
-from .context import StudioContext, form_value, override_updates, user_errors
+from .context import StudioContext, form_value, override_updates
 from .i18n import T, localize, tr
+from .notices import toast_errors
 
 POLL_SECONDS = 1.0
 
@@ -259,14 +260,14 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
 
     # ---- handlers ---------------------------------------------------------------
 
-    @user_errors
+    @toast_errors
     def start_run(values: dict):
         cfg = ctx.config_from(values)
         run_id = jobs.submit(cfg)
         gr.Info(tr("Started run {run}. Closing this page does not stop it.", run=run_id))
         return run_id, saved_form(ctx, values)
 
-    @user_errors
+    @toast_errors
     def stop_run(run_id: str | None) -> None:
         if not run_id:
             raise gr.Error(tr("No run is selected. Open one from the Runs tab."), print_exception=False)
@@ -276,7 +277,7 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
         else:
             gr.Info(tr("Stopping after the current step; what it learned so far is saved."))
 
-    @user_errors
+    @toast_errors
     def yaml_text(values: dict):
         return gr.update(value=ctx.config_from(values).to_yaml(), visible=True)
 
@@ -323,7 +324,7 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
     # saved form; the form comes back on reload before the card is first drawn.
     gr.on([f.change for f in ctx.fields.values()], remember, ctx.config_inputs(), [summary, form_store],
           show_progress="hidden", trigger_mode="always_last")
-    ctx.demo.load(restore, form_store, [*ctx.fields.values(), ctx.applied_overrides], show_progress="hidden").then(
+    ctx.demo.load(restore, form_store, {*ctx.fields.values(), ctx.applied_overrides}, show_progress="hidden").then(
         show_summary, ctx.config_inputs(), summary, show_progress="hidden")
     ctx.demo.load(open_initial_run, ctx.saved_run_id, [ctx.run_id, ctx.tabs], show_progress="hidden")
 

@@ -16,6 +16,7 @@ ZH: dict[str, str] = {
     "Runs keep going when you close this page. Everything here can also be done with the `tunesmith` command.":
         "关闭本页面后训练仍会继续。这里的每一步也都可以用 `tunesmith` 命令完成。",
     "Advanced": "高级选项",
+    "fine-tune open LLMs in your browser": "在浏览器里微调开源大模型",
     "Refresh": "刷新",
     "Download": "下载",
     "Run": "运行",
