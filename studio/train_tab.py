@@ -22,7 +22,7 @@ import functools
 import html
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -188,6 +188,19 @@ def restored_form(ctx: StudioContext, saved: dict | None) -> dict:
 # ---------------------------------------------------------------------------
 
 
+def _top_level(ctx: StudioContext, make: Callable[[], Any]) -> Any:
+    """Create a component at the top of the page rather than inside this tab: Gradio mounts a tab's
+    components only once it is opened, and a gr.BrowserState that is not mounted reads as its default
+    on page load (the saved form would come back only after the Train tab had been visited)."""
+    from gradio.context import Context
+
+    inside, Context.block = Context.block, ctx.demo
+    try:
+        return make()
+    finally:
+        Context.block = inside
+
+
 def build_train_tab(ctx: StudioContext) -> TrainHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
@@ -256,7 +269,7 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
                             elem_id="run-error", elem_classes="ts-quiet")
     timer = gr.Timer(POLL_SECONDS, active=False)
     seen = gr.State(None)
-    form_store = gr.BrowserState({}, storage_key="tunesmith-form")
+    form_store = _top_level(ctx, lambda: gr.BrowserState({}, storage_key="tunesmith-form"))
 
     # ---- handlers ---------------------------------------------------------------
 
@@ -305,8 +318,8 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
     def remember(values: dict) -> tuple[str, dict]:
         return show_summary(values), saved_form(ctx, values)
 
-    def restore(saved: dict | None) -> dict:
-        return restored_form(ctx, saved)
+    def restore(saved: dict | None):
+        return restored_form(ctx, saved) or gr.skip()  # Gradio reads an empty dict as one value
 
     # ---- events -------------------------------------------------------------------
     monitor_outputs = [stats, progress, chart, error, timer, seen]
