@@ -605,7 +605,8 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
     )
     check.click(check_data, ctx.config_inputs(), [summary, histogram, problems, preview])
     ctx.demo.load(refresh_datasets, None, datasets, show_progress="hidden").then(
-        look_selected, [datasets, upload], look_outputs, show_progress="hidden")
+        look_selected, [datasets, upload], look_outputs, show_progress="hidden").then(
+        describe_selection, datasets, about, show_progress="hidden")  # in the page's language
     return DataHandles(datasets=datasets, upload=upload, upload_name=upload_name, grid=grid, map_format=map_format,
                        map_fields=fields, register=register, check=check, summary=summary, problems=problems,
                        histogram=histogram, preview=preview)

@@ -339,7 +339,9 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
           show_progress="hidden", trigger_mode="always_last")
     ctx.demo.load(restore, form_store, {*ctx.fields.values(), ctx.applied_overrides}, show_progress="hidden").then(
         show_summary, ctx.config_inputs(), summary, show_progress="hidden")
-    ctx.demo.load(open_initial_run, ctx.saved_run_id, [ctx.run_id, ctx.tabs], show_progress="hidden")
+    ctx.demo.load(open_initial_run, ctx.saved_run_id, [ctx.run_id, ctx.tabs], show_progress="hidden").then(
+        lambda run_id: monitor_view(run_id) if not run_id else gr.skip(),  # the empty view, in the page's language
+        ctx.run_id, monitor_outputs, show_progress="hidden")
 
     return TrainHandles(start=start, stop=stop, show_yaml=show_yaml, yaml=yaml_box, stats=stats,
                         progress=progress, chart=chart, error=error, timer=timer, summary=summary)
