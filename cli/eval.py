@@ -39,16 +39,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.rows < 0:
         raise ConfigError("--rows must be 0 (all) or more.")
-    bar = tqdm(total=100, unit="%", file=sys.stderr, dynamic_ncols=True, disable=args.json)
+    bars: list = []  # made on the first progress report, so a refused run prints only its one line
 
     def progress(frac: float, msg: str) -> None:
+        if not bars:
+            bars.append(tqdm(total=100, unit="%", file=sys.stderr, dynamic_ncols=True, disable=args.json))
+        bar = bars[0]
         bar.n = int(100 * frac)
         bar.set_description(msg[:40])
         bar.refresh()
 
     results = evaluate.evaluate_run(args.run_id, data=args.data, n=args.rows or None, base=not args.no_base,
                                     max_new_tokens=args.max_new_tokens, progress=progress)
-    bar.close()
+    for bar in bars:
+        bar.close()
     if args.json:
         print(json.dumps([r.to_json() for r in results], ensure_ascii=False, indent=2))
         return 0

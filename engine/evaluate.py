@@ -38,8 +38,8 @@ from .errors import DataError, RunError
 
 Progress = Callable[[float, str], None]
 DEFAULT_ROWS = 20  # enough to tell a better model from a worse one; a minute on the demo model on a CPU
-_CJK = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]"
-_TOKEN = re.compile(rf"{_CJK}|[^\W_]+", re.UNICODE)
+_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
+_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+", re.UNICODE)  # one token per CJK character, else words
 
 
 @dataclass
