@@ -193,13 +193,25 @@ def build_chat_tab(ctx: StudioContext) -> ChatHandles:
                 send = gr.Button(T("Send"), variant="primary", scale=1, min_width=90, elem_id="chat-send")
     known = gr.State([])  # targets the dropdown last offered
 
+    @toast_errors
+    def confined_reply(target: str | None, history: list[dict] | None, max_new_tokens: int, temperature: float):
+        ctx.confine.check_chat_target(target or "")  # a run, or a model folder the studio may read
+        yield from stream_reply(target, history, max_new_tokens, temperature)
+
+    @toast_errors
+    def confined_compare(target: str | None, history: list[dict] | None, compare: bool, max_new_tokens: int,
+                         temperature: float):
+        if compare:
+            ctx.confine.check_chat_target(target or "")
+        yield from stream_compare(target, history, compare, max_new_tokens, temperature)
+
     # ---- events ---------------------------------------------------------------
     for trigger in (message.submit, send.click):
         sent = trigger(add_to_both, [message, chatbot, chatbot_b, compare], [message, chatbot, chatbot_b],
                        show_progress="hidden")
         # Two events: both columns stream at the same time.
-        sent.success(stream_reply, [target, chatbot, max_new_tokens, temperature], chatbot, show_progress="hidden")
-        sent.success(stream_compare, [target_b, chatbot_b, compare, max_new_tokens, temperature], chatbot_b,
+        sent.success(confined_reply, [target, chatbot, max_new_tokens, temperature], chatbot, show_progress="hidden")
+        sent.success(confined_compare, [target_b, chatbot_b, compare, max_new_tokens, temperature], chatbot_b,
                      show_progress="hidden")
     clear.click(lambda: ([], []), None, [chatbot, chatbot_b], show_progress="hidden")
     compare.change(lambda on: (gr.update(visible=on), gr.update(visible=on)), compare, [target_b, chatbot_b],

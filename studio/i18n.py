@@ -50,10 +50,11 @@ def plain(message: str) -> str:
     m = re.match(r"^[^\n:]+: invalid config:\s*(.*)$", message, re.S)
     if not m:
         return message
+    # One item a line, or all on one line (one_line() joins them): split before each "section.field: ".
+    body = " ".join(m.group(1).split())
+    items = re.split(r"\s+(?=[a-z_]+(?:\.[a-z_]+)+: )", body)
     out = []
-    for item in (line.strip() for line in m.group(1).splitlines()):
-        if not item:
-            continue
+    for item in items:
         path, sep, rest = item.partition(": ")
         if not sep:
             out.append(item)

@@ -27,23 +27,30 @@ from typing import Any, Callable
 import gradio as gr
 
 from tunesmith.engine.errors import TunesmithError
+from tunesmith.engine.text import one_line
 
 from .i18n import plain
 
 
 def _message(e: Exception) -> str:
-    return plain(getattr(e, "message", None) or str(e))
+    if isinstance(e, OSError):  # what the machine refused: a full disk, a permission
+        from pathlib import Path
+
+        from tunesmith.engine.diskspace import disk_full_reason
+
+        return one_line(disk_full_reason(e, Path(e.filename or ".")) or f"{e.strerror or e}: {e.filename or ''}")
+    return one_line(plain(getattr(e, "message", None) or str(e)))
 
 
 def toast_errors(fn: Callable) -> Callable:
-    """Turn TunesmithError / gr.Error into a warning toast and skip every output (generators too)."""
+    """Turn TunesmithError / gr.Error / OSError into a warning toast and skip every output (generators too)."""
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def gen_wrapper(*args: Any, **kwargs: Any):
             try:
                 yield from fn(*args, **kwargs)
-            except (TunesmithError, gr.Error) as e:
+            except (TunesmithError, gr.Error, OSError) as e:
                 gr.Warning(_message(e))
                 yield gr.skip()
 
@@ -53,7 +60,7 @@ def toast_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any):
         try:
             return fn(*args, **kwargs)
-        except (TunesmithError, gr.Error) as e:
+        except (TunesmithError, gr.Error, OSError) as e:
             gr.Warning(_message(e))
             return gr.skip()
 

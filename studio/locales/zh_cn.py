@@ -97,6 +97,7 @@ ZH: dict[str, str] = {
     "With Tunesmith kernels on a GPU: auto/speed = fastest settings that fit free GPU memory; memory = least memory (every layer checkpointed, offloaded to CPU RAM).":
         "在 GPU 上使用 Tunesmith 内核时：自动/最快 = 在空闲显存内选最快的设置；最省内存 = 每一层都重算并卸载到 CPU 内存。",
     "Random seed for data order and adapter init.": "数据顺序和附加模块初始化的随机种子。",
+    "Random seed for data order and adapter init (0 to 2^32-1).": "数据顺序和附加模块初始化的随机种子（0 到 2^32-1）。",
     "Write a metrics point every N optimizer steps.": "每 N 步记录一个指标点。",
     "Save a checkpoint every N optimizer steps.": "每 N 步保存一次检查点。",
     "Evaluate every N steps (default: at each save).": "每 N 步评估一次（默认：每次保存时）。",

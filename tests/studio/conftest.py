@@ -41,6 +41,14 @@ def studio_url(studio_home: Path, tmp_path_factory):
     yield from serve_studio(studio_home, tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def trained_studio_url(request, tunesmith_home, tmp_path_factory):
+    """A studio over the session's TUNESMITH_HOME, started once the module's `runs` fixture has
+    trained what it needs there."""
+    request.getfixturevalue("runs")
+    yield from serve_studio(tunesmith_home, tmp_path_factory)
+
+
 def serve_studio(studio_home: Path, tmp_path_factory):
     """Run the studio over `studio_home` until the generator is closed (a fixture body)."""
     port = free_port()

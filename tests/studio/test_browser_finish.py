@@ -20,8 +20,6 @@ import pytest
 
 from tunesmith.studio.locales.zh_cn import ZH
 
-from .conftest import serve_studio
-
 pytestmark = pytest.mark.browser
 
 
@@ -41,8 +39,8 @@ def runs(demo_run):
 
 
 @pytest.fixture(scope="module")
-def finish_url(runs, tunesmith_home, tmp_path_factory):
-    yield from serve_studio(tunesmith_home, tmp_path_factory)
+def finish_url(trained_studio_url):
+    return trained_studio_url
 
 
 def _open(browser, url: str, locale: str = "en-US"):
