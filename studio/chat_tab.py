@@ -12,6 +12,7 @@ the quickest way to see what fine-tuning changed.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -22,6 +23,9 @@ from tunesmith.engine.config import DEMO_MODEL
 from .context import StudioContext
 from .i18n import T, tr
 from .notices import toast_errors
+
+
+_IMPORT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -142,7 +146,12 @@ def stream_reply(target: str | None, history: list[dict] | None, max_new_tokens:
         return
     if not target:
         raise gr.Error(tr("Pick a model or run to chat with."), print_exception=False)
-    from tunesmith.engine import infer
+    with _IMPORT_LOCK:
+        # Compare mode starts two replies at once; transformers' lazy attribute imports are not
+        # thread-safe (one thread saw "cannot import name TextIteratorStreamer"), so do them one at a time.
+        from transformers import TextIteratorStreamer  # noqa: F401
+
+        from tunesmith.engine import infer
 
     reply = ""
     yield [*messages, {"role": "assistant", "content": "…"}]

@@ -165,7 +165,7 @@ def test_compare_two_runs(page, runs):
     for run in (demo, short):
         _pick(page, "runs-compare", run.id)
     page.click("#runs-compare-btn")
-    page.wait_for_function("() => document.querySelector('#runs-compare-table').innerText.includes('max_steps')")
+    page.wait_for_function("() => document.querySelector('#runs-compare-table')?.innerText.includes('max_steps')")
     # One curve per run on one chart, and the settings that differ in a table.
     page.wait_for_function("() => document.querySelectorAll('#runs-compare-chart .scatterlayer .trace').length >= 2")
     diff = page.locator("#runs-compare-table").inner_text()
