@@ -1,6 +1,6 @@
 """`tunesmith`: the command line. This file only registers the command groups.
 
-    tunesmith webui [--host H] [--port P] [--auth user:password]
+    tunesmith webui [--host H] [--port P] [--auth user:password] [--allow-dir DIR] [--allow-host NAME]
     tunesmith train CONFIG.yaml [--set training.max_steps=20 ...] [--detach]
     tunesmith runs [--json]
     tunesmith stop RUN_ID

@@ -30,6 +30,8 @@ from tunesmith.engine.config import RunConfig, field_help
 from tunesmith.engine.errors import TunesmithError
 from tunesmith.engine.text import one_line
 
+from .confine import Confinement
+
 # ---------------------------------------------------------------------------
 # Pure form <-> config mapping
 # ---------------------------------------------------------------------------
@@ -186,8 +188,8 @@ class StudioContext:
     saved_run_id: the same id kept in the browser, so a reload reselects it.
     applied_overrides: {path: value} recommended for the current model; those
         without a widget (e.g. training.logging_steps) still go into the config.
-    allowed_roots: folders the Data tab's check may read files from when the
-        studio is reachable from other machines; None on loopback.
+    confine: the folders paths from the browser may name (confine.py);
+        `config_from` checks every config against it.
     """
 
     demo: gr.Blocks
@@ -196,18 +198,25 @@ class StudioContext:
     saved_run_id: gr.BrowserState
     applied_overrides: gr.State
     tabs: gr.Tabs | None = None
-    allowed_roots: list | None = None  # folders Check data may read; None = any (loopback only)
+    confine: Confinement = field(default_factory=Confinement)
     fields: dict[str, gr.components.Component] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, demo: gr.Blocks, initial: RunConfig, overrides: dict[str, Any]) -> "StudioContext":
+    def create(cls, demo: gr.Blocks, initial: RunConfig, overrides: dict[str, Any],
+               confine: Confinement | None = None) -> "StudioContext":
         return cls(
             demo=demo,
             initial=initial,
             run_id=gr.State(None),
             saved_run_id=gr.BrowserState(None, storage_key="tunesmith-run"),
             applied_overrides=gr.State(dict(overrides)),
+            confine=confine or Confinement(),
         )
+
+    @property
+    def allowed_roots(self) -> list:
+        """Folders the Data tab may read dataset files from."""
+        return self.confine.data_roots()
 
     def field(self, path: str, widget: type, *args: Any, **kwargs: Any):
         """Create and register the widget for config field `path`.
@@ -234,5 +243,7 @@ class StudioContext:
         # rendered yet (inside a closed accordion) sends no value, and its field must then
         # keep the recommended setting rather than fall back to the schema default.
         extra = dict(values.get(self.applied_overrides) or {})
-        return config_from_form(form, extra)
+        # Every handler that builds a config from the form (Start, Check data, Show YAML)
+        # gets one whose paths the studio may use.
+        return self.confine.check_config(config_from_form(form, extra))
 
