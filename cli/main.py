@@ -1,8 +1,10 @@
 """`tunesmith`: the command line. This file only registers the command groups.
 
     tunesmith webui [--host H] [--port P] [--auth user:password]
-    tunesmith train CONFIG.yaml [--set training.max_steps=20 ...] [--detach]
+    tunesmith train CONFIG.yaml [--set training.max_steps=20 ...] [--gpus 0,1] [--detach]
     tunesmith runs [--json]
+    tunesmith queue [top|up|down|bottom|move|cancel RUN_ID]
+    tunesmith scheduler [--exit-when-idle]
     tunesmith stop RUN_ID
     tunesmith chat RUN_ID_OR_MODEL [--message TEXT]
     tunesmith export RUN_ID --format adapter|merged|gguf [--quant q4_k_m,q8_0] [--out DIR]
@@ -23,13 +25,13 @@ from tunesmith import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import chat, data, export, runs, train, webui
+    from . import chat, data, export, queue, runs, scheduler, train, webui
 
     parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune open LLMs: studio, CLI and YAML on one engine.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in (webui, train, runs, chat, export, data):
+    for mod in (webui, train, runs, queue, scheduler, chat, export, data):
         mod.register(sub)
     return parser
 

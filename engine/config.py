@@ -136,6 +136,45 @@ class TrainingConfig(_Section):
     )
 
 
+class ResourcesConfig(_Section):
+    gpus: Literal["auto"] | int | list[int] = Field(
+        "auto",
+        description="GPUs to train on: auto (one free GPU), a count (e.g. 2: any two free GPUs, one process each), "
+        "or indices like 0,1. The run waits in the queue until they are free.",
+    )
+    processes: int | None = Field(
+        None, ge=1, le=64,
+        description="Training processes (default: one per GPU). On a machine without GPUs, 2+ runs data-parallel "
+        "CPU processes over gloo: slow, for trying the multi-GPU path.",
+    )
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _parse(cls, v: Any) -> Any:
+        # "0,1" (CLI --gpus, a studio textbox) and "2" arrive as strings
+        if isinstance(v, str):
+            v = v.strip().strip("[]").strip()
+            if v in ("", "auto"):
+                return "auto"
+            parts = [s.strip() for s in v.split(",") if s.strip()]
+            if not all(s.isdigit() for s in parts):
+                raise ValueError("use auto, a count like 2, or GPU indices like 0,1")
+            return [int(s) for s in parts] if "," in v else int(parts[0])
+        return v
+
+    @field_validator("gpus")
+    @classmethod
+    def _check(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("use auto, a count like 2, or GPU indices like 0,1")
+        if isinstance(v, int) and v < 1:
+            raise ValueError("a GPU count must be at least 1 (auto picks one)")
+        if isinstance(v, list):
+            if not v or any(i < 0 for i in v) or len(set(v)) != len(v):
+                raise ValueError("list each GPU index (0, 1, ...) once")
+        return v
+
+
 class OutputConfig(_Section):
     run_name: str | None = Field(None, max_length=80, description="A name for this run; empty picks one from model and data.")
 
@@ -160,6 +199,7 @@ class RunConfig(_Section):
     kernels: Literal["auto", "on", "off"] = Field(
         "auto", description="Tunesmith's Triton kernels: auto uses them where they apply, off runs stock code."
     )
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Which GPUs the run uses.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
 
     # ---- YAML round trip -------------------------------------------------

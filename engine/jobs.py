@@ -1,40 +1,47 @@
-"""The job manager: submit runs, start one worker process per run, track them.
+"""The job manager: submit runs to the queue, read their state, stop, cancel, resume them.
 
-    run_id = submit(cfg)          # validates, writes runs/<id>/config.yaml, starts the worker
-    get_run(run_id).status        # queued | running | stopping | completed | stopped | failed
+    run_id = submit(cfg)          # validates, writes runs/<id>/config.yaml, queues the run
+    get_run(run_id).status        # queued | running | stopping | completed | stopped | failed | cancelled
     stop(run_id)                  # graceful: the worker saves the adapter so far, then exits
 
-State lives in SQLite (engine.registry) and in each run directory, never in
-this process: a studio or CLI that restarts rebuilds everything from the
-database, the worker's pid and events.jsonl, so closing a browser or
-restarting the studio never stops or loses a run. Workers are started in their
-own session, so Ctrl+C in the studio's terminal does not kill them either.
+Runs wait in a queue until the GPUs they asked for are free; engine.scheduler
+starts them (in whichever live tunesmith process holds its lease) through
+engine.launcher. `submit` and `wait` take a scheduler turn themselves, so a
+run submitted to a free machine starts at once.
+
+State lives in SQLite (engine.registry, engine.scheduler) and in each run
+directory, never in this process: a studio or CLI that restarts rebuilds
+everything from the database, the worker's pid and events.jsonl, so closing a
+browser or restarting the studio never stops or loses a run. Workers are
+started in their own session, so Ctrl+C in the studio's terminal does not kill
+them either.
+
+Reading never writes: `get_run` and `list_runs` overlay what the worker wrote
+(events.jsonl) and whether its process lives on the database row (`view`);
+the scheduler writes final states into the row. The job manager writes a row
+only while its run is queued; the worker's folder is the worker's, except for
+the STOP file that asks it to stop.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shutil
 import subprocess
-import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from . import atomic, events, paths, registry
+from . import atomic, events, paths, registry, scheduler
 from .config import DEMO_MODEL, RunConfig
 from .errors import RunError
 from .registry import FINAL_STATES, RunInfo
+from .rundir import CONFIG_FILE, LOG_FILE, STOP_FILE  # noqa: F401 - re-exported for callers
 
-STOP_FILE = "STOP"
-LOG_FILE = "worker.log"
-CONFIG_FILE = "config.yaml"
-
-# Popen handles of workers this process started, so finished children are reaped
-# (a zombie would look alive to os.kill(pid, 0)).
-_children: dict[str, subprocess.Popen] = {}
+# The Popen handles of workers this process started (shared with the scheduler).
+_children: dict[str, subprocess.Popen] = scheduler.children
 
 
 def _new_run_id() -> str:
@@ -77,11 +84,18 @@ def check_data_sources(cfg: RunConfig) -> None:
 
 
 def submit(cfg: RunConfig, start: bool = True) -> str:
-    """Validate `cfg`, create its run directory and start its worker. Returns the run id.
+    """Validate `cfg`, create its run directory and queue it. Returns the run id.
 
+    With `start`, take a scheduler turn at once (the run starts now if its GPUs are free
+    and no other process holds the scheduler role).
     Raises ConfigError / ModelError / DataError before anything is written.
     """
     validate(cfg)
+    from . import fit, gpus
+
+    machine = gpus.list_gpus()
+    gpus.check_request(cfg.resources.gpus, machine, cfg.resources.processes)
+    fit.refuse_if_too_big(cfg, machine)
     run_id = _new_run_id()
     name = cfg.output.run_name or default_run_name(cfg)
     final_dir = paths.runs_dir() / run_id
@@ -92,67 +106,35 @@ def submit(cfg: RunConfig, start: bool = True) -> str:
         method=cfg.method, run_dir=final_dir, created_at=time.time(), max_steps=cfg.training.max_steps,
     )
     registry.insert(info)
+    scheduler.enqueue(run_id, cfg.resources)
     if start:
-        _start_worker(info)
+        scheduler.tick()
     return run_id
 
 
-def resume(run_id: str) -> RunInfo:
-    """Continue a stopped or failed run from its newest checkpoint, in the same run directory."""
+def resume(run_id: str, start: bool = True) -> RunInfo:
+    """Queue a stopped or failed run again; it continues from its newest checkpoint, in the
+    same run directory, when the scheduler starts it (`start`: take a scheduler turn now)."""
     from .trainer import latest_checkpoint
 
     run = get_run(run_id)
     if not run.finished:
         raise RunError(f"Run {run.id} is {run.status}; only a stopped or failed run can be resumed.")
-    if run.status == "completed":
-        raise RunError(f"Run {run.id} already completed; start a new run to train more.")
+    if run.status in ("completed", "cancelled"):
+        raise RunError(f"Run {run.id} {'already completed' if run.status == 'completed' else 'was cancelled'}; "
+                       "start a new run instead.")
     ckpt = latest_checkpoint(run.run_dir)
     if ckpt is None:
         raise RunError(f"Run {run.id} saved no checkpoint to resume from (checkpoints are written every "
                        "training.save_steps steps); start it again instead.")
     (run.run_dir / STOP_FILE).unlink(missing_ok=True)
-    # No worker owns the directory now; this line supersedes the old final status so that
-    # nobody reading in between sees the run as still stopped.
-    events.EventWriter(run.run_dir).status("running", "resuming")
-    registry.update(run.id, status="queued", finished_at=None, error=None)
-    _start_worker(get_run(run.id), resume=True)
+    # The worker's old final status stays in events.jsonl; `view` ignores final statuses
+    # written before the run's new start, so nothing here writes into the worker's folder.
+    registry.update(run.id, status="queued", started_at=None, finished_at=None, error=None, pid=None)
+    scheduler.enqueue(run.id, load_config(run).resources, resume=True)
+    if start:
+        scheduler.tick()
     return get_run(run.id)
-
-
-def _start_worker(info: RunInfo, resume: bool = False) -> None:
-    log = open(info.run_dir / LOG_FILE, "ab")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TUNESMITH_RUN_ID=info.id, TUNESMITH_HOME=str(paths.home()))
-    # cwd is the run directory: a repo checkout's top-level kernels/ folder must not shadow
-    # Hugging Face's `kernels` package in the worker.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunesmith.engine.worker", str(info.run_dir), *(["--resume"] if resume else [])],
-        cwd=str(info.run_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=env, start_new_session=True,
-    )
-    log.close()
-    _children[info.id] = proc
-    registry.update(info.id, pid=proc.pid, status="running", started_at=time.time())
-
-
-def _alive(run: RunInfo) -> bool:
-    proc = _children.get(run.id)
-    if proc is not None:
-        return proc.poll() is None
-    if not run.pid:
-        return False
-    try:
-        os.kill(run.pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    # Same pid, but is it still our worker (pids are reused) and not a zombie?
-    try:
-        stat = Path(f"/proc/{run.pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        cmd = Path(f"/proc/{run.pid}/cmdline").read_bytes().decode(errors="replace")
-        return str(run.run_dir) in cmd
-    except OSError:
-        return True  # no /proc (macOS): trust kill(0)
 
 
 def log_tail(run_dir: Path, lines: int = 20) -> str:
@@ -167,8 +149,10 @@ def log_tail(run_dir: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _sync(run: RunInfo) -> RunInfo:
-    """Bring a registry row up to date from the run directory and the process table."""
+def view(run: RunInfo) -> RunInfo:
+    """The run as it stands now: its row, overlaid with what its worker wrote (steps, loss,
+    final status) and whether its process lives. Pure: writes nothing (the scheduler
+    writes final states into the row; see scheduler._settle)."""
     if run.finished:
         return run
     evs = events.read_events(run.run_dir)
@@ -176,34 +160,33 @@ def _sync(run: RunInfo) -> RunInfo:
     tr = events.last_train(evs)
     if tr:
         upd.update(step=int(tr.get("step") or 0), last_loss=tr.get("loss"), max_steps=tr.get("max_steps"))
+    if run.status == "queued":
+        return replace(run, **upd)
     st = events.last_status(evs)
-    if st and st.get("status") in FINAL_STATES:
+    # A final status from before this start belongs to an earlier attempt (a resumed run).
+    if st and st.get("status") in FINAL_STATES and st.get("time", 0) >= (run.started_at or 0):
         upd.update(status=st["status"], finished_at=st.get("time"))
         if st["status"] == "failed":
             msg = (st.get("message") or "").strip()
             tail = log_tail(run.run_dir, 12)
             upd["error"] = f"{msg}\n--- last lines of worker.log ---\n{tail}" if msg and tail else (msg or tail)
-    elif run.status in ("running", "stopping") and not _alive(run):
+    elif run.pid and not scheduler.alive_or_reaped(run):
         upd.update(status="failed", finished_at=time.time(),
                    error="The worker process exited without finishing.\n" + log_tail(run.run_dir))
     elif run.status == "running" and (run.run_dir / STOP_FILE).exists():
         upd["status"] = "stopping"
-    if upd:
-        registry.update(run.id, **upd)
-        for k, v in upd.items():
-            setattr(run, k, v)
-    return run
+    return replace(run, **upd)
 
 
 def get_run(run_id: str) -> RunInfo:
     run = registry.get(run_id)
     if run is None:
         raise RunError(f"No run with id {run_id!r}. `tunesmith runs` lists them.")
-    return _sync(run)
+    return view(run)
 
 
 def list_runs() -> list[RunInfo]:
-    return [_sync(r) for r in registry.all_runs()]
+    return [view(r) for r in registry.all_runs()]
 
 
 def load_config(run: RunInfo | str) -> RunConfig:
@@ -212,14 +195,24 @@ def load_config(run: RunInfo | str) -> RunConfig:
 
 
 def stop(run_id: str) -> RunInfo:
-    """Ask a run to stop after its current step; the worker saves what it has."""
+    """Ask a run to stop after its current step (the worker saves what it has); a queued run
+    is cancelled instead. Every rank of a multi-GPU run stops at the same step."""
     run = get_run(run_id)
     if run.finished:
         return run
+    if run.status == "queued" and scheduler.cancel(run_id):
+        return get_run(run_id)
     # A file, not a signal: the worker polls it between steps and between loading phases,
     # and a signal arriving before the worker installed its handler would kill it.
     (run.run_dir / STOP_FILE).touch()
-    registry.update(run_id, status="stopping")
+    return get_run(run_id)
+
+
+def cancel(run_id: str) -> RunInfo:
+    """Take a queued run out of the queue; RunError when it is not queued."""
+    run = get_run(run_id)
+    if run.status != "queued" or not scheduler.cancel(run_id):
+        raise RunError(f"Run {run_id} is {get_run(run_id).status}, not queued; stop it instead.")
     return get_run(run_id)
 
 
@@ -228,13 +221,16 @@ def delete(run_id: str) -> None:
     if not run.finished:
         raise RunError(f"Run {run_id} is {run.status}; stop it before deleting it.")
     registry.delete(run_id)
+    scheduler.forget(run_id)
     shutil.rmtree(run.run_dir, ignore_errors=True)
 
 
 def wait(run_id: str, timeout: float | None = None, poll: float = 0.5) -> RunInfo:
-    """Block until the run reaches a final state (for the CLI and tests)."""
+    """Block until the run reaches a final state (for the CLI and tests). Takes scheduler
+    turns while it waits, so queued runs start even when no studio is running."""
     t0 = time.time()
     while True:
+        scheduler.tick()
         run = get_run(run_id)
         if run.finished:
             proc = _children.pop(run_id, None)
@@ -243,6 +239,7 @@ def wait(run_id: str, timeout: float | None = None, poll: float = 0.5) -> RunInf
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     pass
+            scheduler.tick()  # write its final state and start the next run
             return run
         if timeout is not None and time.time() - t0 > timeout:
             raise TimeoutError(f"run {run_id} still {run.status} after {timeout:.0f}s")
@@ -259,10 +256,10 @@ def resolve_run(ref: str) -> RunInfo | None:
     runs = registry.all_runs()
     for r in runs:
         if r.id == ref:
-            return _sync(r)
+            return view(r)
     matches = [r for r in runs if r.id.startswith(ref) or r.name == ref]
     if len(matches) == 1:
-        return _sync(matches[0])
+        return view(matches[0])
     if len(matches) > 1:
         raise RunError(f"{ref!r} matches {len(matches)} runs ({', '.join(r.id for r in matches[:5])}); use the full id.")
     return None

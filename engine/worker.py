@@ -22,7 +22,7 @@ from pathlib import Path
 from .config import RunConfig
 from .errors import TunesmithError
 from .events import EventWriter, drop_after
-from .jobs import CONFIG_FILE, STOP_FILE
+from .rundir import CONFIG_FILE, STOP_FILE
 
 
 def run(run_dir: Path, resume: bool = False) -> int:
