@@ -9,6 +9,7 @@
     tunesmith chat RUN_ID_OR_MODEL [--message TEXT]
     tunesmith export RUN_ID --format adapter|merged|gguf [--quant q4_k_m,q8_0] [--out DIR]
     tunesmith data inspect PATH [--format F] [--json]
+    tunesmith doctor [--check] [--rebuild]
 
 Mistakes (a bad config, an unknown run, a missing file) print one line naming
 the problem and exit with status 2; --debug shows the traceback instead.
@@ -19,19 +20,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
+from pathlib import Path
 
 from tunesmith import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import chat, data, export, queue, runs, scheduler, train, webui
+    from . import chat, data, doctor, export, queue, runs, scheduler, train, webui
 
     parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune open LLMs: studio, CLI and YAML on one engine.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in (webui, train, runs, queue, scheduler, chat, export, data):
+    for mod in (webui, train, runs, queue, scheduler, chat, export, data, doctor):
         mod.register(sub)
     return parser
 
@@ -66,11 +69,26 @@ def main(argv: list[str] | None = None) -> int:
     except TunesmithError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as e:
+        # Not a bug in the input, but the machine: a full disk, a permission, a damaged file.
+        if args.debug:
+            raise
+        from tunesmith.engine.diskspace import disk_full_reason
+
+        print(f"error: {one_line(disk_full_reason(e, Path.cwd()) or str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(msg: str) -> str:
+    """A message as one terminal line: control characters (escape codes) shown, never run."""
+    from tunesmith.engine.text import printable
+
+    return printable(" ".join(part.strip() for part in msg.strip().splitlines() if part.strip()))
 
 
 def entry() -> None:

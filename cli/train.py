@@ -32,10 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunesmith.engine import jobs
+    from tunesmith.engine import jobs, scheduler
     from tunesmith.engine.config import RunConfig
-
-    from tunesmith.engine import scheduler
+    from tunesmith.engine.text import printable
 
     overrides = list(args.overrides) + ([f"resources.gpus={args.gpus}"] if args.gpus else [])
     cfg = RunConfig.from_yaml(args.config, overrides=overrides)
@@ -43,20 +42,25 @@ def run(args: argparse.Namespace) -> int:
     info = jobs.get_run(run_id)
     place = scheduler.positions().get(run_id)
     state = f"queued (number {place}; `tunesmith queue` shows the queue)" if place else "started"
-    print(f"run {run_id} ({info.name}) {state}; folder {info.run_dir}")
+    print(f"run {run_id} ({printable(info.name)}) {state}; folder {info.run_dir}")
     if args.detach:
         scheduler.hand_off()  # someone must start it if it is still waiting
         return 0
     return follow(run_id)
 
 
+def printable_lines(text: str) -> str:
+    from tunesmith.engine.text import printable
+
+    return "\n".join(printable(line) for line in text.splitlines())
+
+
 def follow(run_id: str) -> int:
     """Show a progress bar until the run ends; Ctrl+C requests a graceful stop."""
     from tqdm import tqdm
 
-    from tunesmith.engine import events, jobs
-
-    from tunesmith.engine import scheduler
+    from tunesmith.engine import events, jobs, scheduler
+    from tunesmith.engine.text import printable
 
     bar = tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr)
     seen = 0
@@ -85,7 +89,7 @@ def follow(run_id: str) -> int:
                     elif ev["type"] == "eval":
                         bar.write(f"step {ev['step']}: eval loss {ev['eval_loss']:.4f}")
                     elif ev["type"] == "status" and ev.get("message"):
-                        bar.set_description(ev["message"][:40])
+                        bar.set_description(printable(ev["message"])[:40])
                 seen = len(evs)
                 info = jobs.get_run(run_id)
                 if info.finished:
@@ -106,7 +110,7 @@ def follow(run_id: str) -> int:
         print(f"run {run_id} was cancelled before it started", file=sys.stderr)
         return 1
     if info.status == "failed":
-        print(f"run {run_id} failed:\n{info.error}", file=sys.stderr)
+        print(f"run {run_id} failed:\n{printable_lines(info.error or '')}", file=sys.stderr)
         return 1
     out = info.run_dir / ("model" if info.has_full_model else "adapter")
     print(f"run {run_id} {info.status}; last loss {info.last_loss}; saved to {out}")

@@ -16,7 +16,14 @@ browser or restarting the studio never stops or loses a run. Workers are
 started in their own session, so Ctrl+C in the studio's terminal does not kill
 them either.
 
-Reading never writes: `get_run` and `list_runs` overlay what the worker wrote
+Crash order: a run's folder (config.yaml, run.json) is complete before its row
+exists, and a folder without a row is adopted on the next listing
+(engine.recovery), so no crash leaves a run that nobody lists. The worker runs
+under a small `sh` that records its exit status (engine.exits, through
+engine.launcher), so a killed worker is reported as killed, by signal, whoever
+asks.
+
+Reading never writes run rows: `get_run` and `list_runs` overlay what the worker wrote
 (events.jsonl) and whether its process lives on the database row (`view`);
 the scheduler writes final states into the row. The job manager writes a row
 only while its run is queued; the worker's folder is the worker's, except for
@@ -25,23 +32,30 @@ the STOP file that asks it to stop.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import secrets
 import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
-from . import atomic, events, paths, registry, scheduler
+from . import atomic, events, exits, launcher, paths, registry, scheduler
 from .config import DEMO_MODEL, RunConfig
-from .errors import RunError
+from .errors import RegistryError, RunError
 from .registry import FINAL_STATES, RunInfo
 from .rundir import CONFIG_FILE, LOG_FILE, STOP_FILE  # noqa: F401 - re-exported for callers
 
+log = logging.getLogger(__name__)
+
 # The Popen handles of workers this process started (shared with the scheduler).
 _children: dict[str, subprocess.Popen] = scheduler.children
+_pid_alive = launcher.worker_alive  # engine.recovery's name for it
 
 
 def _new_run_id() -> str:
@@ -58,10 +72,12 @@ def default_run_name(cfg: RunConfig) -> str:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Fail fast on what can be checked before a run exists (model and data sources)."""
+    """Fail fast on what can be checked before a run exists (model, LoRA layers, data sources)."""
     from . import models
+    from .targets import check_target_modules
 
     models.check_model_source(cfg.model)
+    check_target_modules(cfg)
     check_data_sources(cfg)
 
 
@@ -83,12 +99,27 @@ def check_data_sources(cfg: RunConfig) -> None:
         load_examples(ref, format=fmt).usable(drop_invalid=cfg.data.drop_invalid)
 
 
-def submit(cfg: RunConfig, start: bool = True) -> str:
+# A second identical submit within this many seconds is a double click, not a new run.
+DUPLICATE_WINDOW_S = 10.0
+
+
+class DuplicateSubmit(RunError):
+    """The same config was submitted moments ago; `run_id` is the run it started."""
+
+    def __init__(self, message: str, run_id: str):
+        super().__init__(message)
+        self.run_id = run_id
+
+
+def submit(cfg: RunConfig, start: bool = True, dedupe: bool = False) -> str:
     """Validate `cfg`, create its run directory and queue it. Returns the run id.
 
     With `start`, take a scheduler turn at once (the run starts now if its GPUs are free
     and no other process holds the scheduler role).
-    Raises ConfigError / ModelError / DataError before anything is written.
+    Raises ConfigError / ModelError / DataError before anything is written; a run that
+    cannot fit on its GPUs is refused (engine.fit) naming the setting to change.
+    With `dedupe` (the studio's Start button) the same config submitted again
+    within DUPLICATE_WINDOW_S raises DuplicateSubmit naming the first run.
     """
     validate(cfg)
     from . import fit, gpus
@@ -96,20 +127,56 @@ def submit(cfg: RunConfig, start: bool = True) -> str:
     machine = gpus.list_gpus()
     gpus.check_request(cfg.resources.gpus, machine, cfg.resources.processes)
     fit.refuse_if_too_big(cfg, machine)
-    run_id = _new_run_id()
-    name = cfg.output.run_name or default_run_name(cfg)
-    final_dir = paths.runs_dir() / run_id
-    with atomic.atomic_dir(final_dir) as tmp:
-        (tmp / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
-    info = RunInfo(
-        id=run_id, name=name, status="queued", model=cfg.model.name_or_path, datasets=list(cfg.data.datasets),
-        method=cfg.method, run_dir=final_dir, created_at=time.time(), max_steps=cfg.training.max_steps,
-    )
-    registry.insert(info)
-    scheduler.enqueue(run_id, cfg.resources)
+    text = cfg.to_yaml()
+    with _submit_lock():
+        if dedupe:
+            _refuse_duplicate(text)
+        run_id = _new_run_id()
+        while (paths.runs_dir() / run_id).exists():
+            run_id = _new_run_id()
+        name = cfg.output.run_name or default_run_name(cfg)
+        final_dir = paths.runs_dir() / run_id
+        info = RunInfo(
+            id=run_id, name=name, status="queued", model=cfg.model.name_or_path, datasets=list(cfg.data.datasets),
+            method=cfg.method, run_dir=final_dir, created_at=time.time(), max_steps=cfg.training.max_steps,
+        )
+        # Folder first, complete, then its row: a crash in between leaves a folder that
+        # engine.recovery adopts; the reverse would leave a row pointing at nothing.
+        from .recovery import write_meta
+
+        with atomic.atomic_dir(final_dir) as tmp:
+            (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
+            write_meta(tmp, info)
+        registry.insert(info)
+        scheduler.enqueue(run_id, cfg.resources)
     if start:
         scheduler.tick()
     return run_id
+
+
+@contextmanager
+def _submit_lock() -> Iterator[None]:
+    """Serialize submits across processes (two studio tabs, a studio and the CLI)."""
+    import fcntl
+
+    with open(paths.home() / ".submit.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _refuse_duplicate(text: str) -> None:
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    now = time.time()
+    for r in registry.all_runs():
+        if now - r.created_at > DUPLICATE_WINDOW_S:
+            break  # newest first
+        try:
+            same = hashlib.sha256((r.run_dir / CONFIG_FILE).read_bytes()).hexdigest() == digest
+        except OSError:
+            continue
+        if same:
+            raise DuplicateSubmit(f"Run {r.id} ({r.name}) was started with this exact config "
+                                  f"{now - r.created_at:.0f} s ago; this second Start was ignored.", r.id)
 
 
 def resume(run_id: str, start: bool = True) -> RunInfo:
@@ -167,12 +234,14 @@ def view(run: RunInfo) -> RunInfo:
     if st and st.get("status") in FINAL_STATES and st.get("time", 0) >= (run.started_at or 0):
         upd.update(status=st["status"], finished_at=st.get("time"))
         if st["status"] == "failed":
-            msg = (st.get("message") or "").strip()
-            tail = log_tail(run.run_dir, 12)
-            upd["error"] = f"{msg}\n--- last lines of worker.log ---\n{tail}" if msg and tail else (msg or tail)
+            from .recovery import failure_text
+
+            upd["error"] = failure_text(run.run_dir, st.get("message") or "")
     elif run.pid and not scheduler.alive_or_reaped(run):
-        upd.update(status="failed", finished_at=time.time(),
-                   error="The worker process exited without finishing.\n" + log_tail(run.run_dir))
+        proc = _children.get(run.id)
+        why = exits.describe_death(run.run_dir, proc.returncode if proc else None,
+                                   peak_mem_gb=tr.get("peak_mem_gb") if tr else None)
+        upd.update(status="failed", finished_at=time.time(), error=why + "\n" + log_tail(run.run_dir))
     elif run.status == "running" and (run.run_dir / STOP_FILE).exists():
         upd["status"] = "stopping"
     return replace(run, **upd)
@@ -186,7 +255,18 @@ def get_run(run_id: str) -> RunInfo:
 
 
 def list_runs() -> list[RunInfo]:
+    from .recovery import adopt_orphans
+
+    try:
+        adopt_orphans()  # folders without a row (a crash mid-submit, a lost db) get one
+    except RegistryError as e:  # a full disk: list what the table has
+        log.warning("%s", e)
     return [view(r) for r in registry.all_runs()]
+
+
+def _alive(run: RunInfo) -> bool:
+    """Is the run's worker process alive (engine.recovery's name for it)?"""
+    return scheduler.alive_or_reaped(run)
 
 
 def load_config(run: RunInfo | str) -> RunConfig:

@@ -67,15 +67,34 @@ def worker_command(run_dir: Path, nproc: int = 1, gpus: list[int] | None = None,
     return argv, env
 
 
+# The worker (or torchrun) runs under `sh`, which records its pid and, when it ends however it
+# ends, its exit status (128 + N when killed by signal N): engine.exits reads both.
+_LAUNCH_SH = (
+    '"$@" & pid=$!; echo $pid > worker.pid; wait $pid; rc=$?; '
+    'echo $rc > .worker.exit.tmp && mv -f .worker.exit.tmp worker.exit; exit $rc'
+)
+
+
 def launch(run_dir: Path, nproc: int = 1, gpus: list[int] | None = None, resume: bool = False,
            run_id: str = "") -> subprocess.Popen:
     """Start the worker(s) for `run_dir` with stdout and stderr appended to worker.log."""
+    import json
+    import time
+
+    from . import atomic, exits
+
+    run_dir = Path(run_dir)
     argv, env = worker_command(run_dir, nproc, gpus, resume, run_id)
-    with open(Path(run_dir) / LOG_FILE, "ab") as log:
+    for stale in (exits.EXIT_FILE, exits.PID_FILE):
+        (run_dir / stale).unlink(missing_ok=True)
+    atomic.write_text(run_dir / exits.LAUNCH_FILE, json.dumps(
+        {"oom_kills_at_start": exits.oom_kill_count(), "time": time.time(), "gpus": gpus or [], "processes": nproc}))
+    with open(run_dir / LOG_FILE, "ab") as log:
         # cwd is the run directory: a repo checkout's top-level kernels/ folder must not shadow
         # Hugging Face's `kernels` package in the worker.
-        return subprocess.Popen(argv, cwd=str(run_dir), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        return subprocess.Popen(["/bin/sh", "-c", _LAUNCH_SH, "tunesmith-worker", *argv], cwd=str(run_dir),
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
 
 
 def kill_tree(pid: int, sig: int = signal.SIGTERM) -> bool:

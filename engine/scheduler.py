@@ -310,6 +310,7 @@ def tick(launch: Launch | None = None, machine_gpus: list[gpus_mod.GpuInfo] | No
             return TickResult(holder=False)
     res = TickResult(holder=True)
     _settle(res, jobs)
+    _enqueue_unslotted()
     gpus = gpus_mod.list_gpus() if machine_gpus is None else machine_gpus
     while True:
         claimed = _claim_next(gpus)
@@ -326,6 +327,27 @@ def tick(launch: Launch | None = None, machine_gpus: list[gpus_mod.GpuInfo] | No
         res.started.append(run.id)
         log.info("started run %s on %s", run.id, f"GPUs {s.assigned}" if s.assigned else "the CPU")
     return res
+
+
+def _enqueue_unslotted() -> None:
+    """Queued rows without a queue slot (rebuilt from their folders by engine.recovery, or
+    written by an older Tunesmith) join the queue in submission order, asking for what their
+    config asks for."""
+    from .config import RunConfig
+    from .rundir import CONFIG_FILE
+
+    con = _read()
+    try:
+        rows = con.execute("SELECT id, run_dir FROM runs r WHERE status = 'queued' AND NOT EXISTS "
+                           "(SELECT 1 FROM queue q WHERE q.run_id = r.id) ORDER BY created_at").fetchall()
+    finally:
+        con.close()
+    for rid, run_dir in rows:
+        try:
+            resources = RunConfig.from_yaml(f"{run_dir}/{CONFIG_FILE}").resources
+        except Exception:  # noqa: BLE001 - an unreadable config: the worker reports it when it starts
+            resources = ResourcesConfig()
+        enqueue(rid, resources)
 
 
 def _claim_next(gpus: list[gpus_mod.GpuInfo]) -> tuple[registry.RunInfo, Slot] | None:
@@ -397,6 +419,10 @@ def _settle(res: TickResult, jobs) -> None:
             continue
         seen = jobs.view(run)
         if seen.finished:
+            if seen.status == "failed" and not alive_or_reaped(run):
+                from .diskspace import release
+
+                release(run.run_dir)  # a dead worker's disk ballast
             registry.update(run.id, status=seen.status, finished_at=seen.finished_at, error=seen.error,
                             step=seen.step, last_loss=seen.last_loss, max_steps=seen.max_steps)
             done = children.pop(run.id, None)
@@ -406,6 +432,16 @@ def _settle(res: TickResult, jobs) -> None:
                 except subprocess.TimeoutExpired:
                     pass
             res.settled.append(run.id)
+
+
+def settle_now() -> TickResult:
+    """Write the final state of every live run that ended, whoever holds the lease (engine.recovery's
+    doctor). Writing a final state twice writes the same values."""
+    from . import jobs
+
+    res = TickResult(holder=False)
+    _settle(res, jobs)
+    return res
 
 
 def alive_or_reaped(run: registry.RunInfo) -> bool:
