@@ -155,8 +155,8 @@ class TrainingConfig(_Section):
 class ResourcesConfig(_Section):
     gpus: Literal["auto"] | int | list[int] = Field(
         "auto",
-        description="GPUs to train on: auto (one free GPU), a count (e.g. 2: any two free GPUs, one process each), "
-        "or indices like 0,1. The run waits in the queue until they are free.",
+        description="GPUs to train on: auto (one free GPU), a count (2: any two free GPUs, one process each), "
+        "or indices like [0, 1] or [1]. The run waits in the queue until they are free.",
     )
     processes: int | None = Field(
         None, ge=1, le=64,
@@ -168,14 +168,17 @@ class ResourcesConfig(_Section):
     @classmethod
     def _parse(cls, v: Any) -> Any:
         # "0,1" (CLI --gpus, a studio textbox) and "2" arrive as strings
+        # "0,1", "[1]" and "1," are indices; "2" is a count.
         if isinstance(v, str):
-            v = v.strip().strip("[]").strip()
+            v = v.strip()
+            listed = v.startswith("[") or "," in v
+            v = v.strip("[]").strip()
             if v in ("", "auto"):
                 return "auto"
             parts = [s.strip() for s in v.split(",") if s.strip()]
-            if not all(s.isdigit() for s in parts):
-                raise ValueError("use auto, a count like 2, or GPU indices like 0,1")
-            return [int(s) for s in parts] if "," in v else int(parts[0])
+            if not parts or not all(s.isdigit() for s in parts):
+                raise ValueError("use auto, a count like 2, or GPU indices like 0,1 (GPU 1 alone: [1] or 1,)")
+            return [int(s) for s in parts] if listed else int(parts[0])
         return v
 
     @field_validator("gpus")

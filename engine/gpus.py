@@ -92,6 +92,9 @@ def check_request(request: GpuRequest, gpus: Sequence[GpuInfo], processes: int |
     have = sorted(g.index for g in gpus)
     where = f"this machine has {len(have)} GPU{'s' if len(have) != 1 else ''}" + (
         f" ({', '.join(map(str, have))})" if have else "")
+    if have and processes is not None and processes != count(request, gpus):
+        raise GpuRequestError(f"resources.processes: {processes} processes on {count(request, gpus)} GPU(s); on GPUs "
+                              "it is one process per GPU. Leave processes empty and set resources.gpus instead.")
     if request == "auto":
         return
     if not have:
@@ -104,9 +107,6 @@ def check_request(request: GpuRequest, gpus: Sequence[GpuInfo], processes: int |
         if missing:
             raise GpuRequestError(f"resources.gpus: no GPU {', '.join(map(str, missing))}; {where}. "
                                   "Pick from those, or use auto.")
-    if processes is not None and processes != count(request, gpus):
-        raise GpuRequestError(f"resources.processes: {processes} processes on {count(request, gpus)} GPU(s); on GPUs "
-                              "it is one process per GPU. Leave processes empty.")
 
 
 def count(request: GpuRequest, gpus: Sequence[GpuInfo]) -> int:

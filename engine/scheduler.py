@@ -483,13 +483,16 @@ def serve(stop: threading.Event | None = None, exit_when_idle: bool = False, int
 
 
 _background: threading.Thread | None = None
+_background_stop = threading.Event()
 
 
 def start_background() -> threading.Thread:
-    """Tick in a daemon thread of this process (the studio), for as long as the process lives."""
+    """Tick in a daemon thread of this process (the studio) until hand_off() or the process ends."""
     global _background
     if _background is None or not _background.is_alive():
-        _background = threading.Thread(target=serve, name="tunesmith-scheduler", daemon=True)
+        _background_stop.clear()
+        _background = threading.Thread(target=serve, kwargs={"stop": _background_stop}, name="tunesmith-scheduler",
+                                       daemon=True)
         _background.start()
     return _background
 
@@ -513,6 +516,9 @@ def ensure_scheduler() -> int | None:
 def hand_off() -> None:
     """A process that held the role and is leaving: release it, and start a headless
     scheduler when runs still wait."""
+    _background_stop.set()
+    if _background is not None and _background is not threading.current_thread():
+        _background.join(timeout=5)
     lease = holder()
     if lease is not None and lease.owner == _owner():
         release()

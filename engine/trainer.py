@@ -132,7 +132,11 @@ class Recipe:
                  len(self.eval_rows or []))
         self._check_stop()
 
+        torch.manual_seed(cfg.training.seed)  # the adapter's init follows training.seed
         self.model = self._wrap(self.model)
+        from .distributed import sync_from_rank0
+
+        sync_from_rank0(self.model)  # several processes: every rank starts from rank 0's adapter
         self.fused = False
         self.plan = None
         self._plan_batches()

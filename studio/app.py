@@ -28,6 +28,7 @@ from .chat_tab import build_chat_tab, refresh_targets
 from .context import StudioContext, config_from_form
 from .data_tab import build_data_tab
 from .export_tab import build_export_tab, refresh_runs
+from .gpu_panel import wire_fit_lines
 from .model_tab import build_model_tab
 from .runs_tab import build_runs_tab
 from .train_tab import build_train_tab
@@ -97,6 +98,7 @@ def build_studio(remote: bool = False) -> tuple[gr.Blocks, StudioContext]:
         gr.HTML('<div class="ts-footer">Runs keep going when you close this page. '
                 'Everything here can also be done with the <code>tunesmith</code> command.</div>')
 
+        wire_fit_lines(ctx)  # the fit lines read fields of several tabs
         # A run that finished while the page was open should be pickable without a reload.
         chat_tab.select(refresh_targets, chat.refresh_inputs, chat.refresh_outputs, show_progress="hidden")
         export_tab.select(refresh_runs, export.run, export.run, show_progress="hidden")
@@ -133,6 +135,14 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | No
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = build_app(remote=host not in LOOPBACK)
     demo.queue(default_concurrency_limit=4)
+    # The studio takes the scheduler's role while it runs (engine.scheduler: a lease, so a
+    # second studio or a CLI scheduler simply stands by), and hands it on when it exits.
+    import atexit
+
+    from tunesmith.engine import scheduler
+
+    scheduler.start_background()
+    atexit.register(scheduler.hand_off)
     css = _asset("studio.css")
     logo = _asset("logo.svg")
     demo.launch(

@@ -17,6 +17,7 @@ from tunesmith.engine.config import DEMO_MODEL
 from tunesmith.engine.data import template_names
 
 from .context import StudioContext
+from .gpu_panel import build_gpu_picker
 
 
 def chat_template_choices() -> list[tuple[str, str]]:
@@ -66,6 +67,7 @@ def build_model_tab(ctx: StudioContext) -> ModelHandles:
                          ("Full fine-tune (all weights)", "full")],
                 label="Method", elem_id="method",
             )
+            build_gpu_picker(ctx)  # resources.gpus and the fit line (studio/gpu_panel.py)
         with gr.Column(scale=2):
             with gr.Accordion("Advanced model options", open=False):
                 ctx.field("model.trust_remote_code", gr.Checkbox, label="Trust remote code")

@@ -19,11 +19,12 @@ from typing import Any
 
 import gradio as gr
 
-from tunesmith.engine import catalog, events, jobs
+from tunesmith.engine import catalog, events, jobs, scheduler
 from tunesmith.engine.errors import RunError
 
 from . import monitor
 from .context import StudioContext, form_value, override_updates, user_errors
+from .gpu_panel import fit_line_markdown
 
 POLL_SECONDS = 1.0
 
@@ -145,6 +146,7 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
                               label="Eval every N steps (0 = at saves)")
             ctx.field("output.run_name", gr.Textbox, label="Run name", placeholder="picked from model and data",
                       elem_id="run-name")
+            fit_line_markdown(ctx)  # "fits on GPU 0: ~9.8 of 24 GB" (studio/gpu_panel.py)
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", elem_id="start")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -168,7 +170,9 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
     def start_run(values: dict) -> str:
         cfg = ctx.config_from(values)
         run_id = jobs.submit(cfg)
-        gr.Info(f"Started run {run_id}. Closing this page does not stop it.")
+        place = scheduler.positions().get(run_id)
+        gr.Info(f"Queued run {run_id}: number {place}, it starts when its GPUs are free (Runs tab)." if place
+                else f"Started run {run_id}. Closing this page does not stop it.")
         return run_id
 
     @user_errors
