@@ -28,8 +28,12 @@ L the base's linear-layer parameters, O the rest, P the trainable ones):
 The 2.6 and 12 come from the H100 peaks in bench/RESULTS.md (1B and 8B shapes,
 2 x 2048 tokens: stock 17.9 / 50.8 GiB, stock-gc 8.5 / 16.8 GiB, Tunesmith speed
 7.5 / 34.4 GiB, memory 1.66 / 6.94 GiB); this module reproduces those within
-5% (memory mode, 1B: +2%). Peak means torch.cuda.max_memory_allocated: the CUDA context (~0.5 GB)
-and allocator slack are added only when comparing with a GPU's memory.
+5%. They are the points the constants were fitted to, not an independent check.
+The stock numbers were measured with transformers' own loss (full logits);
+where Tunesmith's training loop computes the loss in chunks the logits term is
+smaller, so the estimate errs high there. Peak means
+torch.cuda.max_memory_allocated: the CUDA context (~0.5 GB) and allocator slack
+are added only when comparing with a GPU's memory.
 
 What it does not know: attention implementations that keep more than SDPA,
 memory other programs take on the GPU later, models whose config.json it
