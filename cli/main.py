@@ -22,7 +22,6 @@ import logging
 import os
 import sqlite3
 import sys
-from pathlib import Path
 
 from tunesmith import __version__
 
@@ -63,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     from tunesmith.engine.errors import TunesmithError
+    from tunesmith.engine.text import one_line
 
     try:
         return int(args.func(args) or 0)
@@ -73,22 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (OSError, sqlite3.Error) as e:
         # Not a bug in the input, but the machine: a full disk, a permission, a damaged file.
-        if args.debug:
+        if args.debug or isinstance(e, BrokenPipeError):
             raise
+        from tunesmith.engine import paths
         from tunesmith.engine.diskspace import disk_full_reason
 
-        print(f"error: {one_line(disk_full_reason(e, Path.cwd()) or str(e))}", file=sys.stderr)
+        print(f"error: {one_line(disk_full_reason(e, paths.home()) or str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def one_line(msg: str) -> str:
-    """A message as one terminal line: control characters (escape codes) shown, never run."""
-    from tunesmith.engine.text import printable
-
-    return printable(" ".join(part.strip() for part in msg.strip().splitlines() if part.strip()))
 
 
 def entry() -> None:

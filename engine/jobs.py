@@ -47,7 +47,8 @@ from typing import Iterator
 
 from . import atomic, events, exits, launcher, paths, registry, scheduler
 from .config import DEMO_MODEL, RunConfig
-from .errors import RegistryError, RunError
+from .diskspace import disk_full_reason
+from .errors import DiskFullError, RegistryError, RunError
 from .registry import FINAL_STATES, RunInfo
 from .rundir import CONFIG_FILE, LOG_FILE, STOP_FILE  # noqa: F401 - re-exported for callers
 
@@ -144,9 +145,15 @@ def submit(cfg: RunConfig, start: bool = True, dedupe: bool = False) -> str:
         # engine.recovery adopts; the reverse would leave a row pointing at nothing.
         from .recovery import write_meta
 
-        with atomic.atomic_dir(final_dir) as tmp:
-            (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
-            write_meta(tmp, info)
+        try:
+            with atomic.atomic_dir(final_dir) as tmp:
+                (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
+                write_meta(tmp, info)
+        except OSError as e:
+            full = disk_full_reason(e, final_dir.parent)
+            if full:
+                raise DiskFullError(f"Cannot create the run: {full}") from None
+            raise
         registry.insert(info)
         scheduler.enqueue(run_id, cfg.resources)
     if start:

@@ -15,3 +15,8 @@ def printable(s: object) -> str:
 
 def has_control(s: str) -> bool:
     return bool(_CONTROL.search(s))
+
+
+def one_line(msg: str) -> str:
+    """A message as one printable line (the CLI's `error:` line, the studio's toast)."""
+    return printable(" ".join(part.strip() for part in str(msg).strip().splitlines() if part.strip()))

@@ -21,6 +21,7 @@ STOP file and every rank stops at the same step.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -73,11 +74,15 @@ def run(run_dir: Path, resume: bool = False) -> int:
         return 0
     except TunesmithError as e:
         _release(run_dir, rank)
+        if rank.is_main:
+            _drop_incomplete_checkpoints(run_dir)
         log.error("%s", e)
         _record_failure(events, str(e))
         return 1
     except BaseException as e:  # noqa: BLE001 - the worker must always record why it died
         _release(run_dir, rank)
+        if rank.is_main:
+            _drop_incomplete_checkpoints(run_dir)  # also gives their space back to the failure report
         traceback.print_exc()
         reason = diskspace.disk_full_reason(e, run_dir, needed_bytes=_newest_checkpoint_bytes(run_dir))
         if reason:
@@ -99,6 +104,21 @@ def _record_failure(events: EventWriter, message: str) -> None:
         events.status("failed", message)
     except OSError as e:  # still no room: worker.log (stderr) keeps the reason; the job manager reads its tail
         print(f"could not write the failed event ({e}): {message}", file=sys.stderr, flush=True)
+
+
+def _drop_incomplete_checkpoints(run_dir: Path) -> None:
+    """A checkpoint folder newer than the newest complete one was cut off mid-write: it must not
+    stay under its final name, where a resume or a person would take it for a checkpoint."""
+    try:
+        from .trainer import checkpoint_step, latest_checkpoint
+
+        newest = latest_checkpoint(run_dir)
+        floor = checkpoint_step(newest) if newest is not None else -1
+        for d in (run_dir / "checkpoints").glob("checkpoint-*"):
+            if d.is_dir() and checkpoint_step(d) > floor:
+                shutil.rmtree(d, ignore_errors=True)
+    except Exception as e:  # noqa: BLE001 - never hide the failure being reported
+        print(f"could not check the checkpoints: {e}", file=sys.stderr, flush=True)
 
 
 def _newest_checkpoint_bytes(run_dir: Path) -> int | None:

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from tunesmith.engine.config import RunConfig, field_help
 from tunesmith.engine.errors import TunesmithError
+from tunesmith.engine.text import one_line
 
 # ---------------------------------------------------------------------------
 # Pure form <-> config mapping
@@ -131,6 +132,17 @@ def config_values(cfg: RunConfig, paths: list[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
+def _user_message(e: Exception) -> str:
+    """One line: the engine's message, or what the machine refused (a full disk, a permission)."""
+    if isinstance(e, OSError):
+        from pathlib import Path
+
+        from tunesmith.engine.diskspace import disk_full_reason
+
+        return one_line(disk_full_reason(e, Path(e.filename or ".")) or f"{e.strerror or e}: {e.filename or ''}")
+    return one_line(str(e))
+
+
 def user_errors(fn: Callable) -> Callable:
     """Show the engine's typed errors as a gr.Error toast with its message.
 
@@ -144,8 +156,8 @@ def user_errors(fn: Callable) -> Callable:
         def gen_wrapper(*args: Any, **kwargs: Any):
             try:
                 yield from fn(*args, **kwargs)
-            except TunesmithError as e:
-                raise gr.Error(str(e), print_exception=False) from None
+            except (TunesmithError, OSError) as e:
+                raise gr.Error(_user_message(e), print_exception=False) from None
 
         return gen_wrapper
 
@@ -153,8 +165,8 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any):
         try:
             return fn(*args, **kwargs)
-        except TunesmithError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+        except (TunesmithError, OSError) as e:
+            raise gr.Error(_user_message(e), print_exception=False) from None
 
     return wrapper
 
