@@ -52,7 +52,7 @@ from typing import Callable, Literal
 
 from . import gpus as gpus_mod, launcher, paths, registry
 from .config import ResourcesConfig
-from .errors import RunError
+from .errors import RunError, TunesmithError
 
 log = logging.getLogger("tunesmith.scheduler")
 
@@ -121,6 +121,23 @@ def _read() -> sqlite3.Connection:
     return _connect()
 
 
+def _rows(sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+    """A read for displays (positions, slots, the lease holder): a database that cannot be
+    opened right now (a full disk, a repair in progress) reads as empty, never as an error."""
+    try:
+        con = _connect()
+    except sqlite3.Error as e:
+        log.warning("queue not readable: %s", e)
+        return []
+    try:
+        return con.execute(sql, args).fetchall()
+    except sqlite3.Error as e:
+        log.warning("queue not readable: %s", e)
+        return []
+    finally:
+        con.close()
+
+
 # ---------------------------------------------------------------------------
 # The queue (written by the job manager while runs are queued)
 # ---------------------------------------------------------------------------
@@ -138,13 +155,8 @@ def enqueue(run_id: str, resources: ResourcesConfig, resume: bool = False) -> No
 
 def positions() -> dict[str, int]:
     """{run_id: 1-based place} for every queued run, in the order they will start."""
-    con = _read()
-    try:
-        rows = con.execute(
-            "SELECT q.run_id FROM queue q JOIN runs r ON r.id = q.run_id WHERE r.status = 'queued' ORDER BY q.position"
-        ).fetchall()
-    finally:
-        con.close()
+    rows = _rows(
+        "SELECT q.run_id FROM queue q JOIN runs r ON r.id = q.run_id WHERE r.status = 'queued' ORDER BY q.position")
     return {r[0]: i + 1 for i, r in enumerate(rows)}
 
 
@@ -160,12 +172,8 @@ class Slot:
 
 
 def slot(run_id: str) -> Slot | None:
-    con = _read()
-    try:
-        r = con.execute("SELECT * FROM queue WHERE run_id = ?", (run_id,)).fetchone()
-    finally:
-        con.close()
-    return _slot(r) if r else None
+    rows = _rows("SELECT * FROM queue WHERE run_id = ?", (run_id,))
+    return _slot(rows[0]) if rows else None
 
 
 def _slot(r: sqlite3.Row) -> Slot:
@@ -244,12 +252,8 @@ class Lease:
 
 def holder() -> Lease | None:
     """Who holds the scheduler role now (None when nobody live does)."""
-    con = _read()
-    try:
-        r = con.execute("SELECT owner, pid, host, heartbeat FROM scheduler_lease WHERE id = 1").fetchone()
-    finally:
-        con.close()
-    lease = Lease(*r) if r else None
+    rows = _rows("SELECT owner, pid, host, heartbeat FROM scheduler_lease WHERE id = 1")
+    lease = Lease(*rows[0]) if rows else None
     return lease if lease and lease.live(time.time()) else None
 
 
@@ -459,11 +463,8 @@ def alive_or_reaped(run: registry.RunInfo) -> bool:
 
 def pending() -> bool:
     """Is there anything a scheduler must watch: queued or live runs?"""
-    con = _read()
-    try:
-        return con.execute("SELECT COUNT(*) FROM runs WHERE status IN ('queued', 'running', 'stopping')").fetchone()[0] > 0
-    finally:
-        con.close()
+    rows = _rows("SELECT COUNT(*) FROM runs WHERE status IN ('queued', 'running', 'stopping')")
+    return bool(rows) and rows[0][0] > 0
 
 
 def serve(stop: threading.Event | None = None, exit_when_idle: bool = False, interval: float = TICK_SECONDS) -> None:
@@ -473,7 +474,7 @@ def serve(stop: threading.Event | None = None, exit_when_idle: bool = False, int
         while not stop.is_set():
             try:
                 tick()
-            except sqlite3.OperationalError as e:  # a locked or busy database: try again next tick
+            except (sqlite3.Error, TunesmithError) as e:  # a busy, full or damaged database: try again next tick
                 log.warning("scheduler tick skipped: %s", e)
             if exit_when_idle and not pending():
                 break

@@ -234,3 +234,21 @@ def test_competing_schedulers_never_start_a_run_twice(fresh_home, tmp_path, monk
                     os.kill(pid, 9)
                 except ProcessLookupError:
                     pass
+
+
+def test_runs_tab_shows_places_and_gpus(fresh_home):
+    from tunesmith.studio import gpu_panel, runs_tab
+
+    ids = [jobs.submit(_cfg(f"tab{i}"), start=False) for i in range(3)]
+    scheduler.tick(launch=_sleeper(), machine_gpus=[])
+    df = runs_tab.runs_frame().set_index("id")
+    assert df.loc[ids[0], "status"] == "running" and df.loc[ids[0], "queue"] == "" and df.loc[ids[0], "gpus"] == "cpu"
+    assert df.loc[ids[1], "queue"] == "#1" and df.loc[ids[2], "queue"] == "#2"
+    assert df.loc[ids[1], "gpus"] == "auto"
+    # the GPU picker's choices: names and free memory, values the config parses
+    two = [GpuInfo(0, "NVIDIA L4", 24 * 10**9, 20 * 10**9), GpuInfo(1, "NVIDIA L4", 24 * 10**9, 3 * 10**9)]
+    choices = gpu_panel.gpu_choices(two)
+    assert choices[1] == ("GPU 0: NVIDIA L4, 20.0 of 24.0 GB free", "[0]")
+    for _, value in choices:
+        RunConfig().with_overrides([f"resources.gpus={value}"])
+    assert RunConfig().with_overrides([f"resources.gpus={choices[-1][1]}"]).resources.gpus == [0, 1]
