@@ -76,6 +76,10 @@ def list_gpus(fresh: bool = False) -> list[GpuInfo]:
                 gpus = parse_nvidia_smi(res.stdout)
         except (OSError, subprocess.TimeoutExpired):
             gpus = []
+        if not gpus and _cache is not None and _cache[1]:
+            # A driver hiccup (nvidia-smi timing out under load) must not turn a GPU machine into a
+            # CPU-only one for the scheduler: keep the last answer.
+            gpus = _cache[1]
     _cache = (now, gpus)
     return list(gpus)
 
