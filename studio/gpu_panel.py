@@ -82,3 +82,6 @@ def wire_fit_lines(ctx: StudioContext) -> None:
         return [text] * len(lines)
 
     gr.on(triggers, update, inputs=ctx.config_inputs(), outputs=lines, show_progress="hidden")
+    picker = ctx.fields.get("resources.gpus")
+    if picker is not None:  # free memory as of this page load, not as of studio start
+        ctx.demo.load(lambda: gr.update(choices=gpu_choices(gpus.list_gpus())), None, picker, show_progress="hidden")

@@ -57,6 +57,13 @@ def _wait_for_step(run_id: str, step: int, timeout: float = 300) -> None:
         time.sleep(0.3)
 
 
+def _wait_gone(run_dir: Path, timeout: float) -> None:
+    t0 = time.time()
+    while _processes_of(run_dir):
+        assert time.time() - t0 < timeout, _processes_of(run_dir)
+        time.sleep(0.2)
+
+
 def _losses(run_dir: Path) -> list[float]:
     return [ev["loss"] for ev in events.read_events(run_dir) if ev["type"] == "train"]
 
@@ -80,7 +87,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(fresh_home):
         == ["checkpoint-2", "checkpoint-4"]
     log = (two.run_dir / "worker.log").read_text()
     assert "[rank 0]" in log and "[rank 1]" in log and "rank 1 of 2 (gloo" in log
-    assert not _processes_of(two.run_dir)
+    _wait_gone(two.run_dir, 60)  # rank 0 writes "completed" before the ranks tear the group down
 
 
 def test_stop_ends_both_ranks(fresh_home):
@@ -94,10 +101,7 @@ def test_stop_ends_both_ranks(fresh_home):
     info = jobs.wait(run_id, timeout=180)
     assert info.status == "stopped" and info.has_adapter
     assert 2 <= info.step < 400
-    t0 = time.time()
-    while _processes_of(run_dir):
-        assert time.time() - t0 < 30, _processes_of(run_dir)
-        time.sleep(0.2)
+    _wait_gone(run_dir, 60)
 
 
 def test_a_killed_rank_fails_the_run_cleanly(fresh_home):
@@ -111,7 +115,4 @@ def test_a_killed_rank_fails_the_run_cleanly(fresh_home):
     assert info.status == "failed"
     assert "without finishing" in info.error or "exited" in info.error, info.error
     assert "rank" in info.error  # the log tail names the rank that died (torchrun's summary)
-    t0 = time.time()
-    while _processes_of(run_dir):
-        assert time.time() - t0 < 60, _processes_of(run_dir)
-        time.sleep(0.2)
+    _wait_gone(run_dir, 60)
