@@ -83,6 +83,13 @@ def shutdown() -> None:
         pass
 
 
+def peer_lost(e: BaseException) -> bool:
+    """Is `e` a collective failing because another rank died (gloo/NCCL connection errors)?"""
+    text = f"{type(e).__name__}: {e}".lower()
+    return any(k in text for k in ("connection reset", "connection closed", "gloo", "nccl", "broken pipe",
+                                   "timed out", "socket"))
+
+
 class NullEvents:
     """What ranks other than 0 get instead of an EventWriter: they never write the run folder."""
 

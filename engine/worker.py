@@ -87,7 +87,10 @@ def run(run_dir: Path, resume: bool = False) -> int:
         reason = diskspace.disk_full_reason(e, run_dir, needed_bytes=_newest_checkpoint_bytes(run_dir))
         if reason:
             log.error("%s", reason)
-        _record_failure(events, reason or f"{type(e).__name__}: {e}")
+        msg = f"{type(e).__name__}: {e}"
+        if rank.world > 1 and distributed.peer_lost(e):
+            msg = f"another training process died or stopped answering (worker.log says which rank): {msg}"
+        _record_failure(events, reason or msg)
         return 1
     finally:
         _release(run_dir, rank)

@@ -113,6 +113,8 @@ def test_a_killed_rank_fails_the_run_cleanly(fresh_home):
     os.kill(rank1, signal.SIGKILL)
     info = jobs.wait(run_id, timeout=180)
     assert info.status == "failed"
-    assert "without finishing" in info.error or "exited" in info.error, info.error
+    # torchrun stops rank 0 (no final status: "exited ... without finishing"), or rank 0 sees its peer
+    # vanish first and says so itself
+    assert "without finishing" in info.error or "another training process died" in info.error, info.error
     assert "rank" in info.error  # the log tail names the rank that died (torchrun's summary)
     _wait_gone(run_dir, 60)
