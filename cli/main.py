@@ -1,8 +1,10 @@
 """`tunesmith`: the command line. This file only registers the command groups.
 
     tunesmith webui [--host H] [--port P] [--auth user:password] [--allow-dir DIR] [--allow-host NAME]
-    tunesmith train CONFIG.yaml [--set training.max_steps=20 ...] [--detach]
+    tunesmith train CONFIG.yaml [--set training.max_steps=20 ...] [--gpus 0,1] [--detach]
     tunesmith runs [--json]
+    tunesmith queue [top|up|down|bottom|move|cancel RUN_ID]
+    tunesmith scheduler [--exit-when-idle]
     tunesmith stop RUN_ID
     tunesmith chat RUN_ID_OR_MODEL [--message TEXT]
     tunesmith eval RUN_ID [--data FILE] [-n 20] [--no-base] [--json]
@@ -27,14 +29,14 @@ from tunesmith import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import chat, data, doctor, export, runs, setup, train, webui
+    from . import chat, data, doctor, export, queue, runs, scheduler, setup, train, webui
     from . import eval as eval_cmd  # the module is named for the command; keep the builtin unshadowed
 
     parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune open LLMs: studio, CLI and YAML on one engine.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in (webui, train, runs, chat, eval_cmd, export, data, doctor, setup):
+    for mod in (webui, train, runs, queue, scheduler, chat, eval_cmd, export, data, doctor, setup):
         mod.register(sub)
     return parser
 

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list runs (id, name, status, model, dataset, steps, last loss)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_list)
-    s = sub.add_parser("stop", help="stop a run gracefully (keeps the adapter trained so far)")
+    s = sub.add_parser("stop", help="stop a run gracefully (keeps the adapter trained so far); cancels a queued one")
     s.add_argument("run_id")
     s.set_defaults(func=run_stop)
     r = sub.add_parser("resume", help="continue a stopped or failed run from its newest checkpoint")
@@ -34,12 +34,14 @@ def failure_summary(error: str) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from tunesmith.engine import jobs
+    from tunesmith.engine import jobs, scheduler
     from tunesmith.engine.text import printable
 
     runs = jobs.list_runs()
+    pos = scheduler.positions()
     if args.json:
         print(json.dumps([{
+            "queue_position": pos.get(r.id),
             "id": r.id, "name": r.name, "status": r.status, "model": r.model, "datasets": r.datasets,
             "method": r.method, "step": r.step, "max_steps": r.max_steps, "last_loss": r.last_loss,
             "created_at": r.created_at, "run_dir": str(r.run_dir), "error": r.error,
@@ -52,7 +54,8 @@ def run_list(args: argparse.Namespace) -> int:
     for r in runs:
         steps = f"{r.step}/{r.max_steps}" if r.max_steps else str(r.step)
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
-        rows.append(tuple(printable(c) for c in (r.id, r.name, r.status, r.model, ",".join(r.datasets), steps,
+        status = f"queued #{pos[r.id]}" if r.id in pos else r.status
+        rows.append(tuple(printable(c) for c in (r.id, r.name, status, r.model, ",".join(r.datasets), steps,
                                                   _fmt_loss(r.last_loss), created)))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -73,11 +76,15 @@ def run_stop(args: argparse.Namespace) -> int:
 
 
 def run_resume(args: argparse.Namespace) -> int:
-    from tunesmith.engine import jobs
+    from tunesmith.engine import jobs, scheduler
     from tunesmith.engine.text import printable
 
     from .train import follow
 
     info = jobs.resume(jobs.find_run(args.run_id).id)
-    print(f"run {info.id} ({printable(info.name)}) resumed")
-    return 0 if args.detach else follow(info.id)
+    place = scheduler.positions().get(info.id)
+    print(f"run {info.id} ({printable(info.name)}) " + (f"queued to resume (number {place})" if place else "resumed"))
+    if args.detach:
+        scheduler.hand_off()
+        return 0
+    return follow(info.id)

@@ -9,7 +9,11 @@ import time
 EXAMPLES = """examples:
   tunesmith train assets/demo_identity.yaml
   tunesmith train run.yaml --set training.max_steps=20 --set lora.r=32
-  tunesmith train run.yaml --detach        # start it and return; watch it in the studio or `tunesmith runs`
+  tunesmith train run.yaml --detach        # queue it and return; watch it in the studio or `tunesmith runs`
+  tunesmith train run.yaml --gpus 0,1      # two GPUs, one process each (DDP); also --gpus 2 or --gpus auto
+
+Runs wait in a queue until their GPUs are free (one run per GPU; one at a time on a CPU-only machine);
+`tunesmith queue` shows, reorders and cancels them.
 
 The YAML is what the studio's "Show YAML" prints; every field is described in README.md.
 Ctrl+C asks the run to stop gracefully (the adapter trained so far is saved).
@@ -22,20 +26,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="run config YAML (see README.md or the studio's Show YAML)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one field, e.g. training.max_steps=20 (repeatable)")
-    p.add_argument("--detach", action="store_true", help="start the run and return at once")
+    p.add_argument("--gpus", metavar="auto|N|0,1", help="GPUs to train on (resources.gpus): auto, a count, or indices")
+    p.add_argument("--detach", action="store_true", help="queue the run and return at once")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunesmith.engine import jobs
+    from tunesmith.engine import jobs, scheduler
     from tunesmith.engine.config import RunConfig
     from tunesmith.engine.text import printable
 
-    cfg = RunConfig.from_yaml(args.config, overrides=args.overrides)
+    overrides = list(args.overrides) + ([f"resources.gpus={args.gpus}"] if args.gpus else [])
+    cfg = RunConfig.from_yaml(args.config, overrides=overrides)
     run_id = jobs.submit(cfg)
     info = jobs.get_run(run_id)
-    print(f"run {run_id} ({printable(info.name)}) started; folder {info.run_dir}")
+    place = scheduler.positions().get(run_id)
+    state = f"queued (number {place}; `tunesmith queue` shows the queue)" if place else "started"
+    print(f"run {run_id} ({printable(info.name)}) {state}; folder {info.run_dir}")
     if args.detach:
+        scheduler.hand_off()  # someone must start it if it is still waiting
         return 0
     return follow(run_id)
 
@@ -50,15 +59,22 @@ def follow(run_id: str) -> int:
     """Show a progress bar until the run ends; Ctrl+C requests a graceful stop."""
     from tqdm import tqdm
 
-    from tunesmith.engine import events, jobs
+    from tunesmith.engine import events, jobs, scheduler
     from tunesmith.engine.text import printable
 
     bar = tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr)
     seen = 0
     stopping = False
+    waiting = None
     try:
         while True:
             try:
+                scheduler.tick()  # this process schedules while it waits (if no other one does)
+                place = scheduler.positions().get(run_id)
+                if place != waiting:
+                    waiting = place
+                    if place:
+                        bar.set_description(f"queued: number {place}")
                 evs = events.read_events(jobs.get_run(run_id).run_dir)
                 for ev in evs[seen:]:
                     if ev["type"] == "train":
@@ -87,7 +103,12 @@ def follow(run_id: str) -> int:
                 jobs.stop(run_id)
     finally:
         bar.close()
+        scheduler.tick()  # settle this run and start the next one
+        scheduler.hand_off()
     info = jobs.get_run(run_id)
+    if info.status == "cancelled":
+        print(f"run {run_id} was cancelled before it started", file=sys.stderr)
+        return 1
     if info.status == "failed":
         print(f"run {run_id} failed:\n{printable_lines(info.error or '')}", file=sys.stderr)
         return 1

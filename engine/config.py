@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -144,6 +144,59 @@ class TrainingConfig(_Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Training precision; auto = bf16 on GPUs that support it, fp32 on CPU."
     )
+    padding_free: bool = Field(
+        True, description="Lay the examples of a forward pass end to end, no padding (kept apart by attention; "
+        "models whose attention cannot do that are padded)."
+    )
+    group_by_length: bool = Field(
+        False, description="Order rows so similar lengths train together (fewer forward passes; less random order)."
+    )
+    tokens_per_forward: int | None = Field(
+        None, ge=16, description="Most tokens in one forward pass; empty = chosen from memory_mode (auto: a whole "
+        "optimizer step when it fits; memory: batch_size x cutoff_len)."
+    )
+
+
+class ResourcesConfig(_Section):
+    gpus: Literal["auto"] | int | list[int] = Field(
+        "auto",
+        description="GPUs to train on: auto (one free GPU), a count (2: any two free GPUs, one process each), "
+        "or indices like [0, 1] or [1]. The run waits in the queue until they are free.",
+    )
+    processes: int | None = Field(
+        None, ge=1, le=64,
+        description="Training processes (default: one per GPU). On a machine without GPUs, 2+ runs data-parallel "
+        "CPU processes over gloo: slow, for trying the multi-GPU path.",
+    )
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _parse(cls, v: Any) -> Any:
+        # "0,1" (CLI --gpus, a studio textbox) and "2" arrive as strings
+        # "0,1", "[1]" and "1," are indices; "2" is a count.
+        if isinstance(v, str):
+            v = v.strip()
+            listed = v.startswith("[") or "," in v
+            v = v.strip("[]").strip()
+            if v in ("", "auto"):
+                return "auto"
+            parts = [s.strip() for s in v.split(",") if s.strip()]
+            if not parts or not all(s.isdigit() for s in parts):
+                raise ValueError("use auto, a count like 2, or GPU indices like 0,1 (GPU 1 alone: [1] or 1,)")
+            return [int(s) for s in parts] if listed else int(parts[0])
+        return v
+
+    @field_validator("gpus")
+    @classmethod
+    def _check(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("use auto, a count like 2, or GPU indices like 0,1")
+        if isinstance(v, int) and v < 1:
+            raise ValueError("a GPU count must be at least 1 (auto picks one)")
+        if isinstance(v, list):
+            if not v or any(i < 0 for i in v) or len(set(v)) != len(v):
+                raise ValueError("list each GPU index (0, 1, ...) once")
+        return v
 
 
 class OutputConfig(_Section):
@@ -162,6 +215,13 @@ class OutputConfig(_Section):
 
 class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="What to fine-tune.")
+    objective: str = Field(
+        "sft", description="What to learn: sft (replies to prompts), pretrain (every token of the text); "
+        "see engine/objectives/."
+    )
+    objective_settings: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the chosen objective (e.g. beta for a preference loss)."
+    )
     method: Literal["qlora", "lora", "full"] = Field(
         "qlora", description="qlora = 4-bit base + LoRA (least memory); lora = 16-bit base + LoRA; full = all weights."
     )
@@ -172,7 +232,21 @@ class RunConfig(_Section):
     kernels: Literal["auto", "on", "off"] = Field(
         "auto", description="Tunesmith's Triton kernels: auto uses them where they apply, off runs stock code."
     )
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Which GPUs the run uses.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+
+    @model_validator(mode="after")
+    def _known_objective(self) -> "RunConfig":
+        from .objectives import names, parse_settings
+
+        if self.objective not in names():
+            raise ValueError(f"objective {self.objective!r} is not one of: {', '.join(names())}")
+        try:
+            parse_settings(self.objective, self.objective_settings)
+        except ValidationError as e:
+            bad = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+            raise ValueError(f"objective_settings for {self.objective}: {bad}") from None
+        return self
 
     # ---- YAML round trip -------------------------------------------------
 

@@ -1,28 +1,39 @@
-"""The job manager: submit runs, start one worker process per run, track them.
+"""The job manager: submit runs to the queue, read their state, stop, cancel, resume them.
 
-    run_id = submit(cfg)          # validates, writes runs/<id>/config.yaml, starts the worker
-    get_run(run_id).status        # queued | running | stopping | completed | stopped | failed
+    run_id = submit(cfg)          # validates, writes runs/<id>/config.yaml, queues the run
+    get_run(run_id).status        # queued | running | stopping | completed | stopped | failed | cancelled
     stop(run_id)                  # graceful: the worker saves the adapter so far, then exits
 
-State lives in SQLite (engine.registry) and in each run directory, never in
-this process: a studio or CLI that restarts rebuilds everything from the
-database, the worker's pid and events.jsonl, so closing a browser or
-restarting the studio never stops or loses a run. Workers are started in their
-own session, so Ctrl+C in the studio's terminal does not kill them either.
+Runs wait in a queue until the GPUs they asked for are free; engine.scheduler
+starts them (in whichever live tunesmith process holds its lease) through
+engine.launcher. `submit` and `wait` take a scheduler turn themselves, so a
+run submitted to a free machine starts at once.
+
+State lives in SQLite (engine.registry, engine.scheduler) and in each run
+directory, never in this process: a studio or CLI that restarts rebuilds
+everything from the database, the worker's pid and events.jsonl, so closing a
+browser or restarting the studio never stops or loses a run. Workers are
+started in their own session, so Ctrl+C in the studio's terminal does not kill
+them either.
 
 Crash order: a run's folder (config.yaml, run.json) is complete before its row
 exists, and a folder without a row is adopted on the next listing
 (engine.recovery), so no crash leaves a run that nobody lists. The worker runs
-under a small `sh` that records its exit status (engine.exits), so a killed
-worker is reported as killed, by signal, whoever asks.
+under a small `sh` that records its exit status (engine.exits, through
+engine.launcher), so a killed worker is reported as killed, by signal, whoever
+asks.
+
+Reading never writes run rows: `get_run` and `list_runs` overlay what the worker wrote
+(events.jsonl) and whether its process lives on the database row (`view`);
+the scheduler writes final states into the row. The job manager writes a row
+only while its run is queued; the worker's folder is the worker's, except for
+the STOP file that asks it to stop.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
 import secrets
 import shutil
@@ -30,26 +41,23 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import atomic, events, exits, paths, registry
+from . import atomic, events, exits, launcher, paths, registry, scheduler
 from .config import DEMO_MODEL, RunConfig
 from .diskspace import disk_full_reason
-from .diskspace import release as release_ballast
 from .errors import DiskFullError, RegistryError, RunError
 from .registry import FINAL_STATES, RunInfo
+from .rundir import CONFIG_FILE, LOG_FILE, STOP_FILE  # noqa: F401 - re-exported for callers
 
 log = logging.getLogger(__name__)
 
-STOP_FILE = "STOP"
-LOG_FILE = "worker.log"
-CONFIG_FILE = "config.yaml"
-
-# Popen handles of workers this process started, so finished children are reaped
-# (a zombie would look alive to os.kill(pid, 0)).
-_children: dict[str, subprocess.Popen] = {}
+# The Popen handles of workers this process started (shared with the scheduler).
+_children: dict[str, subprocess.Popen] = scheduler.children
+_pid_alive = launcher.worker_alive  # engine.recovery's name for it
 
 
 def _new_run_id() -> str:
@@ -106,13 +114,21 @@ class DuplicateSubmit(RunError):
 
 
 def submit(cfg: RunConfig, start: bool = True, dedupe: bool = False) -> str:
-    """Validate `cfg`, create its run directory and start its worker. Returns the run id.
+    """Validate `cfg`, create its run directory and queue it. Returns the run id.
 
-    Raises ConfigError / ModelError / DataError before anything is written.
+    With `start`, take a scheduler turn at once (the run starts now if its GPUs are free
+    and no other process holds the scheduler role).
+    Raises ConfigError / ModelError / DataError before anything is written; a run that
+    cannot fit on its GPUs is refused (engine.fit) naming the setting to change.
     With `dedupe` (the studio's Start button) the same config submitted again
     within DUPLICATE_WINDOW_S raises DuplicateSubmit naming the first run.
     """
     validate(cfg)
+    from . import fit, gpus
+
+    machine = gpus.list_gpus()
+    gpus.check_request(cfg.resources.gpus, machine, cfg.resources.processes)
+    fit.refuse_if_too_big(cfg, machine)
     text = cfg.to_yaml()
     with _submit_lock():
         if dedupe:
@@ -140,8 +156,9 @@ def submit(cfg: RunConfig, start: bool = True, dedupe: bool = False) -> str:
                 raise DiskFullError(f"Cannot create the run: {full}") from None
             raise
         registry.insert(info)
+        scheduler.enqueue(run_id, cfg.resources)
     if start:
-        _start_worker(info)
+        scheduler.tick()
     return run_id
 
 
@@ -170,80 +187,29 @@ def _refuse_duplicate(text: str) -> None:
                                   f"{now - r.created_at:.0f} s ago; this second Start was ignored.", r.id)
 
 
-def resume(run_id: str) -> RunInfo:
-    """Continue a stopped or failed run from its newest checkpoint, in the same run directory."""
+def resume(run_id: str, start: bool = True) -> RunInfo:
+    """Queue a stopped or failed run again; it continues from its newest checkpoint, in the
+    same run directory, when the scheduler starts it (`start`: take a scheduler turn now)."""
     from .trainer import latest_checkpoint
 
     run = get_run(run_id)
     if not run.finished:
         raise RunError(f"Run {run.id} is {run.status}; only a stopped or failed run can be resumed.")
-    if run.status == "completed":
-        raise RunError(f"Run {run.id} already completed; start a new run to train more.")
+    if run.status in ("completed", "cancelled"):
+        raise RunError(f"Run {run.id} {'already completed' if run.status == 'completed' else 'was cancelled'}; "
+                       "start a new run instead.")
     ckpt = latest_checkpoint(run.run_dir)
     if ckpt is None:
         raise RunError(f"Run {run.id} saved no checkpoint to resume from (checkpoints are written every "
                        "training.save_steps steps); start it again instead.")
     (run.run_dir / STOP_FILE).unlink(missing_ok=True)
-    # No worker owns the directory now; this line supersedes the old final status so that
-    # nobody reading in between sees the run as still stopped.
-    events.EventWriter(run.run_dir).status("running", "resuming")
-    registry.update(run.id, status="queued", finished_at=None, error=None)
-    _start_worker(get_run(run.id), resume=True)
+    # The worker's old final status stays in events.jsonl; `view` ignores final statuses
+    # written before the run's new start, so nothing here writes into the worker's folder.
+    registry.update(run.id, status="queued", started_at=None, finished_at=None, error=None, pid=None)
+    scheduler.enqueue(run.id, load_config(run).resources, resume=True)
+    if start:
+        scheduler.tick()
     return get_run(run.id)
-
-
-# The worker runs under `sh`, which records the worker's pid and, when it ends however it
-# ends, its exit status (128 + N when killed by signal N): engine.exits reads both.
-_LAUNCH_SH = (
-    '"$@" & pid=$!; echo $pid > worker.pid; wait $pid; rc=$?; '
-    'echo $rc > .worker.exit.tmp && mv -f .worker.exit.tmp worker.exit; exit $rc'
-)
-
-
-def _start_worker(info: RunInfo, resume: bool = False) -> None:
-    for stale in (exits.EXIT_FILE, exits.PID_FILE):
-        (info.run_dir / stale).unlink(missing_ok=True)
-    atomic.write_text(info.run_dir / exits.LAUNCH_FILE,
-                      json.dumps({"oom_kills_at_start": exits.oom_kill_count(), "time": time.time()}))
-    logf = open(info.run_dir / LOG_FILE, "ab")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TUNESMITH_RUN_ID=info.id, TUNESMITH_HOME=str(paths.home()))
-    # cwd is the run directory: a repo checkout's top-level kernels/ folder must not shadow
-    # Hugging Face's `kernels` package in the worker.
-    worker = [sys.executable, "-m", "tunesmith.engine.worker", str(info.run_dir), *(["--resume"] if resume else [])]
-    proc = subprocess.Popen(
-        ["/bin/sh", "-c", _LAUNCH_SH, "tunesmith-worker", *worker],
-        cwd=str(info.run_dir), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=env, start_new_session=True,
-    )
-    logf.close()
-    _children[info.id] = proc
-    registry.update(info.id, pid=proc.pid, status="running", started_at=time.time())
-
-
-def _alive(run: RunInfo) -> bool:
-    proc = _children.get(run.id)
-    if proc is not None:
-        return proc.poll() is None
-    if not run.pid:
-        return False
-    return _pid_alive(run.pid, run.run_dir)
-
-
-def _pid_alive(pid: int, run_dir: Path) -> bool:
-    """Is `pid` alive and still the launcher or worker of `run_dir` (pids are reused)?"""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    # Same pid, but is it still our worker and not a zombie?
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        return str(run_dir) in cmd
-    except OSError:
-        return True  # no /proc (macOS): trust kill(0)
 
 
 def log_tail(run_dir: Path, lines: int = 20) -> str:
@@ -258,12 +224,10 @@ def log_tail(run_dir: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _sync(run: RunInfo) -> RunInfo:
-    """Bring a registry row up to date from the run directory and the process table.
-
-    Reading must work on a full disk: when the row cannot be written, the
-    caller still gets the up-to-date values.
-    """
+def view(run: RunInfo) -> RunInfo:
+    """The run as it stands now: its row, overlaid with what its worker wrote (steps, loss,
+    final status) and whether its process lives. Pure: writes nothing (the scheduler
+    writes final states into the row; see scheduler._settle)."""
     if run.finished:
         return run
     evs = events.read_events(run.run_dir)
@@ -271,46 +235,46 @@ def _sync(run: RunInfo) -> RunInfo:
     tr = events.last_train(evs)
     if tr:
         upd.update(step=int(tr.get("step") or 0), last_loss=tr.get("loss"), max_steps=tr.get("max_steps"))
+    if run.status == "queued":
+        return replace(run, **upd)
     st = events.last_status(evs)
-    if st and st.get("status") in FINAL_STATES:
-        from .recovery import failure_text
-
+    # A final status from before this start belongs to an earlier attempt (a resumed run).
+    if st and st.get("status") in FINAL_STATES and st.get("time", 0) >= (run.started_at or 0):
         upd.update(status=st["status"], finished_at=st.get("time"))
         if st["status"] == "failed":
+            from .recovery import failure_text
+
             upd["error"] = failure_text(run.run_dir, st.get("message") or "")
-    elif run.status in ("running", "stopping") and not _alive(run):
-        proc = _children.pop(run.id, None)
+    elif run.pid and not scheduler.alive_or_reaped(run):
+        proc = _children.get(run.id)
         why = exits.describe_death(run.run_dir, proc.returncode if proc else None,
                                    peak_mem_gb=tr.get("peak_mem_gb") if tr else None)
         upd.update(status="failed", finished_at=time.time(), error=why + "\n" + log_tail(run.run_dir))
-        release_ballast(run.run_dir)  # the dead worker's reserve file
     elif run.status == "running" and (run.run_dir / STOP_FILE).exists():
         upd["status"] = "stopping"
-    if upd:
-        try:
-            registry.update(run.id, **upd)
-        except RegistryError as e:
-            log.warning("could not record run %s's state: %s", run.id, e)
-        for k, v in upd.items():
-            setattr(run, k, v)
-    return run
+    return replace(run, **upd)
 
 
 def get_run(run_id: str) -> RunInfo:
     run = registry.get(run_id)
     if run is None:
         raise RunError(f"No run with id {run_id!r}. `tunesmith runs` lists them.")
-    return _sync(run)
+    return view(run)
 
 
 def list_runs() -> list[RunInfo]:
     from .recovery import adopt_orphans
 
     try:
-        adopt_orphans()
+        adopt_orphans()  # folders without a row (a crash mid-submit, a lost db) get one
     except RegistryError as e:  # a full disk: list what the table has
         log.warning("%s", e)
-    return [_sync(r) for r in registry.all_runs()]
+    return [view(r) for r in registry.all_runs()]
+
+
+def _alive(run: RunInfo) -> bool:
+    """Is the run's worker process alive (engine.recovery's name for it)?"""
+    return scheduler.alive_or_reaped(run)
 
 
 def load_config(run: RunInfo | str) -> RunConfig:
@@ -319,14 +283,24 @@ def load_config(run: RunInfo | str) -> RunConfig:
 
 
 def stop(run_id: str) -> RunInfo:
-    """Ask a run to stop after its current step; the worker saves what it has."""
+    """Ask a run to stop after its current step (the worker saves what it has); a queued run
+    is cancelled instead. Every rank of a multi-GPU run stops at the same step."""
     run = get_run(run_id)
     if run.finished:
         return run
+    if run.status == "queued" and scheduler.cancel(run_id):
+        return get_run(run_id)
     # A file, not a signal: the worker polls it between steps and between loading phases,
     # and a signal arriving before the worker installed its handler would kill it.
     (run.run_dir / STOP_FILE).touch()
-    registry.update(run_id, status="stopping")
+    return get_run(run_id)
+
+
+def cancel(run_id: str) -> RunInfo:
+    """Take a queued run out of the queue; RunError when it is not queued."""
+    run = get_run(run_id)
+    if run.status != "queued" or not scheduler.cancel(run_id):
+        raise RunError(f"Run {run_id} is {get_run(run_id).status}, not queued; stop it instead.")
     return get_run(run_id)
 
 
@@ -335,13 +309,16 @@ def delete(run_id: str) -> None:
     if not run.finished:
         raise RunError(f"Run {run_id} is {run.status}; stop it before deleting it.")
     registry.delete(run_id)
+    scheduler.forget(run_id)
     shutil.rmtree(run.run_dir, ignore_errors=True)
 
 
 def wait(run_id: str, timeout: float | None = None, poll: float = 0.5) -> RunInfo:
-    """Block until the run reaches a final state (for the CLI and tests)."""
+    """Block until the run reaches a final state (for the CLI and tests). Takes scheduler
+    turns while it waits, so queued runs start even when no studio is running."""
     t0 = time.time()
     while True:
+        scheduler.tick()
         run = get_run(run_id)
         if run.finished:
             proc = _children.pop(run_id, None)
@@ -350,6 +327,7 @@ def wait(run_id: str, timeout: float | None = None, poll: float = 0.5) -> RunInf
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     pass
+            scheduler.tick()  # write its final state and start the next run
             return run
         if timeout is not None and time.time() - t0 > timeout:
             raise TimeoutError(f"run {run_id} still {run.status} after {timeout:.0f}s")
@@ -375,16 +353,16 @@ def resolve_run(ref: str, note: Callable[[str, RunInfo, int], None] | None = _sa
     runs = registry.all_runs()  # newest first
     for r in runs:
         if r.id == ref:
-            return _sync(r)
+            return view(r)
     named = [r for r in runs if r.name == ref]
     if named:
         newest = max(named, key=lambda r: r.created_at)
         if len(named) > 1 and note is not None:
             note(ref, newest, len(named))
-        return _sync(newest)
+        return view(newest)
     matches = [r for r in runs if r.id.startswith(ref)]
     if len(matches) == 1:
-        return _sync(matches[0])
+        return view(matches[0])
     if len(matches) > 1:
         raise RunError(f"{ref!r} matches {len(matches)} run ids ({', '.join(r.id for r in matches[:5])}); use the full id.")
     return None

@@ -139,17 +139,22 @@ def load_for_training(cfg: RunConfig):
         else:
             bnb = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["quantization_config"] = bnb
-        kwargs["device_map"] = {"": 0} if hw.device == "cuda" else {"": "cpu"}
+        kwargs["device_map"] = {"": _cuda_index()} if hw.device == "cuda" else {"": "cpu"}
         kwargs["dtype"] = compute
     else:
         # Full fine-tuning keeps fp32 master weights (autocast does bf16 math);
         # LoRA keeps the frozen base in the compute dtype and PEFT puts adapters in fp32.
         kwargs["dtype"] = torch.float32 if cfg.method == "full" else compute
         if hw.device == "cuda":
-            kwargs["device_map"] = {"": 0}
+            kwargs["device_map"] = {"": _cuda_index()}
     model = _from_pretrained(src, mc, kwargs)
     model.config.use_cache = False
     return model, tok, hw
+
+
+def _cuda_index() -> int:
+    """This training process's GPU among the visible ones: torchrun's LOCAL_RANK (0 alone)."""
+    return int(os.environ.get("LOCAL_RANK", 0))
 
 
 def _from_pretrained(src: str, mc: ModelConfig, kwargs: dict):

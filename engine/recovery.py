@@ -170,7 +170,7 @@ def doctor(fix: bool = True, rebuild: bool = False) -> DoctorReport:
     why), no temporary folders left by a crash (removed).
     `rebuild` moves the database aside and rebuilds it from the folders anyway.
     """
-    from . import jobs
+    from . import jobs, scheduler
 
     rep = DoctorReport()
     db = paths.db_path()
@@ -206,7 +206,7 @@ def doctor(fix: bool = True, rebuild: bool = False) -> DoctorReport:
             rep.findings.append(f"run {rid} was marked {r.status} but its worker is gone"
                                 + ("; marked failed" if fix else ""))
             if fix:
-                jobs.get_run(rid)  # _sync records the failure and why the worker died
+                scheduler.settle_now()  # records the failure and why the worker died
     root = paths.runs_dir()
     for p in sorted(root.iterdir()):
         if p.name.startswith(".") and p.name.endswith((".tmp", ".old")):

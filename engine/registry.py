@@ -1,6 +1,7 @@
 """The run registry: one SQLite table under $TUNESMITH_HOME/tunesmith.db.
 
-Only the job manager (engine.jobs) writes here; workers write their own run
+The job manager (engine.jobs) writes rows of queued runs, the scheduler
+(engine.scheduler) those of runs it started; workers write their own run
 directory. Every connection is short-lived so several studio processes, the
 CLI and tests can share one database file (WAL mode, busy timeout).
 
@@ -48,7 +49,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
-FINAL_STATES = ("completed", "stopped", "failed")
+FINAL_STATES = ("completed", "stopped", "failed", "cancelled")  # cancelled: left the queue before starting
 
 
 @dataclass

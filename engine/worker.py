@@ -10,6 +10,12 @@ It never touches the database: the job manager reads what it writes.
 scheduler and data order included).
 Stop: the job manager creates RUN_DIR/STOP; the worker finishes its current
 step, saves the adapter trained so far and exits with status "stopped".
+
+Several processes: engine.launcher starts it under torchrun
+(`torchrun --nproc-per-node N -m tunesmith.engine.worker RUN_DIR`); each rank
+joins the process group (engine.distributed), trains its share of every step,
+and rank 0 alone writes events, checkpoints and the adapter. Rank 0 reads the
+STOP file and every rank stops at the same step.
 """
 
 from __future__ import annotations
@@ -20,27 +26,33 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import diskspace
+from . import distributed, diskspace
 from .config import RunConfig
 from .errors import TunesmithError
 from .events import EventWriter, drop_after
-from .jobs import CONFIG_FILE, STOP_FILE
+from .rundir import CONFIG_FILE, STOP_FILE
 
 
 def run(run_dir: Path, resume: bool = False) -> int:
     run_dir = Path(run_dir).resolve()
-    events = EventWriter(run_dir)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    rank = distributed.from_env()
+    # Under torchrun every rank runs this function; rank 0 alone writes the run folder.
+    events = EventWriter(run_dir) if rank.is_main else distributed.NullEvents()
+    who = f"[rank {rank.rank}] " if rank.world > 1 else ""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {who}%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
     log = logging.getLogger("tunesmith.worker")
     stop_requested = (run_dir / STOP_FILE).exists
     # Room for the failure reason, the traceback and the `failed` event on a disk
     # that training fills to the last byte (freed before they are written).
-    diskspace.reserve(run_dir)
+    if rank.is_main:
+        diskspace.reserve(run_dir)
     try:
+        distributed.init()
         cfg = RunConfig.from_yaml(run_dir / CONFIG_FILE)
         from .trainer import Recipe, StopRequested, checkpoint_step, latest_checkpoint
 
-        if resume:
+        if resume and rank.is_main:
             ckpt = latest_checkpoint(run_dir)
             if ckpt is not None:
                 drop_after(run_dir, checkpoint_step(ckpt))
@@ -61,21 +73,32 @@ def run(run_dir: Path, resume: bool = False) -> int:
         log.info("run %s", status)
         return 0
     except TunesmithError as e:
-        diskspace.release(run_dir)
-        _drop_incomplete_checkpoints(run_dir)
+        _release(run_dir, rank)
+        if rank.is_main:
+            _drop_incomplete_checkpoints(run_dir)
         log.error("%s", e)
         _record_failure(events, str(e))
         return 1
     except BaseException as e:  # noqa: BLE001 - the worker must always record why it died
-        diskspace.release(run_dir)
-        _drop_incomplete_checkpoints(run_dir)  # also gives their space back to the failure report
+        _release(run_dir, rank)
+        if rank.is_main:
+            _drop_incomplete_checkpoints(run_dir)  # also gives their space back to the failure report
         traceback.print_exc()
         reason = diskspace.disk_full_reason(e, run_dir, needed_bytes=_newest_checkpoint_bytes(run_dir))
         if reason:
             log.error("%s", reason)
-        _record_failure(events, reason or f"{type(e).__name__}: {e}")
+        msg = f"{type(e).__name__}: {e}"
+        if rank.world > 1 and distributed.peer_lost(e):
+            msg = f"another training process died or stopped answering (worker.log says which rank): {msg}"
+        _record_failure(events, reason or msg)
         return 1
     finally:
+        _release(run_dir, rank)
+        distributed.shutdown()
+
+
+def _release(run_dir: Path, rank: distributed.RankContext) -> None:
+    if rank.is_main:
         diskspace.release(run_dir)
 
 

@@ -40,6 +40,7 @@ from .export_tab import build_export_tab, refresh_runs
 from .guard import AccessPolicy, RequestGuard
 from .i18n import I18N, T, language_switch, wire_language_switch
 from .login import LOGIN_FILE_ENV, login_from_file
+from .gpu_panel import wire_fit_lines
 from .model_tab import build_model_tab
 from .runs_tab import build_runs_tab
 from .train_tab import build_train_tab
@@ -116,6 +117,7 @@ def build_studio(confine: Confinement | None = None) -> tuple[gr.Blocks, StudioC
         gr.Markdown(T("Runs keep going when you close this page. Everything here can also be done with the "
                       "`tunesmith` command."), elem_classes="ts-footer")
 
+        wire_fit_lines(ctx)  # the fit lines read fields of several tabs
         # A run that finished while the page was open should be pickable without a reload.
         chat_tab.select(refresh_targets, chat.refresh_inputs, chat.refresh_outputs, show_progress="hidden")
         export_tab.select(refresh_runs, export.refresh_inputs, export.refresh_outputs, show_progress="hidden")
@@ -197,6 +199,14 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: Auth | None = None,
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = build_app(confine)
     demo.queue(default_concurrency_limit=4)
+    # The studio takes the scheduler's role while it runs (engine.scheduler: a lease, so a
+    # second studio or a CLI scheduler simply stands by), and hands it on when it exits.
+    import atexit
+
+    from tunesmith.engine import scheduler
+
+    scheduler.start_background()
+    atexit.register(scheduler.hand_off)
     css = _asset("studio.css")
     logo = _asset("logo.svg")
     if confine.allow_dirs:

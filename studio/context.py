@@ -85,6 +85,8 @@ def form_value(path: str, value: Any) -> Any:
     """A config value as its widget shows it (the inverse of `to_config_value`)."""
     if value is None:
         return 0 if _is_int(path) else ""
+    if isinstance(value, list) and path == "resources.gpus":
+        return "[" + ", ".join(str(v) for v in value) + "]"  # "[1]" is GPU 1; "1" would be a count
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) if path != "data.datasets" else value
     return value

@@ -18,6 +18,7 @@ from tunesmith.engine.data import template_names
 
 from .context import StudioContext
 from .i18n import T, localize, tr
+from .gpu_panel import build_gpu_picker
 
 
 def chat_template_choices() -> list[tuple[str, str]]:
@@ -72,6 +73,7 @@ def build_model_tab(ctx: StudioContext) -> ModelHandles:
             hint = gr.Markdown(T(DEMO_HINT) if initial == DEMO_MODEL else model_hint(initial), elem_classes="ts-hint")
             method = localize(ctx.field("method", gr.Radio, choices=METHODS, label=T("How to train"),
                                         elem_id="method"), METHODS)
+            build_gpu_picker(ctx)  # resources.gpus and the fit line (studio/gpu_panel.py)
         with gr.Column(scale=2):
             with gr.Accordion(T("Advanced model options"), open=False):
                 ctx.field("model.trust_remote_code", gr.Checkbox, label=T("Run code that comes with the model"))

@@ -4,7 +4,9 @@ The table is refreshed every few seconds (only sent when it changed). Pick a
 run to open it in the Train monitor, copy its settings back into the form,
 see why it failed, download its log and settings, or delete it. Pick two or
 more under "Compare runs" to overlay their loss curves and list the settings
-that differ between them.
+that differ between them. Queued runs show their place in the queue
+("#1" starts next) and the GPUs they asked for; they can be moved up or down
+or cancelled (engine.scheduler).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
-from tunesmith.engine import catalog, events, jobs
+from tunesmith.engine import catalog, events, jobs, scheduler
 from tunesmith.engine.errors import RunError
 
 from . import monitor
@@ -27,7 +29,7 @@ from .i18n import T, tr
 from .notices import toast_errors
 
 REFRESH_SECONDS = 5.0
-COLUMNS = ["id", "name", "status", "model", "dataset", "steps", "last loss", "created"]
+COLUMNS = ["id", "name", "status", "queue", "gpus", "model", "dataset", "steps", "last loss", "created"]
 
 
 @dataclass
@@ -42,16 +44,33 @@ class RunsHandles:
     reuse: gr.Button
     resume: gr.Button
     delete: gr.Button
+    queue_up: gr.Button
+    queue_down: gr.Button
+    cancel: gr.Button
     error: gr.Code
     timer: gr.Timer
 
 
+def gpus_cell(run_id: str) -> str:
+    """The GPUs a run was given ('0,1', 'cpu') or, while it waits, asked for ('auto', '2 GPUs')."""
+    s = scheduler.slot(run_id)
+    if s is None:
+        return ""
+    if s.assigned is not None:
+        return ",".join(map(str, s.assigned)) or "cpu"
+    if isinstance(s.gpus, list):
+        return ",".join(map(str, s.gpus))
+    return "auto" if s.gpus == "auto" else f"{s.gpus} GPUs"
+
+
 def runs_frame() -> pd.DataFrame:
     rows = []
+    pos = scheduler.positions()
     for r in sorted(jobs.list_runs(), key=lambda r: r.created_at, reverse=True):
         steps = f"{r.step} / {r.max_steps}" if r.max_steps else str(r.step)
         rows.append([
-            r.id, r.name, r.status, r.model, ", ".join(r.datasets), steps,
+            r.id, r.name, r.status, f"#{pos[r.id]}" if r.id in pos else "", gpus_cell(r.id),
+            r.model, ", ".join(r.datasets), steps,
             "" if r.last_loss is None else f"{r.last_loss:.4f}",
             datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M"),
         ])
@@ -164,6 +183,12 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
         reuse = gr.Button(T("Reuse its settings"), scale=2, elem_id="runs-reuse")
         resume_btn = gr.Button(T("Resume"), scale=1, min_width=90, elem_id="runs-resume")
         delete = gr.Button(T("Delete…"), variant="stop", scale=1, min_width=90)
+    with gr.Row():
+        gr.Markdown(T("Queued runs start in order (#1 next) when their GPUs are free."), elem_classes="ts-hint")
+        queue_up = gr.Button(T("Move up"), size="sm", scale=0, min_width=90, elem_id="runs-queue-up")
+        queue_down = gr.Button(T("Move down"), size="sm", scale=0, min_width=90, elem_id="runs-queue-down")
+        cancel_btn = gr.Button(T("Cancel queued run"), size="sm", variant="stop", scale=0, min_width=140,
+                               elem_id="runs-cancel")
     with gr.Row(visible=False) as confirm_row:
         confirm_text = gr.Markdown()
         confirm = gr.Button(T("Yes, delete it and its files"), variant="stop")
@@ -223,6 +248,20 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
         return run_id, gr.Tabs(selected="train")
 
     @toast_errors
+    def move_run(run_id: str | None, where: str):
+        if not run_id:
+            raise gr.Error(tr("Pick a queued run first."), print_exception=False)
+        place = scheduler.move(run_id, where)
+        gr.Info(tr("{run} is now number {place} in the queue.", run=run_id, place=place))
+
+    @toast_errors
+    def cancel_run(run_id: str | None):
+        if not run_id:
+            raise gr.Error(tr("Pick a queued run first."), print_exception=False)
+        jobs.cancel(run_id)
+        gr.Info(tr("Cancelled {run}; it will not start.", run=run_id))
+
+    @toast_errors
     def do_delete(run_id: str | None, shown: str | None):
         jobs.delete(run_id)
         gr.Info(tr("Deleted run {run}.", run=run_id))
@@ -248,10 +287,15 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
     resume_btn.click(resume_run, run, [ctx.run_id, ctx.tabs])
     reuse.click(reuse_settings, run, [*ctx.fields.values(), ctx.applied_overrides, ctx.tabs])
     delete.click(ask_delete, run, [confirm_row, confirm_text])
+    for btn, where in ((queue_up, "up"), (queue_down, "down")):
+        btn.click(lambda rid, w=where: move_run(rid, w), run, None).then(
+            lambda cur: refresh(cur, None), run, refresh_outputs)
+    cancel_btn.click(cancel_run, run, None).then(lambda cur: refresh(cur, None), run, refresh_outputs)
     cancel.click(lambda: gr.update(visible=False), None, confirm_row)
     confirm.click(do_delete, [run, ctx.run_id], [confirm_row, run, ctx.run_id]).then(
         lambda cur: refresh(cur, None), run, refresh_outputs)
     compare_btn.click(show_comparison, compare, [compare_chart, compare_table])
     return RunsHandles(table=table, run=run, open=open_btn, reuse=reuse, resume=resume_btn, delete=delete,
+                       queue_up=queue_up, queue_down=queue_down, cancel=cancel_btn,
                        error=error, timer=timer, compare=compare, compare_chart=compare_chart,
                        compare_table=compare_table, files=files)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from tunesmith.engine import catalog, events, jobs
+from tunesmith.engine import catalog, events, jobs, scheduler
 from tunesmith.engine.config import RunConfig
 from tunesmith.engine.errors import RunError, TunesmithError
 
@@ -34,6 +34,7 @@ from . import monitor
 from .context import StudioContext, form_value, override_updates
 from .i18n import T, localize, tr
 from .notices import toast_errors
+from .gpu_panel import fit_line_markdown
 
 POLL_SECONDS = 1.0
 
@@ -252,6 +253,7 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
                               label=T("Check held-out loss every N steps (0 = at saves)"))
             ctx.field("output.run_name", gr.Textbox, label=T("Run name"), placeholder=T("picked from model and data"),
                       elem_id="run-name")
+            fit_line_markdown(ctx)  # "fits on GPU 0: ~9.8 of 24 GB" (studio/gpu_panel.py)
             summary = gr.Markdown(elem_id="train-summary", elem_classes="ts-summary")
             with gr.Row():
                 start = gr.Button(T("Start training"), variant="primary", elem_id="start")
@@ -281,7 +283,12 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
         except jobs.DuplicateSubmit as e:  # a double click: one run, and say so
             gr.Info(str(e))
             return e.run_id, saved_form(ctx, values)
-        gr.Info(tr("Started run {run}. Closing this page does not stop it.", run=run_id))
+        place = scheduler.positions().get(run_id)
+        if place:
+            gr.Info(tr("Queued run {run}: number {place}; it starts when its GPUs are free (Runs tab).",
+                       run=run_id, place=place))
+        else:
+            gr.Info(tr("Started run {run}. Closing this page does not stop it.", run=run_id))
         return run_id, saved_form(ctx, values)
 
     @toast_errors

@@ -384,4 +384,14 @@ ZH: dict[str, str] = {
     "Deleted run {run}.": "已删除运行 {run}。",
     "Loaded the settings of {run}. Change what you like and start a new run.": "已载入 {run} 的设置。按需修改后开始新的运行。",
     "Resuming {run} from its last checkpoint.": "正在从最近的检查点继续运行 {run}。",
+    # ---- queue (engine.scheduler)
+    "Queued runs start in order (#1 next) when their GPUs are free.": "排队的运行按顺序启动（#1 最先），等所需 GPU 空闲时开始。",
+    "Move up": "上移",
+    "Move down": "下移",
+    "Cancel queued run": "取消排队的运行",
+    "Pick a queued run first.": "请先选择一个排队中的运行。",
+    "{run} is now number {place} in the queue.": "{run} 现在排在队列第 {place} 位。",
+    "Cancelled {run}; it will not start.": "已取消 {run}，它不会启动。",
+    "Queued run {run}: number {place}; it starts when its GPUs are free (Runs tab).":
+        "运行 {run} 已排队：第 {place} 位，所需 GPU 空闲时开始（见“运行记录”页）。",
 }
