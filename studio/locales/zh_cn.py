@@ -394,4 +394,10 @@ ZH: dict[str, str] = {
     "Cancelled {run}; it will not start.": "已取消 {run}，它不会启动。",
     "Queued run {run}: number {place}; it starts when its GPUs are free (Runs tab).":
         "运行 {run} 已排队：第 {place} 位，所需 GPU 空闲时开始（见“运行记录”页）。",
+    "gpus": "GPU",
+    "queue": "队列",
+    "GPUs to train on: auto (one free GPU), a count (2: any two free GPUs, one process each), or indices like [0, 1] or [1]. The run waits in the queue until they are free.":
+        "用于训练的 GPU：auto（一块空闲 GPU）、数量（2：任意两块空闲 GPU，每块一个进程），或编号如 [0, 1] 或 [1]。运行会在队列中等待，直到它们空闲。",
+    "Training processes (default: one per GPU). On a machine without GPUs, 2+ runs data-parallel CPU processes over gloo: slow, for trying the multi-GPU path.":
+        "训练进程数（默认每块 GPU 一个）。在没有 GPU 的机器上，2 个以上会通过 gloo 运行数据并行的 CPU 进程：较慢，用于试用多 GPU 路径。",
 }

@@ -52,7 +52,7 @@ def test_every_message_renders_in_both_languages(key):
     values = {name: "x" for name in ("run", "n", "name", "free", "fmt", "cols", "why", "file", "types", "what",
                                      "k", "total", "ok", "errors", "warnings", "how", "median", "longest",
                                      "cutoff", "cut", "trained", "note", "model", "datasets", "method", "length",
-                                     "status", "problem", "step")}
+                                     "status", "problem", "step", "place")}
     numbers = {"lr": 0.001, "pct": 98.5, "kl": 0.01}
     fmt_values = {**values, **numbers}
     used = {f for f in fmt_values if "{" + f in key}
