@@ -177,7 +177,7 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
         dh = dh.mul_(dloss.to(dh.dtype))
         dw = None if dw is None else (dw * dloss).to(wdt)
         db = None if db is None else (db * dloss).to(bdt)
-        return dh, dw, None, db, None, None, None, None, None
+        return dh, dw, None, db, None, None, None, None, None, None
 
 
 def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, bias=None,
