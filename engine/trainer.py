@@ -139,6 +139,9 @@ class Recipe:
                  len(self.eval_rows or []))
         self._check_stop()
 
+        from transformers import set_seed
+
+        set_seed(cfg.training.seed)  # the adapter's initial weights follow training.seed
         self.model = self._wrap(self.model)
         self.fused = False
         self.plan = None

@@ -86,14 +86,15 @@ def test_stop_then_resume_equals_an_uninterrupted_run(tunesmith_home, tmp_path):
 
     parts = tmp_path / "parts"
     parts.mkdir()
-    polls = {"n": 0}
+    polls = {"n": 0, "armed": False}
 
-    def stop_after_three() -> bool:
-        polls["n"] += 1
+    def stop_after_three() -> bool:  # Stop pressed during step 3 (polled after every step)
+        polls["n"] += polls["armed"]
         return polls["n"] >= 3
 
     r = Recipe(cfg, parts, EventWriter(parts), stop_after_three)
     r.setup()
+    polls["armed"] = True
     assert r.train() == "stopped"
     r.save()
     r.cleanup()
