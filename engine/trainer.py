@@ -22,6 +22,8 @@ Features and the RunConfig fields that drive them:
 - metrics to events.jsonl every `training.logging_steps` (and at step 1): loss, token
   accuracy, lr, grad norm, tokens/s, peak memory, elapsed and ETA; summed on the device and
   read once per logging step; eval loss every `training.eval_steps` with a validation set
+- early stopping on the eval loss — `training.early_stopping_patience` (with a validation set):
+  the run ends after that many evaluations without improvement, with the best adapter
 - checkpoints every `training.save_steps` (written under a temporary name, then renamed)
 - graceful stop: `stop_requested()` is polled after every optimizer step; a checkpoint is
   written, the run ends as "stopped" and the worker saves the adapter trained so far
@@ -50,6 +52,7 @@ import torch
 
 from . import atomic, models
 from .config import RunConfig
+from .early_stopping import EarlyStopping
 from .events import EventWriter
 from .training import dist
 from .training.batching import Layout, epoch_order, forward_groups, steps_per_epoch
@@ -96,6 +99,15 @@ def supports_padding_free(model) -> bool:
     except (OSError, TypeError):
         return False
     return "create_causal_mask(" in src and "position_ids=position_ids" in src
+
+
+def early_stop(stopper: EarlyStopping | None, step: int, eval_loss: float, emit: Callable[..., None]) -> bool:
+    """Feed one evaluation to the early-stopping rule; True (and an info event saying why) to stop."""
+    if stopper is None or not stopper.update(step, float(eval_loss)):
+        return False
+    emit("info", message=f"early stopping: {stopper.reason}", early_stop=True, best_step=stopper.best_step,
+         best_eval_loss=stopper.best_loss)
+    return True
 
 
 class Recipe:
@@ -336,6 +348,13 @@ class Recipe:
             self.events.status("running", "training", max_steps=max_steps)
 
         group = per_step * _LENGTH_GROUP_STEPS if t.group_by_length else 0
+        stopper = None
+        if t.early_stopping_patience is not None:
+            if self.eval_rows:
+                stopper = EarlyStopping(t.early_stopping_patience)
+            else:
+                log.warning("early stopping needs a validation set (data.val_size or data.val_file); training to the end")
+        best: dict[str, torch.Tensor] | None = None  # trainable weights at the best eval loss
 
         def order_for(e: int) -> list[int]:
             return epoch_order(len(rows), t.seed, e, lengths=lengths if group else None, group=group)
@@ -391,12 +410,24 @@ class Recipe:
                           window_tokens / max(now - last_t, 1e-6), now - t0, step - first_step, device)
                 sums, window_tokens, last_t = {}, 0, now
             if self.eval_rows and (step % (t.eval_steps or t.save_steps) == 0):
-                self._evaluate(ctx, step, device)
+                eval_loss = self._evaluate(ctx, step, device)
+                if early_stop(stopper, step, eval_loss, self._emit):
+                    break
+                if stopper is not None and stopper.best_step == step:
+                    from .training.state import trainable_state
+
+                    best = trainable_state(self.model)
             if step % t.save_steps == 0 or stop:
                 self._save(step, epoch, pos, tokens_seen, sums)
             if stop:
                 self.stopped = True
                 break
+        if stopper is not None and stopper.should_stop and best is not None:
+            with torch.no_grad():  # the adapter saved is the one of the best evaluation
+                params = dict(self.model.named_parameters())
+                for n, v in best.items():
+                    params[n].copy_(v.to(params[n].device))
+            log.info("early stopping: kept the weights of step %s", stopper.best_step)
         return "stopped" if self.stopped else "completed"
 
     def _to_device(self, batch: dict, device: torch.device) -> dict:
