@@ -14,7 +14,7 @@ Features and the RunConfig fields that drive them:
   model's attention allows, else padded — `training.padding_free`; length-grouped order —
   `training.group_by_length`; tokens per forward pass — `training.tokens_per_forward`
   (default from `training.memory_mode`: auto = a whole optimizer step in one pass when it
-  fits, memory = batch_size x cutoff_len); fixed-size passes when CUDA graphs replay
+  fits, memory = cutoff_len); fixed-size passes when CUDA graphs replay
 - Tunesmith's Triton kernels through tunesmith.kernels.patch and its memory plan — `kernels`,
   `training.memory_mode`; the LM head and loss fused (no logits) when they apply
 - optimizer (AdamW, 8-bit AdamW on GPUs, SGD, Adafactor), schedule with warmup, gradient
@@ -22,6 +22,8 @@ Features and the RunConfig fields that drive them:
 - metrics to events.jsonl every `training.logging_steps` (and at step 1): loss, token
   accuracy, lr, grad norm, tokens/s, peak memory, elapsed and ETA; summed on the device and
   read once per logging step; eval loss every `training.eval_steps` with a validation set
+- early stopping on the eval loss — `training.early_stopping_patience` (with a validation set):
+  the run ends after that many evaluations without improvement, with the best adapter
 - checkpoints every `training.save_steps` (written under a temporary name, then renamed)
 - graceful stop: `stop_requested()` is polled after every optimizer step; a checkpoint is
   written, the run ends as "stopped" and the worker saves the adapter trained so far
@@ -98,6 +100,15 @@ def supports_padding_free(model) -> bool:
     return "create_causal_mask(" in src and "position_ids=position_ids" in src
 
 
+def early_stop(stopper: EarlyStopping | None, step: int, eval_loss: float, emit: Callable[..., None]) -> bool:
+    """Feed one evaluation to the early-stopping rule; True (and an info event saying why) to stop."""
+    if stopper is None or not stopper.update(step, float(eval_loss)):
+        return False
+    emit("info", message=f"early stopping: {stopper.reason}", early_stop=True, best_step=stopper.best_step,
+         best_eval_loss=stopper.best_loss)
+    return True
+
+
 class Recipe:
     def __init__(self, cfg: RunConfig, run_dir: Path, events: EventWriter, stop_requested: Callable[[], bool]):
         self.cfg = cfg
@@ -139,7 +150,9 @@ class Recipe:
                  len(self.eval_rows or []))
         self._check_stop()
 
-        torch.manual_seed(cfg.training.seed)  # the adapter's init follows training.seed
+        from transformers import set_seed
+
+        set_seed(cfg.training.seed)  # the adapter's initial weights follow training.seed
         self.model = self._wrap(self.model)
         from .distributed import sync_from_rank0
 
@@ -205,9 +218,12 @@ class Recipe:
             capacity, why = t.tokens_per_forward, "training.tokens_per_forward"
         elif self._kernel_memory_plan and t.memory_mode != "memory":
             capacity, why = whole_step, "a whole optimizer step per pass"
+        elif self._kernel_memory_plan:
+            # memory mode: one cutoff-long pass at a time (the longest row fits; CUDA graphs replay
+            # the fixed-size passes, so more passes per step cost little)
+            capacity, why = row_cap, "memory mode: cutoff_len"
         else:
-            capacity = micro
-            why = "memory mode: batch_size x cutoff" if self._kernel_memory_plan else "batch_size x cutoff"
+            capacity, why = micro, "batch_size x cutoff"
         capacity = max(capacity, row_cap)
 
         pad_to = None
@@ -334,6 +350,13 @@ class Recipe:
             self.events.status("running", "training", max_steps=max_steps)
 
         group = per_step * _LENGTH_GROUP_STEPS if t.group_by_length else 0
+        stopper = None
+        if t.early_stopping_patience is not None:
+            if self.eval_rows:
+                stopper = EarlyStopping(t.early_stopping_patience)
+            else:
+                log.warning("early stopping needs a validation set (data.val_size or data.val_file); training to the end")
+        best: dict[str, torch.Tensor] | None = None  # trainable weights at the best eval loss
 
         def order_for(e: int) -> list[int]:
             return epoch_order(len(rows), t.seed, e, lengths=lengths if group else None, group=group)
@@ -389,12 +412,24 @@ class Recipe:
                           window_tokens / max(now - last_t, 1e-6), now - t0, step - first_step, device)
                 sums, window_tokens, last_t = {}, 0, now
             if self.eval_rows and (step % (t.eval_steps or t.save_steps) == 0):
-                self._evaluate(ctx, step, device)
+                eval_loss = self._evaluate(ctx, step, device)
+                if early_stop(stopper, step, eval_loss, self._emit):
+                    break
+                if stopper is not None and stopper.best_step == step:
+                    from .training.state import trainable_state
+
+                    best = trainable_state(self.model)
             if step % t.save_steps == 0 or stop:
                 self._save(step, epoch, pos, tokens_seen, sums)
             if stop:
                 self.stopped = True
                 break
+        if stopper is not None and stopper.should_stop and best is not None:
+            with torch.no_grad():  # the adapter saved is the one of the best evaluation
+                params = dict(self.model.named_parameters())
+                for n, v in best.items():
+                    params[n].copy_(v.to(params[n].device))
+            log.info("early stopping: kept the weights of step %s", stopper.best_step)
         return "stopped" if self.stopped else "completed"
 
     def _to_device(self, batch: dict, device: torch.device) -> dict:

@@ -108,7 +108,7 @@ def _chunk_rows(n_rows: int, n_vocab: int, elem: int, chunk_rows: int | None, ch
 
 def fused_linear_ce_forward(h, weight, labels, bias=None, ignore_index=-100, softcap=None,
                             num_items_in_batch=None, chunk_rows=None, need_dw=True, need_db=True,
-                            cdt=None, correct=None, chunk_bytes: int = CHUNK_BYTES):
+                            cdt=None, chunk_bytes: int = CHUNK_BYTES, correct=None):
     """(loss, dh, dW or None, db or None) for h (N, H), weight (V, H), labels (N,).
 
     `correct`, when given, is an fp32 (N,) tensor that receives 1.0 for each row whose label is
@@ -159,12 +159,12 @@ def fused_linear_ce_forward(h, weight, labels, bias=None, ignore_index=-100, sof
 class FusedLinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, labels, bias=None, ignore_index=-100, softcap=None, num_items_in_batch=None,
-                chunk_rows=None, correct=None, chunk_bytes=CHUNK_BYTES):
+                chunk_rows=None, chunk_bytes=CHUNK_BYTES, correct=None):
         with no_autocast(h):  # GEMMs in autocast's dtype when it is on, like the stock head
             loss, dh, dw, db = fused_linear_ce_forward(
                 h, weight, labels, bias, ignore_index, softcap, num_items_in_batch, chunk_rows,
                 need_dw=weight.requires_grad, need_db=bias is not None and bias.requires_grad,
-                cdt=compute_dtype(h), correct=correct, chunk_bytes=chunk_bytes)
+                cdt=compute_dtype(h), chunk_bytes=chunk_bytes, correct=correct)
         ctx.save_for_backward(dh, dw, db)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         return loss
@@ -183,7 +183,8 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
 def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, bias=None,
                                ignore_index: int = -100, softcap: float | None = None,
                                num_items_in_batch=None, chunk_rows: int | None = None,
-                               correct: torch.Tensor | None = None, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+                               chunk_bytes: int = CHUNK_BYTES,
+                               correct: torch.Tensor | None = None) -> torch.Tensor:
     """Mean token loss of the LM head on h (..., H) against labels (...), never forming all logits.
     Rows go in chunks of `chunk_rows`, or of as many rows as `chunk_bytes` of logits hold.
 
@@ -192,7 +193,7 @@ def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, labels: to
     hidden = h.shape[-1]
     return FusedLinearCrossEntropyFunction.apply(
         h.reshape(-1, hidden), weight, labels.reshape(-1), bias, ignore_index, softcap, num_items_in_batch,
-        chunk_rows, correct, chunk_bytes)
+        chunk_rows, chunk_bytes, correct)
 
 
 def fused_linear_cross_entropy_reference(h, weight, labels, bias=None, ignore_index=-100, softcap=None,
