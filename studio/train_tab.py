@@ -243,6 +243,11 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
                 localize(ctx.field("kernels", gr.Radio, choices=KERNELS, label=T("Tunesmith's fast kernels")), KERNELS)
                 localize(ctx.field("training.memory_mode", gr.Radio, choices=MEMORY_MODES,
                                    label=T("Kernels: speed or memory")), MEMORY_MODES)
+                with gr.Row():
+                    ctx.field("training.padding_free", gr.Checkbox, label=T("No padding between examples"))
+                    ctx.field("training.group_by_length", gr.Checkbox, label=T("Group examples of similar length"))
+                    ctx.field("training.tokens_per_forward", gr.Number, precision=0, minimum=0,
+                              label=T("Most tokens per forward pass (0 = automatic)"))
             with gr.Accordion(T("Advanced: logging and checkpoints"), open=False):
                 with gr.Row():
                     ctx.field("training.logging_steps", gr.Number, precision=0, minimum=1,

@@ -400,4 +400,14 @@ ZH: dict[str, str] = {
         "用于训练的 GPU：auto（一块空闲 GPU）、数量（2：任意两块空闲 GPU，每块一个进程），或编号如 [0, 1] 或 [1]。运行会在队列中等待，直到它们空闲。",
     "Training processes (default: one per GPU). On a machine without GPUs, 2+ runs data-parallel CPU processes over gloo: slow, for trying the multi-GPU path.":
         "训练进程数（默认每块 GPU 一个）。在没有 GPU 的机器上，2 个以上会通过 gloo 运行数据并行的 CPU 进程：较慢，用于试用多 GPU 路径。",
+    # ---- batching (engine.training)
+    "No padding between examples": "示例之间不填充",
+    "Group examples of similar length": "把长度相近的示例放在一起",
+    "Most tokens per forward pass (0 = automatic)": "每次前向传播的最多 token 数（0 = 自动）",
+    "Lay the examples of a forward pass end to end, no padding (kept apart by attention; models whose attention cannot do that are padded).":
+        "把一次前向传播中的示例首尾相接、不做填充（由注意力机制隔开；不支持这样做的模型会改为填充）。",
+    "Order rows so similar lengths train together (fewer forward passes; less random order).":
+        "让长度相近的样本一起训练（前向传播次数更少；顺序没那么随机）。",
+    "Most tokens in one forward pass; empty = chosen from memory_mode (auto: a whole optimizer step when it fits; memory: cutoff_len).":
+        "一次前向传播的最多 token 数；留空 = 按 memory_mode 选择（auto：放得下时整个优化步；memory：cutoff_len）。",
 }
