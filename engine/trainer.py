@@ -133,6 +133,7 @@ class Recipe:
         self._check_stop()
 
         self.model = self._wrap(self.model)
+        self.objective.attach(self.model)  # e.g. a reward model's score head, before the optimizer sees the params
         self.fused = False
         self.plan = None
         self._plan_batches()
@@ -379,7 +380,8 @@ class Recipe:
     def _to_device(self, batch: dict, device: torch.device) -> dict:
         if device.type != "cuda":
             return batch
-        return {k: v.pin_memory().to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        return {k: v.pin_memory().to(device, non_blocking=True) if isinstance(v, torch.Tensor)
+                else self._to_device(v, device) if isinstance(v, dict) else v
                 for k, v in batch.items()}
 
     def _log(self, step, max_steps, sums, grad_norm, lr, epoch, tokens_seen, tps, elapsed, done, device) -> None:
@@ -453,6 +455,7 @@ class Recipe:
         with atomic.atomic_dir(final, overwrite=True) as tmp:
             self.model.save_pretrained(str(tmp), safe_serialization=True)
             self.tokenizer.save_pretrained(str(tmp))
+            self.objective.save_extra(self.model, tmp)
         log.info("saved %s to %s", name, final)
         return final
 
