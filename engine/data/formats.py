@@ -59,6 +59,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "empty_message": "error",  # an empty prompt / user turn / text row
     "mixed_format": "error",  # the row is in another format than the rest of the file
     "duplicate_row": "warning",  # the same example as an earlier row (kept unless the user drops it)
+    "identical_pair": "warning",  # a preference pair whose chosen and rejected replies are the same (nothing to learn)
 }
 
 # Key names recognised during detection, most specific first.
@@ -303,6 +304,7 @@ def detect_format(rows: list, path_hint: str | Path | None = None, sample: int =
     votes: Counter[str] = Counter()
     first_hit: dict[str, tuple[ColumnMapping, str]] = {}
     key_counts: Counter[str] = Counter()
+    kto_tags: Counter[str] = Counter()  # a label on any sampled row makes the file KTO (labels are never dropped)
     seen = 0
     for row in rows:
         if seen >= sample:
@@ -319,6 +321,8 @@ def detect_format(rows: list, path_hint: str | Path | None = None, sample: int =
         fmt, m, ev = g
         votes[fmt] += 1
         first_hit.setdefault(fmt, (m, ev))
+        if m.kto_tag:
+            kto_tags[m.kto_tag] += 1
     known = [(n, f) for f, n in votes.most_common() if f != "unknown"]
     if not known:
         where = f"{path_hint}: " if path_hint else ""
@@ -341,6 +345,9 @@ def detect_format(rows: list, path_hint: str | Path | None = None, sample: int =
             setattr(mapping, col, col)
     if fmt == "alpaca" and mapping.query is None and "input" in key_counts:
         mapping.query = "input"
+    if kto_tags and fmt in ("alpaca", "sharegpt", "openai") and not mapping.kto_tag:
+        mapping.kto_tag = kto_tags.most_common(1)[0][0]
+        evidence.append(f"{sum(kto_tags.values())} rows carry a KTO label in {mapping.kto_tag!r}")
     return Detection(fmt, mapping, evidence, dict(votes))
 
 

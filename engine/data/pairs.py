@@ -196,3 +196,23 @@ def prepare_pairs(cfg: RunConfig, tokenizer, objective: str = "dpo") -> tuple[li
 def prepare_unpaired(cfg: RunConfig, tokenizer) -> tuple[list[dict], list[dict] | None]:
     """(train KTO rows, eval KTO rows or None)."""
     return _split(cfg, lambda named: unpaired_rows(cfg, tokenizer, named), tokenizer)
+
+
+def token_stats(tokenizer, template, examples: list[dict], cutoff: int) -> dict:
+    """Token lengths of each side (prompt + reply) and how many rows' prompts leave no reply token
+    inside the cutoff, for the check report (engine.data.inspect)."""
+    from .inspect import _summary
+
+    pairs = [ex for ex in examples if "rejected" in ex]
+    sides = ([_side(ex, ex["messages"][-1]) for ex in pairs] + [_side(ex, ex["rejected"]) for ex in pairs]
+             if pairs else [_side(ex, ex["messages"][-1]) for ex in examples if "kto_label" in ex])
+    if template is None or not sides:
+        return {"chosen": None, "rejected": None, "prompt_cut_by_cutoff": 0}
+    ds, _ = encode_cached(tokenizer, template, sides, True)
+    lengths = [len(x) for x in ds["input_ids"]]
+    starts = [reply_start(final_reply_mask(m)) for m in ds["assistant_masks"]]
+    n = len(pairs)
+    if pairs:
+        cut = sum(1 for i in range(n) if starts[i] >= cutoff or starts[n + i] >= cutoff)
+        return {"chosen": _summary(lengths[:n]), "rejected": _summary(lengths[n:]), "prompt_cut_by_cutoff": cut}
+    return {"chosen": _summary(lengths), "rejected": None, "prompt_cut_by_cutoff": sum(1 for s in starts if s >= cutoff)}
