@@ -103,9 +103,83 @@ def open_initial_run(saved: str | None):
 # ---------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------
+# Objective: a plain choice, its sentence, and its settings generated from its Settings model
+# ---------------------------------------------------------------------------
+
+
+def objective_choices() -> list[tuple[str, str]]:
+    """(label, name) per registered objective; the label is its description up to the colon."""
+    from tunesmith.engine.objectives import get_objective, names
+
+    return [(get_objective(n).description.split(":")[0], n) for n in names()]
+
+
+def objective_note(name: str) -> str:
+    from tunesmith.engine.objectives import get_objective
+
+    try:
+        return get_objective(name).description.split(":", 1)[-1].strip()
+    except KeyError:
+        return ""
+
+
+def _setting_widget(key: str, field) -> gr.components.Component:
+    from typing import Literal, get_args, get_origin
+
+    label = key.replace("_", " ").capitalize()
+    if get_origin(field.annotation) is Literal:
+        return gr.Dropdown(choices=list(get_args(field.annotation)), value=field.default, label=label,
+                           info=field.description)
+    if field.annotation is bool:
+        return gr.Checkbox(value=field.default, label=label, info=field.description)
+    return gr.Number(value=field.default, label=label, info=field.description)
+
+
+def build_objective_section(ctx: StudioContext) -> None:
+    """The objective dropdown and, per objective with settings, a group of widgets shown while it is
+    picked; their values reach the config through the objective_settings state."""
+    from tunesmith.engine.objectives import get_objective, names
+
+    chosen = ctx.initial.objective
+    with gr.Group():
+        gr.Markdown("### What to learn", elem_classes="ts-section")
+        objective = ctx.field("objective", gr.Dropdown, choices=objective_choices(), label="Objective",
+                              elem_id="objective")
+        note = gr.Markdown(objective_note(chosen), elem_id="objective-note")
+        groups, widgets = {}, []  # widgets: (objective, key, component)
+        for name in names():
+            settings = get_objective(name).Settings
+            if settings is None:
+                continue
+            current = dict(ctx.initial.objective_settings) if name == chosen else {}
+            with gr.Column(visible=name == chosen, elem_id=f"settings-{name}") as col:
+                for key, field in settings.model_fields.items():
+                    w = _setting_widget(key, field)
+                    if key in current:
+                        w.value = current[key]
+                    widgets.append((name, key, w))
+            groups[name] = col
+    state = gr.State(dict(ctx.initial.objective_settings))
+    ctx.fields["objective_settings"] = state
+
+    def collect(name: str, *values) -> dict:
+        return {key: v for (obj, key, _), v in zip(widgets, values) if obj == name}
+
+    def switch(name: str, *values):
+        return (objective_note(name), collect(name, *values),
+                *[gr.Column(visible=obj == name) for obj in groups])
+
+    comps = [w for _, _, w in widgets]
+    objective.change(switch, [objective, *comps], [note, state, *groups.values()], show_progress="hidden")
+    for w in comps:
+        w.change(collect, [objective, *comps], state, show_progress="hidden")
+
+
 def build_train_tab(ctx: StudioContext) -> TrainHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
+            build_objective_section(ctx)
             with gr.Group():
                 gr.Markdown("### Schedule", elem_classes="ts-section")
                 with gr.Row():
