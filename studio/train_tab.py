@@ -23,7 +23,7 @@ from tunesmith.engine import catalog, events, jobs
 from tunesmith.engine.errors import RunError
 
 from . import monitor
-from .context import StudioContext, form_value, override_updates, user_errors
+from .context import StudioContext, field_help, form_value, override_updates, user_errors
 
 POLL_SECONDS = 1.0
 
@@ -161,6 +161,7 @@ def build_objective_section(ctx: StudioContext) -> None:
                     widgets.append((name, key, w))
             groups[name] = col
     state = gr.State(dict(ctx.initial.objective_settings))
+    state.info = field_help("objective_settings")  # the widgets above show it per setting
     ctx.fields["objective_settings"] = state
 
     def collect(name: str, *values) -> dict:
