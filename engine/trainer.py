@@ -68,10 +68,17 @@ class StopRequested(Exception):
 
 
 def peak_memory_gb(device: str) -> float:
+    """Peak memory since training began: allocated GPU memory, or the worker's resident memory on the CPU."""
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**30
     # ru_maxrss is KiB on Linux: the worker's peak resident memory.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _reserved_fields(device: str) -> dict[str, float]:
+    if device != "cuda":
+        return {}
+    return {"peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 3)}
 
 
 def supports_padding_free(model) -> bool:
@@ -228,11 +235,19 @@ class Recipe:
         if not padding_free:
             pad_to = None
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.layout = Layout(padding_free=padding_free, pad_to=pad_to, pad_id=pad_id)
+        attn = None
+        if padding_free and self.hw.device == "cuda":
+            from .training.attention import install
+
+            attn = install(self.model, self.hw.compute_dtype)
+        cu_slots = max(64, capacity // 16) if pad_to and attn else None
+        self.layout = Layout(padding_free=padding_free, pad_to=pad_to, pad_id=pad_id, cu_slots=cu_slots)
         self.capacity = capacity if padding_free else None
-        self.lm = CausalLM(self.model, fused=self.fused)
+        self.lm = CausalLM(self.model, fused=self.fused, varlen=attn is not None)
         shape = ("padding-free" if padding_free else "padded") + (f", every pass padded to {pad_to} tokens for "
                                                                   "CUDA graphs" if pad_to else "")
+        if padding_free:
+            shape += f"; attention: {attn or 'SDPA with a block-diagonal mask'}"
         grouping = (f"passes of up to {capacity} tokens ({why}), best-fit from each step's rows"
                     if padding_free else f"{t.batch_size} rows per pass")
         self._info(f"batching: {shape}; {grouping}; loss: {self.lm.describe()}")
@@ -321,6 +336,8 @@ class Recipe:
             return epoch_order(len(rows), t.seed, e, lengths=lengths if group else None, group=group)
 
         order = order_for(epoch)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()  # the studio shows training's peak, loading excluded
         self.model.train()
         self.stopped = False
         t0 = last_t = time.time()
@@ -400,7 +417,7 @@ class Recipe:
             grad_norm=gnorm if gnorm is None or math.isfinite(gnorm) else None, epoch=round(epoch, 4),
             tokens_per_s=round(tps, 1), tokens_seen=tokens_seen,
             peak_mem_gb=round(peak_memory_gb(self.hw.device), 3), elapsed_s=round(elapsed, 2),
-            eta_s=round(eta, 1) if eta is not None else None, **fields,
+            eta_s=round(eta, 1) if eta is not None else None, **_reserved_fields(self.hw.device), **fields,
         )
 
     @torch.no_grad()

@@ -37,6 +37,9 @@ class Layout:
     padding_free: bool = True
     pad_to: int | None = None  # padding-free only: pad the flat sequence to exactly this many tokens
     pad_id: int = 0
+    # padding-free only: cu_seq_lens (cumulative example lengths, for varlen attention) padded with
+    # empty examples to this many entries + 1, so its shape stays fixed for CUDA graphs
+    cu_slots: int | None = None
 
 
 def segments(row: dict) -> list[int]:
@@ -89,8 +92,17 @@ def collate_causal(rows: list[dict], layout: Layout) -> dict:
             ids.extend([layout.pad_id] * pad)
             pos.extend(range(pad))
             tgt.extend([IGNORE] * pad)
+        seg = [n for r in rows for n in segments(r)]
+        if layout.pad_to is not None and layout.pad_to > sum(seg):
+            seg.append(layout.pad_to - sum(seg))
+        cu = [0]
+        for n in seg:
+            cu.append(cu[-1] + n)
+        if layout.cu_slots is not None and len(cu) < layout.cu_slots + 1:
+            cu += [cu[-1]] * (layout.cu_slots + 1 - len(cu))
         batch = {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([pos]),
-                 "targets": torch.tensor([tgt])}
+                 "targets": torch.tensor([tgt]), "cu_seq_lens": torch.tensor(cu, dtype=torch.int32),
+                 "max_length": layout.pad_to or max(seg)}
     else:
         width = max(len(r["input_ids"]) for r in rows)
         ids2, tgt2, att2, pos2, masks4 = [], [], [], [], []

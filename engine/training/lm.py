@@ -41,8 +41,9 @@ def _unwrap(model):
 
 
 class CausalLM:
-    def __init__(self, model: torch.nn.Module, fused: bool = False, chunk_rows: int = 2048):
+    def __init__(self, model: torch.nn.Module, fused: bool = False, chunk_rows: int = 2048, varlen: bool = False):
         self.model = model
+        self.varlen = varlen  # attention reads cu_seq_lens (engine/training/attention.py)
         inner = _unwrap(model)
         self.inner = inner
         self.config = inner.config
@@ -68,6 +69,9 @@ class CausalLM:
         kw = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
         if "attention_mask" in batch:
             kw["attention_mask"] = batch["attention_mask"]
+        if self.varlen and "cu_seq_lens" in batch:
+            cu, m = batch["cu_seq_lens"], int(batch["max_length"])
+            kw.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=m, max_length_k=m)
         return kw
 
     def hidden(self, batch: dict) -> torch.Tensor:
@@ -143,9 +147,14 @@ class StepContext:
     def generate(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Sampling for on-policy objectives; the model is put in eval mode for the call."""
         was = self.model.training
+        cfg = self.lm.inner.config
+        attn = getattr(cfg, "_attn_implementation", None)
         self.model.eval()
         try:
+            if self.lm.varlen:  # varlen attention needs cu_seq_lens; generation (with padding) needs masks
+                cfg._attn_implementation = "sdpa"
             with torch.no_grad():
                 return self.model.generate(input_ids=input_ids, use_cache=True, **kwargs)
         finally:
+            cfg._attn_implementation = attn
             self.model.train(was)
