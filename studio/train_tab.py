@@ -248,6 +248,10 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
             gr.Info(str(e))
             return e.run_id
         gr.Info(f"Started run {run_id}. Closing this page does not stop it.")
+        from tunesmith.engine.data.pairs import objective_data_note
+
+        if note := objective_data_note(cfg):
+            gr.Warning(note)
         return run_id
 
     @user_errors

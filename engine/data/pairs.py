@@ -216,3 +216,25 @@ def token_stats(tokenizer, template, examples: list[dict], cutoff: int) -> dict:
         cut = sum(1 for i in range(n) if starts[i] >= cutoff or starts[n + i] >= cutoff)
         return {"chosen": _summary(lengths[:n]), "rejected": _summary(lengths[n:]), "prompt_cut_by_cutoff": cut}
     return {"chosen": _summary(lengths), "rejected": None, "prompt_cut_by_cutoff": sum(1 for s in starts if s >= cutoff)}
+
+
+def objective_data_note(cfg: RunConfig) -> str | None:
+    """One sentence when the chosen objective uses only part of a registered preference or KTO dataset
+    (sft on pairs learns the chosen replies only; on KTO rows it leaves the undesirable ones out), for
+    the studio to show before a run starts. Only registered datasets are looked at (no file is read)."""
+    from .registry import list_datasets
+
+    if cfg.objective not in ("sft", "pretrain"):
+        return None
+    entries = {e.name: e for e in list_datasets()}
+    pairs = [n for n in cfg.data.datasets if n in entries and entries[n].format == "preference"]
+    kto = [n for n in cfg.data.datasets if n in entries and entries[n].mapping is not None
+           and entries[n].mapping.kto_tag]
+    notes = []
+    if pairs:
+        notes.append(f"{', '.join(pairs)} holds preference pairs: {cfg.objective} learns the chosen replies only and "
+                     "never sees the rejected ones (pick DPO, ORPO or SimPO to learn from both)")
+    if kto:
+        notes.append(f"{', '.join(kto)} holds KTO labels: {cfg.objective} leaves the undesirable replies out (pick "
+                     "KTO to learn from both)")
+    return "; ".join(notes) + "." if notes else None

@@ -114,3 +114,12 @@ def test_check_report_covers_pairs(tok, tmp_path, tunesmith_home):
     assert "preference pairs: 3, 1 with identical replies" in text and "prompt cut by the cutoff: 1 rows" in text
     kto = inspect_dataset("kto_feedback").to_json()["preference_stats"]
     assert (kto["kind"], kto["desirable"], kto["undesirable"]) == ("kto", 48, 48)
+
+
+def test_sft_on_preference_or_kto_data_is_said_before_the_run(tunesmith_home):
+    from tunesmith.engine.data.pairs import objective_data_note
+
+    assert "learns the chosen replies only" in objective_data_note(_cfg(["preference_pairs"]))
+    assert "leaves the undesirable replies out" in objective_data_note(_cfg(["identity", "kto_feedback"]))
+    assert objective_data_note(_cfg(["preference_pairs"], "dpo")) is None
+    assert objective_data_note(_cfg(["identity"])) is None
