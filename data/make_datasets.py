@@ -596,9 +596,13 @@ def make_kto(rng: random.Random) -> list[dict]:
 
 def make_preference_extended(rng: random.Random) -> list[dict]:
     """LLaMA-Factory's ranking ShareGPT layout: conversations + chosen / rejected messages; a quarter
-    of the rows carry an earlier turn."""
+    of the rows carry an earlier turn. 128 pairs: the KTO pool's 96 plus 32 hand-written instructions
+    answered vs refused."""
     rows = []
     pool = _pairs_pool(rng)
+    hand = [(i, o) for i, x, o in EN_HAND + ZH_HAND if not x]
+    for q, a in rng.sample(hand, 32):
+        pool.append((q, a, rng.choice(REFUSALS_ZH if any("\u4e00" <= c <= "\u9fff" for c in q) else REFUSALS_EN)))
     for i, (q, good, bad) in enumerate(pool):
         conv = []
         if i % 4 == 3:
@@ -686,7 +690,7 @@ DATASET_INFO = {
         "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
         "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                  "system_tag": "system"},
-        "description": "96 preference pairs as ShareGPT conversations (some multi-turn): facts, arithmetic, help vs refusal.",
+        "description": "128 preference pairs as ShareGPT conversations (some multi-turn): facts, arithmetic, help vs refusal.",
         "language": ["en", "zh"],
     },
     "kto_feedback": {

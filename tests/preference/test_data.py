@@ -51,7 +51,7 @@ def test_trl_unpaired_layout_and_label_strings_are_kto_rows(tmp_path, tunesmith_
 
 def test_pairs_train_only_the_final_reply(tok, tunesmith_home):
     train, val = prepare_pairs(_cfg(["preference_extended"], "dpo"), tok)
-    assert val is None and len(train) == 96
+    assert val is None and len(train) == 128
     es = load_examples("preference_extended")
     multi = next(i for i, ex in enumerate(es.examples) if sum(m["role"] == "assistant" for m in ex["messages"]) == 2)
     row = train[multi]

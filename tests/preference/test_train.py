@@ -114,8 +114,20 @@ def test_reward_model_ranks_held_out_pairs(tmp_path, tunesmith_home):
     from tunesmith.engine.models import resolve_model_path
     from tunesmith.engine.objectives.reward import load_head, score
 
-    evs, _, run_dir = _train(tmp_path, "reward", "preference_extended", 12, "training.learning_rate=2e-3",
-                             "data.val_size=0.25", "training.eval_steps=12")
+    # held out: instructions the training pairs never ask, each answered vs refused
+    import json
+    import random
+
+    seen = {m["value"] for r in json.loads((DATA / "preference_extended.json").read_text(encoding="utf-8"))
+            for m in r["conversations"]}
+    rows = [r for r in json.loads((DATA / "instruct_en_zh.json").read_text(encoding="utf-8"))
+            if not r["input"] and r["instruction"] not in seen]
+    rng = random.Random(0)
+    held = [{"prompt": r["instruction"], "chosen": r["output"], "rejected": rng.choice(["No.", "I don't know.", "不知道。"])}
+            for r in rng.sample(rows, 24)]
+    (tmp_path / "held_out.json").write_text(json.dumps(held, ensure_ascii=False), encoding="utf-8")
+    evs, _, run_dir = _train(tmp_path, "reward", "preference_extended", 24, "training.learning_rate=1e-2",
+                             f"data.val_file={tmp_path / 'held_out.json'}", "training.eval_steps=24")
     ev = _last(evs, "eval")
     assert ev["eval_rewards/accuracies"] > 0.6, ev
     adapter = run_dir / "adapter"
