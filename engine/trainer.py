@@ -194,7 +194,9 @@ class Recipe:
         cfg, t = self.cfg, self.cfg.training
         cutoff = cfg.data.cutoff_len
         longest = max((self.objective.row_tokens(r) for r in self.train_rows), default=cutoff)
-        row_cap = min(cutoff, longest) if not cfg.data.packing else cutoff
+        # rows are cut to cutoff per sequence (sft: longest <= cutoff); a preference pair holds two
+        # sequences, so the longest row, not the cutoff, bounds a pass (and a CUDA-graph bucket)
+        row_cap = longest if not cfg.data.packing else cutoff
         micro = t.batch_size * row_cap  # what the configured micro-batch can hold
         whole_step = t.batch_size * t.gradient_accumulation * row_cap
         why = ""
