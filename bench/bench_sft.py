@@ -21,7 +21,7 @@ Setup shared by every method: random-weight Llama-3.2-1B / Llama-3.1-8B shapes b
 and saved as a bf16 model folder with the demo model's tokenizer (vocab 4,096 ids inside the
 128,256-row embedding), loaded with NF4 double quant, LoRA r=16 alpha=16 on all seven projections,
 batch 2 x accumulation 4, cutoff 2048, adamw_8bit, lr 2e-4, linear schedule, 3% warmup, bf16,
-responses-only loss, logging every 10 steps, SDPA attention. Rows are tokenized once by
+responses-only loss, logging at step 1 and every 10 steps, SDPA attention. Rows are tokenized once by
 Tunesmith's data path (the same ids and masks go to every method) and trained in the same order
 (the TRL-based methods get Tunesmith's seeded epoch order as their sampler).
 
@@ -228,8 +228,8 @@ def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool)
     args = SFTConfig(
         output_dir=str(work / f"out-{method}"), per_device_train_batch_size=BS, gradient_accumulation_steps=GA,
         max_steps=steps, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0.03, optim="adamw_8bit",
-        logging_steps=LOG_STEPS, save_strategy="no", bf16=True, report_to="none", disable_tqdm=True, seed=SEED,
-        data_seed=SEED, max_length=CUTOFF, packing=packing, remove_unused_columns=False,
+        logging_steps=LOG_STEPS, logging_first_step=True, save_strategy="no", bf16=True, report_to="none",
+        disable_tqdm=True, seed=SEED, data_seed=SEED, max_length=CUTOFF, packing=packing, remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding", dataset_num_proc=1,
     )
     trainer = Trainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Clock()])

@@ -148,7 +148,7 @@ class TrainingConfig(_Section):
     )
     tokens_per_forward: int | None = Field(
         None, ge=16, description="Most tokens in one forward pass; empty = chosen from memory_mode (auto: a whole "
-        "optimizer step when it fits; memory: batch_size x cutoff_len)."
+        "optimizer step when it fits; memory: cutoff_len)."
     )
 
 

@@ -14,7 +14,7 @@ Features and the RunConfig fields that drive them:
   model's attention allows, else padded — `training.padding_free`; length-grouped order —
   `training.group_by_length`; tokens per forward pass — `training.tokens_per_forward`
   (default from `training.memory_mode`: auto = a whole optimizer step in one pass when it
-  fits, memory = batch_size x cutoff_len); fixed-size passes when CUDA graphs replay
+  fits, memory = cutoff_len); fixed-size passes when CUDA graphs replay
 - Tunesmith's Triton kernels through tunesmith.kernels.patch and its memory plan — `kernels`,
   `training.memory_mode`; the LM head and loss fused (no logits) when they apply
 - optimizer (AdamW, 8-bit AdamW on GPUs, SGD, Adafactor), schedule with warmup, gradient
@@ -139,6 +139,9 @@ class Recipe:
                  len(self.eval_rows or []))
         self._check_stop()
 
+        from transformers import set_seed
+
+        set_seed(cfg.training.seed)  # the adapter's initial weights follow training.seed
         self.model = self._wrap(self.model)
         self.objective.attach(self.model)  # e.g. a reward model's score head, before the optimizer sees the params
         self.fused = False
@@ -204,9 +207,12 @@ class Recipe:
             capacity, why = t.tokens_per_forward, "training.tokens_per_forward"
         elif self._kernel_memory_plan and t.memory_mode != "memory":
             capacity, why = whole_step, "a whole optimizer step per pass"
+        elif self._kernel_memory_plan:
+            # memory mode: one cutoff-long pass at a time (the longest row fits; CUDA graphs replay
+            # the fixed-size passes, so more passes per step cost little)
+            capacity, why = row_cap, "memory mode: cutoff_len"
         else:
-            capacity = micro
-            why = "memory mode: batch_size x cutoff" if self._kernel_memory_plan else "batch_size x cutoff"
+            capacity, why = micro, "batch_size x cutoff"
         capacity = max(capacity, row_cap)
 
         pad_to = None

@@ -29,8 +29,8 @@ from ..config import RunConfig
 from ..errors import DataError
 from .bounds import bound_examples
 from .examples import load_examples
-from .templates import ChatTemplate, resolve_template
 from .packing import pack_best_fit
+from .templates import ChatTemplate, resolve_template
 from .tokenize import encode_cached
 
 log = logging.getLogger(__name__)

@@ -88,9 +88,12 @@ class CausalLM:
         if self.fused:
             from tunesmith.kernels.fused_linear_ce import fused_linear_cross_entropy
 
+            from tunesmith.kernels import settings_of
+
             correct = torch.empty(tgt.shape[0], dtype=torch.float32, device=tgt.device) if track_correct else None
             loss = fused_linear_cross_entropy(hidden, self.head.weight, tgt, self.head.bias, ignore_index=IGNORE,
-                                              softcap=self.softcap, num_items_in_batch=float(denom), correct=correct)
+                                              softcap=self.softcap, num_items_in_batch=float(denom),
+                                              chunk_bytes=settings_of(self.model).ce_chunk_bytes, correct=correct)
             return loss, loss.detach() * denom, correct.sum() if correct is not None else None
         if not self.direct:  # `hidden` holds logits
             z = hidden.reshape(-1, hidden.shape[-1]).float()

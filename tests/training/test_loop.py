@@ -14,6 +14,8 @@ from tunesmith.engine.events import EventWriter, read_events
 from tunesmith.engine.trainer import Recipe
 from tunesmith.engine.training.state import latest_checkpoint
 
+pytestmark = pytest.mark.slow
+
 
 def _cfg(*extra: str) -> RunConfig:
     return RunConfig().with_overrides(demo_overrides_list() + ["method=lora", *extra])
@@ -64,8 +66,10 @@ def test_loop_matches_trl_sft_loss_over_20_steps(tunesmith_home, tmp_path, monke
     trl.train()
     theirs = [h["loss"] for h in trl.state.log_history if "loss" in h]
     assert len(ours) == len(theirs) == 20
-    # TRL rounds logged losses to 4 decimals
-    assert ours == pytest.approx(theirs, abs=2e-4, rel=1e-3), list(zip(ours, theirs))
+    # step 1 (same weights, same rows) agrees to ~1e-4; later steps drift apart by fp32 rounding of two
+    # different batch layouts (padding-free here, right-padded there), a few 0.1% at most
+    assert ours[0] == pytest.approx(theirs[0], rel=3e-4)
+    assert ours == pytest.approx(theirs, rel=5e-3), list(zip(ours, theirs))
     assert ours[-1] < ours[0]
 
 
@@ -82,14 +86,15 @@ def test_stop_then_resume_equals_an_uninterrupted_run(tunesmith_home, tmp_path):
 
     parts = tmp_path / "parts"
     parts.mkdir()
-    polls = {"n": 0}
+    polls = {"n": 0, "armed": False}
 
-    def stop_after_three() -> bool:
-        polls["n"] += 1
+    def stop_after_three() -> bool:  # Stop pressed during step 3 (polled after every step)
+        polls["n"] += polls["armed"]
         return polls["n"] >= 3
 
     r = Recipe(cfg, parts, EventWriter(parts), stop_after_three)
     r.setup()
+    polls["armed"] = True
     assert r.train() == "stopped"
     r.save()
     r.cleanup()
