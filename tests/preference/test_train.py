@@ -1,8 +1,9 @@
 """Preference objectives train end to end on the CPU: the demo model, the bundled sets,
 Tunesmith's loop (engine.trainer.Recipe in this process), LoRA.
 
-- dpo raises the reward margin and the preference accuracy (eval on the pairs it trained on:
-  both start at exactly 0 / undefined, since the adapter starts as the identity), its
+- dpo raises the reward margin and the preference accuracy over 30 steps (eval on the pairs it
+  trained on at steps 15 and 30: the margin starts at exactly 0, since the adapter starts as
+  the identity, and grows), its
   reference is the base model's log-probs, and no second copy of the model exists;
 - kto's rewards separate desirable from undesirable replies;
 - orpo and simpo run and log their metrics;
@@ -25,7 +26,7 @@ from tunesmith.engine.config import RunConfig
 from tunesmith.engine.events import EventWriter, read_events
 from tunesmith.engine.trainer import Recipe
 
-pytestmark = pytest.mark.slow
+
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -57,14 +58,14 @@ def test_dpo_raises_margin_and_accuracy_with_the_base_as_reference(tmp_path, tun
     from tunesmith.engine.objectives._pairs import sequence_logps
     from tunesmith.engine.training.lm import StepContext
 
-    evs, recipe, _ = _train(tmp_path, "dpo", "preference_pairs", 8, "training.learning_rate=2e-3",
-                            f"data.val_file={DATA / 'preference_pairs.json'}", "training.eval_steps=8", keep=True)
+    evs, recipe, _ = _train(tmp_path, "dpo", "preference_pairs", 30, "training.learning_rate=1e-3",
+                            f"data.val_file={DATA / 'preference_pairs.json'}", "training.eval_steps=15", keep=True)
     train = [e for e in evs if e["type"] == "train"]
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen"):
         assert all(math.isfinite(e[key]) for e in train), key
     assert train[0]["rewards/margins"] == pytest.approx(0, abs=1e-5)  # step 1: policy == reference
-    ev = _last(evs, "eval")
-    assert ev["eval_rewards/margins"] > 0.05, ev
+    mid, ev = [e for e in evs if e["type"] == "eval"]
+    assert ev["eval_rewards/margins"] > mid["eval_rewards/margins"] > 0, (mid, ev)  # the margin grows
     assert ev["eval_rewards/accuracies"] > 0.6, ev
 
     # one model in memory: the reference is the same weights with the adapter off

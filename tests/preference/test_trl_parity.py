@@ -17,7 +17,7 @@ import contextlib
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+
 
 
 @pytest.fixture(scope="module")
