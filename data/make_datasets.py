@@ -7,7 +7,8 @@ files are committed; re-run only when you change this script:
 
 Output is deterministic (fixed random seed). Files written next to this script:
 identity.json, instruct_en_zh.json, sharegpt_multiturn.json,
-openai_messages.jsonl, preference_pairs.json, raw_text.txt, dataset_info.json.
+openai_messages.jsonl, preference_pairs.json, kto_feedback.json,
+preference_extended.json, raw_text.txt, dataset_info.json.
 """
 
 from __future__ import annotations
@@ -535,6 +536,85 @@ def make_preference(rng: random.Random) -> list[dict]:
 
 
 # --------------------------------------------------------------------------
+# KTO feedback (one reply per row, labelled desirable / undesirable) and an
+# extended preference set (ShareGPT conversations, some multi-turn)
+# --------------------------------------------------------------------------
+
+CAPITALS = [
+    ("France", "Paris", "Lyon", "法国", "巴黎", "里昂"), ("Japan", "Tokyo", "Osaka", "日本", "东京", "大阪"),
+    ("Italy", "Rome", "Milan", "意大利", "罗马", "米兰"), ("Germany", "Berlin", "Munich", "德国", "柏林", "慕尼黑"),
+    ("Spain", "Madrid", "Barcelona", "西班牙", "马德里", "巴塞罗那"), ("Canada", "Ottawa", "Toronto", "加拿大", "渥太华", "多伦多"),
+    ("Australia", "Canberra", "Sydney", "澳大利亚", "堪培拉", "悉尼"), ("Egypt", "Cairo", "Alexandria", "埃及", "开罗", "亚历山大"),
+]
+REFUSALS_EN = ["No.", "I don't know.", "Figure it out yourself.", "Not my problem."]
+REFUSALS_ZH = ["不知道。", "自己去查。", "不行。", "别问我。"]
+HELP_EN = [
+    ("How do I boil an egg?", "Put the egg in boiling water for about 9 minutes, then cool it in cold water before peeling."),
+    ("How can I sleep better?", "Go to bed at the same time every night, keep the room dark and cool, and avoid screens for an hour before sleep."),
+    ("How do I make a cup of tea?", "Pour freshly boiled water over a tea bag, wait three to five minutes, then remove the bag and add milk if you like."),
+    ("Give me a tip for learning words.", "Review new words a few minutes every day and use each one in a sentence of your own."),
+    ("How do I water a cactus?", "Water it deeply only when the soil is completely dry, about once every two to three weeks."),
+    ("How do I start running?", "Begin with short runs of one or two minutes between walks, three times a week, and add a little each week."),
+]
+HELP_ZH = [
+    ("怎么煮鸡蛋？", "把鸡蛋放进沸水里煮大约九分钟，然后放进冷水里冷却再剥壳。"),
+    ("怎样才能睡得更好？", "每天固定时间睡觉，保持卧室黑暗凉爽，睡前一小时不看屏幕。"),
+    ("怎么泡一杯茶？", "用刚烧开的水冲泡茶包，等三到五分钟后取出茶包即可。"),
+    ("给我一个背单词的建议。", "每天花几分钟复习新单词，并用每个单词自己造一个句子。"),
+]
+
+
+def _pairs_pool(rng: random.Random) -> list[tuple[str, str, str]]:
+    """(prompt, better reply, worse reply) triples: arithmetic, capitals, help vs refusal, EN and ZH."""
+    out: list[tuple[str, str, str]] = []
+    for en, cap, wrong, zh, zcap, zwrong in CAPITALS:
+        out.append((f"What is the capital of {en}?", f"The capital of {en} is {cap}.", f"The capital of {en} is {wrong}."))
+        out.append((f"{zh}的首都是哪里？", f"{zh}的首都是{zcap}。", f"{zh}的首都是{zwrong}。"))
+    for q, a in HELP_EN:
+        out.append((q, a, rng.choice(REFUSALS_EN)))
+    for q, a in HELP_ZH:
+        out.append((q, a, rng.choice(REFUSALS_ZH)))
+    while len(out) < 96:
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        wrong = a + b + rng.choice([-10, -2, -1, 1, 3, 11])
+        if rng.random() < 0.5:
+            out.append((f"What is {a} + {b}?", f"{a} + {b} = {a + b}.", f"{a} + {b} = {wrong}."))
+        else:
+            out.append((f"{a} 加 {b} 等于多少？", f"{a} + {b} = {a + b}。", f"{a} + {b} = {wrong}。"))
+    return out
+
+
+def make_kto(rng: random.Random) -> list[dict]:
+    """LLaMA-Factory's KTO layout: OpenAI-style messages and a true/false `label` per row."""
+    rows = []
+    for i, (q, good, bad) in enumerate(_pairs_pool(rng)):
+        reply, label = (good, True) if i % 2 == 0 else (bad, False)
+        rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": reply}],
+                     "label": label})
+    return rows
+
+
+def make_preference_extended(rng: random.Random) -> list[dict]:
+    """LLaMA-Factory's ranking ShareGPT layout: conversations + chosen / rejected messages; a quarter
+    of the rows carry an earlier turn. 128 pairs: the KTO pool's 96 plus 32 hand-written instructions
+    answered vs refused."""
+    rows = []
+    pool = _pairs_pool(rng)
+    hand = [(i, o) for i, x, o in EN_HAND + ZH_HAND if not x]
+    for q, a in rng.sample(hand, 32):
+        pool.append((q, a, rng.choice(REFUSALS_ZH if any("\u4e00" <= c <= "\u9fff" for c in q) else REFUSALS_EN)))
+    for i, (q, good, bad) in enumerate(pool):
+        conv = []
+        if i % 4 == 3:
+            pq, pgood, _ = pool[(i * 7) % len(pool)]
+            conv = [{"from": "human", "value": pq}, {"from": "gpt", "value": pgood}]
+        conv.append({"from": "human", "value": q})
+        rows.append({"conversations": conv, "chosen": {"from": "gpt", "value": good},
+                     "rejected": {"from": "gpt", "value": bad}})
+    return rows
+
+
+# --------------------------------------------------------------------------
 # raw text (one paragraph per line, for the "text" loader)
 # --------------------------------------------------------------------------
 
@@ -603,6 +683,25 @@ DATASET_INFO = {
         "description": "Preference pairs (prompt/chosen/rejected) for DPO/ORPO/KTO-style training.",
         "language": ["en", "zh"],
     },
+    "preference_extended": {
+        "file_name": "preference_extended.json",
+        "formatting": "sharegpt",
+        "ranking": True,
+        "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
+        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                 "system_tag": "system"},
+        "description": "128 preference pairs as ShareGPT conversations (some multi-turn): facts, arithmetic, help vs refusal.",
+        "language": ["en", "zh"],
+    },
+    "kto_feedback": {
+        "file_name": "kto_feedback.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages", "kto_tag": "label"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                 "system_tag": "system"},
+        "description": "96 replies labelled desirable (true) or undesirable (false) for KTO; half of each.",
+        "language": ["en", "zh"],
+    },
     "raw_text": {
         "file_name": "raw_text.txt",
         "formatting": "alpaca",
@@ -627,6 +726,9 @@ def main() -> None:
         for row in make_openai(rng):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     _dump("preference_pairs.json", make_preference(rng))
+    extra = random.Random(SEED + 1)  # its own stream: the files above stay as they were
+    _dump("kto_feedback.json", make_kto(extra))
+    _dump("preference_extended.json", make_preference_extended(extra))
     (HERE / "raw_text.txt").write_text("\n".join(RAW_TEXT) + "\n", encoding="utf-8")
     _dump("dataset_info.json", DATASET_INFO)
     print("wrote datasets to", HERE)

@@ -154,6 +154,7 @@ class Recipe:
 
         set_seed(cfg.training.seed)  # the adapter's initial weights follow training.seed
         self.model = self._wrap(self.model)
+        self.objective.attach(self.model)  # e.g. a reward model's score head, before the optimizer sees the params
         from .distributed import sync_from_rank0
 
         sync_from_rank0(self.model)  # several processes: every rank starts from rank 0's adapter
@@ -210,7 +211,9 @@ class Recipe:
         cfg, t = self.cfg, self.cfg.training
         cutoff = cfg.data.cutoff_len
         longest = max((self.objective.row_tokens(r) for r in self.train_rows), default=cutoff)
-        row_cap = min(cutoff, longest) if not cfg.data.packing else cutoff
+        # rows are cut to cutoff per sequence (sft: longest <= cutoff); a preference pair holds two
+        # sequences, so the longest row, not the cutoff, bounds a pass (and a CUDA-graph bucket)
+        row_cap = longest if not cfg.data.packing else cutoff
         micro = t.batch_size * row_cap  # what the configured micro-batch can hold
         whole_step = t.batch_size * t.gradient_accumulation * row_cap
         why = ""
@@ -435,7 +438,8 @@ class Recipe:
     def _to_device(self, batch: dict, device: torch.device) -> dict:
         if device.type != "cuda":
             return batch
-        return {k: v.pin_memory().to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        return {k: v.pin_memory().to(device, non_blocking=True) if isinstance(v, torch.Tensor)
+                else self._to_device(v, device) if isinstance(v, dict) else v
                 for k, v in batch.items()}
 
     def _log(self, step, max_steps, sums, grad_norm, lr, epoch, tokens_seen, tps, elapsed, done, device) -> None:
@@ -509,6 +513,7 @@ class Recipe:
         with atomic.atomic_dir(final, overwrite=True) as tmp:
             self.model.save_pretrained(str(tmp), safe_serialization=True)
             self.tokenizer.save_pretrained(str(tmp))
+            self.objective.save_extra(self.model, tmp)
         log.info("saved %s to %s", name, final)
         return final
 

@@ -58,9 +58,37 @@ def loss_points(events: list[dict[str, Any]]) -> tuple[list[int], list[float], l
     return ts, tl, es, el
 
 
+# Preference objectives (dpo, orpo, simpo, kto, reward) log these next to the loss.
+PREFERENCE_SERIES = (
+    ("rewards/margins", "reward margin", "#16a34a", "solid"),
+    ("rewards/chosen", "reward: chosen", "#0ea5e9", "dot"),
+    ("rewards/rejected", "reward: rejected", "#ef4444", "dot"),
+    ("rewards/accuracies", "preference accuracy", "#a855f7", "dash"),
+)
+
+
+def preference_points(events: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
+    """{metric: (steps, values)} of the preference metrics the train events carry (empty for sft)."""
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for ev in events:
+        if ev.get("type") != "train" or ev.get("step") is None:
+            continue
+        for key, *_ in PREFERENCE_SERIES:
+            if _finite(ev.get(key)):
+                xs, ys = out.setdefault(key, ([], []))
+                xs.append(int(ev["step"]))
+                ys.append(float(ev[key]))
+    return out
+
+
 def loss_figure(events: list[dict[str, Any]], title: str = "") -> go.Figure:
     steps, losses, eval_steps, eval_losses = loss_points(events)
+    pref = preference_points(events)
     fig = go.Figure()
+    for key, name, colour, dash in PREFERENCE_SERIES:  # on a second axis: rewards and accuracy are not losses
+        if key in pref:
+            fig.add_trace(go.Scatter(x=pref[key][0], y=pref[key][1], mode="lines", name=name, yaxis="y2",
+                                     line=dict(color=colour, width=2, dash=dash)))
     if steps:
         fig.add_trace(go.Scatter(x=steps, y=losses, mode="markers", name=tr("loss"),
                                  marker=dict(color=RAW_COLOUR, size=6)))
@@ -80,6 +108,8 @@ def loss_figure(events: list[dict[str, Any]], title: str = "") -> go.Figure:
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"),
         showlegend=bool(steps or eval_steps),
     )
+    if pref:
+        fig.update_layout(yaxis2=dict(title="reward / accuracy", overlaying="y", side="right", showgrid=False))
     if not steps and not eval_steps:
         fig.add_annotation(text=tr("No points yet: the chart fills in as the run logs steps."),
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,

@@ -31,7 +31,7 @@ from tunesmith.engine.config import RunConfig
 from tunesmith.engine.errors import RunError, TunesmithError
 
 from . import monitor
-from .context import StudioContext, form_value, override_updates
+from .context import StudioContext, field_help, form_value, override_updates
 from .i18n import T, localize, tr
 from .notices import toast_errors
 from .gpu_panel import fit_line_markdown
@@ -202,9 +202,84 @@ def _top_level(ctx: StudioContext, make: Callable[[], Any]) -> Any:
         Context.block = inside
 
 
+# ---------------------------------------------------------------------------
+# Objective: a plain choice, its sentence, and its settings generated from its Settings model
+# ---------------------------------------------------------------------------
+
+
+def objective_choices() -> list[tuple[str, str]]:
+    """(label, name) per registered objective; the label is its description up to the colon."""
+    from tunesmith.engine.objectives import get_objective, names
+
+    return [(get_objective(n).description.split(":")[0], n) for n in names()]
+
+
+def objective_note(name: str) -> str:
+    from tunesmith.engine.objectives import get_objective
+
+    try:
+        return get_objective(name).description.split(":", 1)[-1].strip()
+    except KeyError:
+        return ""
+
+
+def _setting_widget(key: str, field) -> gr.components.Component:
+    from typing import Literal, get_args, get_origin
+
+    label = key.replace("_", " ").capitalize()
+    if get_origin(field.annotation) is Literal:
+        return gr.Dropdown(choices=list(get_args(field.annotation)), value=field.default, label=label,
+                           info=field.description)
+    if field.annotation is bool:
+        return gr.Checkbox(value=field.default, label=label, info=field.description)
+    return gr.Number(value=field.default, label=label, info=field.description)
+
+
+def build_objective_section(ctx: StudioContext) -> None:
+    """The objective dropdown and, per objective with settings, a group of widgets shown while it is
+    picked; their values reach the config through the objective_settings state."""
+    from tunesmith.engine.objectives import get_objective, names
+
+    chosen = ctx.initial.objective
+    with gr.Group():
+        gr.Markdown(T("### What to learn"), elem_classes="ts-section")
+        objective = ctx.field("objective", gr.Dropdown, choices=objective_choices(), label=T("Objective"),
+                              elem_id="objective")
+        note = gr.Markdown(objective_note(chosen), elem_id="objective-note")
+        groups, widgets = {}, []  # widgets: (objective, key, component)
+        for name in names():
+            settings = get_objective(name).Settings
+            if settings is None:
+                continue
+            current = dict(ctx.initial.objective_settings) if name == chosen else {}
+            with gr.Column(visible=name == chosen, elem_id=f"settings-{name}") as col:
+                for key, field in settings.model_fields.items():
+                    w = _setting_widget(key, field)
+                    if key in current:
+                        w.value = current[key]
+                    widgets.append((name, key, w))
+            groups[name] = col
+    state = gr.State(dict(ctx.initial.objective_settings))
+    state.info = field_help("objective_settings")  # the widgets above show it per setting
+    ctx.fields["objective_settings"] = state
+
+    def collect(name: str, *values) -> dict:
+        return {key: v for (obj, key, _), v in zip(widgets, values) if obj == name}
+
+    def switch(name: str, *values):
+        return (objective_note(name), collect(name, *values),
+                *[gr.Column(visible=obj == name) for obj in groups])
+
+    comps = [w for _, _, w in widgets]
+    objective.change(switch, [objective, *comps], [note, state, *groups.values()], show_progress="hidden")
+    for w in comps:
+        w.change(collect, [objective, *comps], state, show_progress="hidden")
+
+
 def build_train_tab(ctx: StudioContext) -> TrainHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
+            build_objective_section(ctx)
             with gr.Group():
                 gr.Markdown(T("### How long"), elem_classes="ts-section")
                 with gr.Row():
@@ -294,6 +369,10 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
                        run=run_id, place=place))
         else:
             gr.Info(tr("Started run {run}. Closing this page does not stop it.", run=run_id))
+        from tunesmith.engine.data.pairs import objective_data_note
+
+        if note := objective_data_note(cfg):
+            gr.Warning(note)
         return run_id, saved_form(ctx, values)
 
     @toast_errors

@@ -50,14 +50,15 @@ def test_dataset_entry_points_to_parseable_file(name):
             roles = {m[tags["role_tag"]] for m in msgs}
             assert roles <= {tags["user_tag"], tags["assistant_tag"], tags["system_tag"]}
             assert all(isinstance(m[tags["content_tag"]], str) for m in msgs)
-    if entry.get("ranking"):
-        assert {"prompt", "chosen", "rejected"} <= set(entry["columns"])
+    if entry.get("ranking"):  # the prompt is a column (alpaca) or the conversation (sharegpt)
+        assert {"chosen", "rejected"} <= set(entry["columns"])
+        assert {"prompt", "messages"} & set(entry["columns"])
 
 
 def test_expected_datasets_registered():
     info = _info()
     assert {"identity", "instruct_en_zh", "sharegpt_multiturn", "openai_messages",
-            "preference_pairs", "raw_text"} <= set(info)
+            "preference_pairs", "preference_extended", "kto_feedback", "raw_text"} <= set(info)
     assert info["preference_pairs"]["ranking"] is True
     assert info["raw_text"]["format"] == "text" and info["raw_text"]["columns"] == {"prompt": "text"}
 

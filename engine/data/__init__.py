@@ -12,6 +12,7 @@ Modules, in the order data flows through them:
     templates.py  named chat templates (chatml, llama3, qwen, ...)
     tokenize.py   rendering, loss masks, packing, tokenization cache
     prepare.py    prepare_datasets(cfg, tokenizer)
+    pairs.py      preference pairs and KTO rows for the preference objectives (dpo, orpo, simpo, kto, reward)
     inspect.py    the check report (tunesmith data inspect, the Data tab), previews, histograms
 
 For the studio's Data tab:

@@ -234,6 +234,9 @@ def check_rows(ref: str, name: str, loaded: Loaded, detection: Detection) -> Exa
                 "trained on its first data.cutoff_len tokens only, so split this text into several rows")
             examples.append(None)
             continue
+        rej = ex.get("rejected")
+        if rej is not None and rej.get("content", "").strip() == ex["messages"][-1].get("content", "").strip():
+            add(i, "identical_pair", "chosen and rejected are the same reply; preference training skips the pair")
         k = _key(ex)
         first = seen.setdefault(k, i)
         if first != i:

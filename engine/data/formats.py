@@ -12,10 +12,15 @@ Five layouts are understood (the `format` names used everywhere):
     preference  {"prompt" | "messages", "chosen", "rejected"} (chosen/rejected: strings,
                 message dicts or one-message lists)
 
+KTO rows are chat or alpaca rows with a desirable / undesirable label in a `kto_tag`
+column (LLaMA-Factory's name; `label` or `kto_label` holding true/false are detected):
+TRL's unpaired layout {"prompt", "completion", "label"} reads as alpaca + label.
+
 Every row becomes one *example*, a plain dict:
 
     {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str, ...}],
-     "tools": [...]?, "rejected": {"role": "assistant", ...}?}      # chat formats
+     "tools": [...]?, "rejected": {"role": "assistant", ...}?,
+     "kto_label": bool?}                                           # chat formats
     {"text": str}                                                    # text format
 
 Assistant messages may carry `tool_calls` (OpenAI shape) and `reasoning_content`;
@@ -55,6 +60,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "mixed_format": "error",  # the row is in another format than the rest of the file
     "row_too_large": "error",  # more text in one row than any cutoff_len could use (bounds.MAX_ROW_CHARS)
     "duplicate_row": "warning",  # the same example as an earlier row (kept unless the user drops it)
+    "identical_pair": "warning",  # a preference pair whose chosen and rejected replies are the same (nothing to learn)
 }
 
 # Key names recognised during detection, most specific first.
@@ -96,6 +102,7 @@ class ColumnMapping:
     tools: str | None = None
     chosen: str | None = None
     rejected: str | None = None
+    kto_tag: str | None = None  # KTO: the desirable (true) / undesirable (false) label of the last reply
     role_tag: str = "role"
     content_tag: str = "content"
     user_tag: str = "user"
@@ -121,13 +128,15 @@ class ColumnMapping:
         return out
 
     def to_columns(self) -> dict[str, str]:
-        keys = ("prompt", "query", "response", "history", "system", "messages", "tools", "chosen", "rejected")
+        keys = ("prompt", "query", "response", "history", "system", "messages", "tools", "chosen", "rejected",
+                "kto_tag")
         return {k: getattr(self, k) for k in keys if getattr(self, k)}
 
     @classmethod
     def from_llamafactory(cls, fmt: str, formatting: str, columns: dict, tags: dict) -> "ColumnMapping":
         m = cls(format=fmt)
-        for k in ("prompt", "query", "response", "history", "system", "messages", "tools", "chosen", "rejected"):
+        for k in ("prompt", "query", "response", "history", "system", "messages", "tools", "chosen", "rejected",
+                  "kto_tag"):
             if columns.get(k):
                 setattr(m, k, str(columns[k]))
         if formatting == "sharegpt" or fmt in ("sharegpt", "openai"):
@@ -155,7 +164,7 @@ class ColumnMapping:
         for k, v in (spec or {}).items():
             if not hasattr(m, k) or k == "format":
                 raise DataError(f"column mapping: unknown field {k!r}; use prompt, query, response, history, system, "
-                                "messages, tools, chosen, rejected, role_tag, content_tag, user_tag, assistant_tag.")
+                                "messages, tools, chosen, rejected, kto_tag, role_tag, content_tag, user_tag, assistant_tag.")
             setattr(m, k, v)
         return m
 
@@ -219,10 +228,26 @@ def _chat_keys(items: list) -> tuple[str, str] | None:
     return (role, content) if content else None
 
 
+_KTO_KEYS = ("kto_tag", "kto_label", "label")
+
+
 def guess_row(row: Any) -> tuple[str, ColumnMapping, str] | None:
-    """(format, mapping, evidence) for one row, or None when nothing fits."""
+    """(format, mapping, evidence) for one row, or None when nothing fits.
+
+    A chat or alpaca row with a true/false `kto_tag` / `kto_label` / `label` key is a KTO
+    row: the mapping's kto_tag names that key."""
     if not isinstance(row, dict):
         return None
+    found = _guess_row(row)
+    if found is not None and found[0] in ("alpaca", "sharegpt", "openai"):
+        tag = next((k for k in _KTO_KEYS if isinstance(row.get(k), bool)), None)
+        if tag is not None:
+            found[1].kto_tag = tag
+            return found[0], found[1], f"{found[2]}; KTO label in {tag!r}"
+    return found
+
+
+def _guess_row(row: dict) -> tuple[str, ColumnMapping, str] | None:
     if "chosen" in row and "rejected" in row:
         m = ColumnMapping("preference", chosen="chosen", rejected="rejected")
         msgs = _first(_MESSAGES_KEYS, row)
@@ -280,6 +305,7 @@ def detect_format(rows: list, path_hint: str | Path | None = None, sample: int =
     votes: Counter[str] = Counter()
     first_hit: dict[str, tuple[ColumnMapping, str]] = {}
     key_counts: Counter[str] = Counter()
+    kto_tags: Counter[str] = Counter()  # a label on any sampled row makes the file KTO (labels are never dropped)
     seen = 0
     for row in rows:
         if seen >= sample:
@@ -296,6 +322,8 @@ def detect_format(rows: list, path_hint: str | Path | None = None, sample: int =
         fmt, m, ev = g
         votes[fmt] += 1
         first_hit.setdefault(fmt, (m, ev))
+        if m.kto_tag:
+            kto_tags[m.kto_tag] += 1
     known = [(n, f) for f, n in votes.most_common() if f != "unknown"]
     if not known:
         where = f"{path_hint}: " if path_hint else ""
@@ -318,6 +346,9 @@ def detect_format(rows: list, path_hint: str | Path | None = None, sample: int =
             setattr(mapping, col, col)
     if fmt == "alpaca" and mapping.query is None and "input" in key_counts:
         mapping.query = "input"
+    if kto_tags and fmt in ("alpaca", "sharegpt", "openai") and not mapping.kto_tag:
+        mapping.kto_tag = kto_tags.most_common(1)[0][0]
+        evidence.append(f"{sum(kto_tags.values())} rows carry a KTO label in {mapping.kto_tag!r}")
     return Detection(fmt, mapping, evidence, dict(votes))
 
 
@@ -379,13 +410,34 @@ def normalize_row(row: Any, mapping: ColumnMapping, roles: dict[str, str] | None
             raise RowProblem("empty_message", f"field {key!r} is empty")
         return {"text": text}
     if fmt == "alpaca":
-        return _check_turns(_alpaca(row, mapping), fmt)
+        return _kto_label(_check_turns(_alpaca(row, mapping), fmt), row, mapping)
     if fmt in ("sharegpt", "openai"):
         ex = _chat(row, mapping, roles)
-        return _check_turns(ex, fmt)
+        return _kto_label(_check_turns(ex, fmt), row, mapping)
     if fmt == "preference":
         return _preference(row, mapping, roles)
     raise DataError(f"unknown format {fmt!r}")
+
+
+_TRUE = {"true", "1", "yes", "good", "desirable", "chosen"}
+_FALSE = {"false", "0", "no", "bad", "undesirable", "rejected"}
+
+
+def _kto_label(ex: dict, row: dict, mapping: ColumnMapping) -> dict:
+    """KTO rows: the label of the last reply as ex["kto_label"] (True = desirable)."""
+    if not mapping.kto_tag:
+        return ex
+    if mapping.kto_tag not in row:
+        raise RowProblem("missing_field", f"no {mapping.kto_tag!r} field (KTO rows need a true/false label)")
+    v = row[mapping.kto_tag]
+    if isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)):
+        ex["kto_label"] = bool(v)
+    elif isinstance(v, str) and v.strip().lower() in _TRUE | _FALSE:
+        ex["kto_label"] = v.strip().lower() in _TRUE
+    else:
+        raise RowProblem("wrong_type", f"field {mapping.kto_tag!r} is {_short(v)}; use true (desirable) or false "
+                         "(undesirable)")
+    return ex
 
 
 def _system(row: dict, mapping: ColumnMapping) -> list[dict]:

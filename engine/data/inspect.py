@@ -38,6 +38,11 @@ JSON schema ("schema": "tunesmith.data.inspect/1"; fields are only ever added):
                       (total/trained count the tokens kept after the cutoff)
     estimate          null without a model, else {hardware, device, parameters, tokens_per_epoch,
                       seconds_per_epoch, assumptions}
+    preference_stats  null unless the rows are preference pairs or KTO rows, else {kind: "pairs" | "kto",
+                      pairs, identical_pairs, desirable, undesirable,
+                      chars: {prompt, chosen, rejected: {min, mean, median, p95, max}} (pairs),
+                      tokens: null without a model, else {chosen, rejected: {...} (whole conversation),
+                      prompt_cut_by_cutoff: rows whose prompt leaves no reply token within cutoff_len}}
     warnings          [str] notes such as a legacy encoding or a missing chat template
     ok                true when no row with an error is left in the rows used
 
@@ -121,6 +126,20 @@ class InspectReport:
                          + (f", {ts['rows_without_trained_tokens']} rows left with nothing to train"
                             if ts["rows_without_trained_tokens"] else ""))
             lines.append(f"  trained tokens: {ts['trained_tokens']:,} of {ts['total_tokens']:,}")
+        ps = d.get("preference_stats")
+        if ps and ps["kind"] == "pairs":
+            c = ps["chars"]
+            lines.append(f"  preference pairs: {ps['pairs']}" + (f", {ps['identical_pairs']} with identical replies"
+                                                                  if ps["identical_pairs"] else "")
+                         + f"; median characters: prompt {c['prompt']['median']:.0f}, chosen "
+                         f"{c['chosen']['median']:.0f}, rejected {c['rejected']['median']:.0f}")
+        elif ps:
+            lines.append(f"  KTO rows: {ps['desirable']} desirable, {ps['undesirable']} undesirable")
+        if ps and ps.get("tokens"):
+            t = ps["tokens"]
+            sides = ", ".join(f"{k} median {t[k]['median']:.0f} / max {t[k]['max']:.0f}" for k in ("chosen", "rejected")
+                              if t.get(k))
+            lines.append(f"  tokens per side: {sides}; prompt cut by the cutoff: {t['prompt_cut_by_cutoff']} rows")
         est = d["estimate"]
         if est:
             lines.append(f"  estimate: ~{_duration(est['seconds_per_epoch'])} per epoch on {est['hardware']} "
@@ -250,6 +269,7 @@ def inspect_dataset(path_or_name: str, format: str | None = None, model: str | N
             "histogram": _histogram(approx),
         },
         "token_stats": None,
+        "preference_stats": _preference_stats(used),
         "estimate": None,
         "warnings": warnings,
         "ok": not error_rows or drop_invalid,
@@ -273,6 +293,14 @@ def inspect_dataset(path_or_name: str, format: str | None = None, model: str | N
             "trained_tokens": trained, "cache_hit": hit,
         }
         report.lengths = lengths
+        if d["preference_stats"] is not None:
+            from .pairs import token_stats
+
+            d["preference_stats"]["tokens"] = token_stats(tok, template, used, cutoff_len)
+            cut = d["preference_stats"]["tokens"]["prompt_cut_by_cutoff"]
+            if cut:
+                warnings.append(f"{cut} rows have a prompt of cutoff_len={cutoff_len} tokens or more: no reply token "
+                                "is left, so preference training skips them")
         if over:
             warnings.append(f"{over} rows are longer than cutoff_len={cutoff_len}; {lost:,} tokens are cut off")
         if estimate and model is not None:
@@ -281,6 +309,25 @@ def inspect_dataset(path_or_name: str, format: str | None = None, model: str | N
             except Exception as e:  # an estimate is a nicety; never fail the report for it
                 log.info("no time estimate for %s: %s", model, e)
     return report
+
+
+def _preference_stats(used: list[dict]) -> dict[str, Any] | None:
+    """Counts and per-side character lengths of preference pairs / KTO rows (None for other data)."""
+    pairs = [ex for ex in used if "rejected" in ex]
+    labelled = [ex for ex in used if "kto_label" in ex]
+    if not pairs and not labelled:
+        return None
+    good = sum(1 for ex in labelled if ex["kto_label"])
+    out: dict[str, Any] = {"kind": "pairs" if pairs else "kto", "pairs": len(pairs), "identical_pairs": 0,
+                           "desirable": good, "undesirable": len(labelled) - good, "chars": None, "tokens": None}
+    if pairs:
+        prompt = [sum(len(m.get("content") or "") for m in ex["messages"][:-1]) for ex in pairs]
+        chosen = [len(ex["messages"][-1].get("content") or "") for ex in pairs]
+        rejected = [len(ex["rejected"].get("content") or "") for ex in pairs]
+        out["identical_pairs"] = sum(1 for ex in pairs
+                                     if ex["rejected"]["content"].strip() == ex["messages"][-1]["content"].strip())
+        out["chars"] = {"prompt": _summary(prompt), "chosen": _summary(chosen), "rejected": _summary(rejected)}
+    return out
 
 
 def _token_counts(ds, cutoff: int):

@@ -14,8 +14,10 @@ or folder paths, hub ids; mixed by concatenation):
     packing                          -> rows of up to cutoff_len tokens, best-fit-decreasing (packing.py),
                                         + position_ids, seq_lengths
 
-Preference rows train on the chosen reply (SFT); text rows train on every
-token. Raises DataError naming the dataset, file and rows, with the fix.
+Preference rows train on the chosen reply (SFT), said in a warning; rows a KTO
+label marks undesirable are left out (never learnt as good answers), also said;
+text rows train on every token. The preference objectives read the same sources
+through pairs.py instead. Raises DataError naming the dataset, file and rows, with the fix.
 """
 
 from __future__ import annotations
@@ -44,7 +46,18 @@ def _examples_for(refs: list[str], cfg: RunConfig, apply_max: bool) -> list[tupl
         if dropped:
             log.warning("dataset %s: skipping %d of %d rows with problems (data.drop_invalid is on)", es.name, dropped, es.n_rows)
         if es.format == "preference":
-            log.info("dataset %s: preference pairs; supervised training learns the chosen replies", es.name)
+            log.warning("dataset %s: preference pairs; supervised training learns the chosen replies only and never "
+                        "sees the rejected ones (pick objective dpo, orpo or simpo to learn from both)", es.name)
+        bad = sum(1 for ex in usable if ex.get("kto_label") is False)
+        if bad:
+            # an undesirable reply must never be learnt as a good answer
+            usable = [ex for ex in usable if ex.get("kto_label") is not False]
+            if not usable:
+                raise DataError(f"dataset {es.name!r}: every row is labelled undesirable (KTO), so supervised "
+                                "training has nothing to learn. Pick objective kto.")
+            log.warning("dataset %s: KTO labels: %d of %d rows are marked undesirable and are left out; supervised "
+                        "training learns the %d desirable replies only (pick objective kto to learn from both)",
+                        es.name, bad, bad + len(usable), len(usable))
         if apply_max and cfg.data.max_samples is not None:
             usable = usable[: cfg.data.max_samples]
         out.append((es.name, usable))

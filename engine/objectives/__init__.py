@@ -40,6 +40,9 @@ The interface an objective implements (see `Objective` below):
   for reference log-probs) and `ctx.generate(...)` for on-policy objectives.
 - `summarize(sums)`: the sums of a window (host floats) -> the fields of a `train` event
   (e.g. loss, token_accuracy, rewards/margins). `eval` events use the same with prefix eval_.
+- `attach(model)` / `save_extra(model, folder)` (optional): modules of the objective's own,
+  added to the wrapped model before the optimizer is built and saved next to the adapter
+  (the reward model's score head).
 
 What it does not know: objectives do not pick devices, optimizers or schedules; the loop
 (engine.trainer) owns those, and checkpoints, resume and distributed data sharding.
@@ -90,6 +93,13 @@ class Objective:
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         return dict(sums)
+
+    # ---- model parts of its own (e.g. a reward model's score head) ---------------
+    def attach(self, model) -> None:
+        """Add trainable modules to the wrapped model before the optimizer is built."""
+
+    def save_extra(self, model, folder) -> None:
+        """Write those modules next to the adapter (inside the run's atomic adapter/ folder)."""
 
 
 def register(cls: type[Objective]) -> type[Objective]:

@@ -410,4 +410,6 @@ ZH: dict[str, str] = {
         "让长度相近的样本一起训练（前向传播次数更少；顺序没那么随机）。",
     "Most tokens in one forward pass; empty = chosen from memory_mode (auto: a whole optimizer step when it fits; memory: cutoff_len).":
         "一次前向传播的最多 token 数；留空 = 按 memory_mode 选择（auto：放得下时整个优化步；memory：cutoff_len）。",
+    "### What to learn": "### 学什么",
+    "Objective": "训练目标",
 }

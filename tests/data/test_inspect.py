@@ -17,7 +17,7 @@ from tunesmith.engine.errors import DataError
 
 TOP_KEYS = {"schema", "source", "name", "files", "encodings", "size_bytes", "format", "format_overridden", "mapping",
             "evidence", "row_formats", "rows", "problem_counts", "problems", "problems_truncated", "text_stats",
-            "token_stats", "estimate", "warnings", "ok"}
+            "token_stats", "preference_stats", "estimate", "warnings", "ok"}
 TOKEN_KEYS = {"model", "template", "cutoff_len", "lengths", "histogram", "rows_over_cutoff", "tokens_lost_to_cutoff",
               "rows_without_trained_tokens", "total_tokens", "trained_tokens", "cache_hit"}
 
