@@ -412,4 +412,6 @@ ZH: dict[str, str] = {
         "一次前向传播的最多 token 数；留空 = 按 memory_mode 选择（auto：放得下时整个优化步；memory：cutoff_len）。",
     "### What to learn": "### 学什么",
     "Objective": "训练目标",
+    "What to learn: sft (replies to prompts), pretrain (every token of the text), dpo / orpo / simpo / kto (preferences), reward (a reward model), grpo (rewarded answers); see engine/objectives/.":
+        "学什么：sft（学习对提示的回复）、pretrain（学习文本的每个 token）、dpo / orpo / simpo / kto（偏好）、reward（奖励模型）、grpo（按奖励学习回答）；见 engine/objectives/。",
 }
