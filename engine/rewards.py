@@ -86,11 +86,6 @@ class RewardChoice(BaseModel):
             raise ValueError("reward weight must be a finite number")
         return self
 
-    @property
-    def label(self) -> str:
-        """The metric name: the function's name, with its option when it has one (regex, contains, python)."""
-        return self.name
-
 
 # ---- answers ----------------------------------------------------------------------------------
 

@@ -144,6 +144,9 @@ class GRPO(Objective):
 
         s = self.settings
         self.tokenizer = tokenizer
+        # Sampling draws from torch's global RNG: seed it (before the adapter is made) so a run is
+        # repeatable; a resumed run gets the RNG state back from its checkpoint.
+        torch.manual_seed(self.cfg.training.seed)
         self.rewards = build_rewards(s.rewards)  # loads python reward files here, in the worker
         template = None
         try:
