@@ -143,6 +143,11 @@ class GRPO(Objective):
         from ..errors import DataError
 
         s = self.settings
+        if s.beta > 0 and self.cfg.method == "full":
+            from ..errors import ConfigError
+
+            raise ConfigError("objective_settings.beta: the KL reference is the base with the adapter off, which "
+                              "method full does not keep; use method lora/qlora, or beta: 0.")
         self.tokenizer = tokenizer
         # Sampling draws from torch's global RNG: seed it (before the adapter is made) so a run is
         # repeatable; a resumed run gets the RNG state back from its checkpoint.
