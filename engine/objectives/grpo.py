@@ -36,6 +36,7 @@ Not done here: vLLM generation (HF generate only), several optimizer updates per
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
@@ -249,6 +250,9 @@ class GRPO(Objective):
         # the training forward: prompt + completion, only completion tokens trained
         seqs = [{"input_ids": list(prompts[i // G]) + list(completions[i]),
                  "assistant_masks": [0] * len(prompts[i // G]) + [1] * len(completions[i])} for i in range(n)]
+        if layout.pad_to is not None and sum(len(q["input_ids"]) for q in seqs) > layout.pad_to:
+            # a row longer than the fixed pass size (CUDA graphs): this pass goes unpadded
+            layout = dataclasses.replace(layout, pad_to=None, cu_slots=None)
         fwd = collate_causal(seqs, layout)
         fwd = {k: v.to(ctx.device) if isinstance(v, torch.Tensor) else v for k, v in fwd.items()}
         batch["n_tokens"] = fwd["n_tokens"]
