@@ -8,7 +8,7 @@ files are committed; re-run only when you change this script:
 Output is deterministic (fixed random seed). Files written next to this script:
 identity.json, instruct_en_zh.json, sharegpt_multiturn.json,
 openai_messages.jsonl, preference_pairs.json, kto_feedback.json,
-preference_extended.json, raw_text.txt, dataset_info.json.
+preference_extended.json, raw_text.txt, arithmetic.json, dataset_info.json.
 """
 
 from __future__ import annotations
@@ -638,6 +638,26 @@ RAW_TEXT = [
 ]
 
 
+
+# --------------------------------------------------------------------------
+# arithmetic (prompts with answers, for grpo)
+# --------------------------------------------------------------------------
+
+def make_arithmetic(n: int = 200) -> list[dict]:
+    """Small sums, differences and products with their answers: GRPO's bundled demo data
+    (a reward compares the reply with `answer`). Its own seed keeps the other files unchanged."""
+    rng = random.Random(SEED + 16)
+    forms = ("What is {a} + {b}?", "What is {a} - {b}?", "What is {a} times {b}?", "Compute {a} + {b}.")
+    rows = []
+    for i in range(n):
+        form = forms[i % len(forms)]
+        a, b = rng.randint(1, 20), rng.randint(1, 20)
+        if "-" in form and b > a:
+            a, b = b, a
+        ans = a + b if "+" in form else a - b if "-" in form else a * b
+        rows.append({"question": form.format(a=a, b=b), "answer": str(ans)})
+    return rows
+
 # --------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------
@@ -710,6 +730,13 @@ DATASET_INFO = {
         "description": "Original prose paragraphs, one per line, for continued pretraining.",
         "language": ["en", "zh"],
     },
+    "arithmetic": {
+        "file_name": "arithmetic.json",
+        "formatting": "alpaca",
+        "columns": {"prompt": "question", "response": "answer"},
+        "description": "Arithmetic questions with their answers (question/answer), for GRPO with a numeric-match reward.",
+        "language": ["en"],
+    },
 }
 
 
@@ -730,6 +757,7 @@ def main() -> None:
     _dump("kto_feedback.json", make_kto(extra))
     _dump("preference_extended.json", make_preference_extended(extra))
     (HERE / "raw_text.txt").write_text("\n".join(RAW_TEXT) + "\n", encoding="utf-8")
+    _dump("arithmetic.json", make_arithmetic())
     _dump("dataset_info.json", DATASET_INFO)
     print("wrote datasets to", HERE)
 

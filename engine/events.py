@@ -11,6 +11,7 @@ Event kinds (key "type"):
   eval    step, eval_loss (+ eval_<metric> of the objective)
   status  status (running|completed|stopped|failed), message
   info    message (what the run decided, e.g. which kernels were applied and why)
+  samples step, samples (grpo: recent completions with prompt, answer, reward and per-function scores)
 """
 
 from __future__ import annotations

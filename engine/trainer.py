@@ -460,6 +460,9 @@ class Recipe:
             peak_mem_gb=round(peak_memory_gb(self.hw.device), 3), elapsed_s=round(elapsed, 2),
             eta_s=round(eta, 1) if eta is not None else None, **_reserved_fields(self.hw.device), **fields,
         )
+        pop = getattr(self.objective, "pop_samples", None)  # on-policy objectives: recent completions, scored
+        if pop is not None and (samples := pop()):
+            self._emit("samples", step=step, samples=samples)
 
     @torch.no_grad()
     def _evaluate(self, ctx, step: int, device: torch.device) -> float:

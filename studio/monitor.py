@@ -81,6 +81,35 @@ def preference_points(events: list[dict[str, Any]]) -> dict[str, tuple[list[int]
     return out
 
 
+# grpo logs rewards next to the loss: total, per reward function (reward/<name>), completion length and KL.
+REWARD_COLOURS = ("#16a34a", "#0ea5e9", "#a855f7", "#ef4444", "#14b8a6", "#f97316")
+REWARD_HIDDEN = ("completion_length", "kl")  # other scales: listed in the legend, shown on a click
+
+
+def reward_points(events: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
+    """{metric: (steps, values)} of the reward metrics the train events carry (empty for other objectives)."""
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for ev in events:
+        if ev.get("type") != "train" or ev.get("step") is None or not _finite(ev.get("reward")):
+            continue
+        for key, v in ev.items():
+            if (key == "reward" or key.startswith("reward/") or key in REWARD_HIDDEN) and _finite(v):
+                xs, ys = out.setdefault(key, ([], []))
+                xs.append(int(ev["step"]))
+                ys.append(float(v))
+    return out
+
+
+def samples_rows(events: list[dict[str, Any]]) -> list[list[Any]]:
+    """The latest samples event as table rows: step, prompt, completion, answer, reward, scores."""
+    last = next((e for e in reversed(events) if e.get("type") == "samples"), None)
+    if last is None:
+        return []
+    return [[last.get("step"), s.get("prompt", ""), s.get("completion", ""), s.get("answer") or "",
+             s.get("reward"), ", ".join(f"{k} {v:g}" for k, v in (s.get("scores") or {}).items())]
+            for s in last.get("samples", [])]
+
+
 def loss_figure(events: list[dict[str, Any]], title: str = "") -> go.Figure:
     steps, losses, eval_steps, eval_losses = loss_points(events)
     pref = preference_points(events)
@@ -89,6 +118,12 @@ def loss_figure(events: list[dict[str, Any]], title: str = "") -> go.Figure:
         if key in pref:
             fig.add_trace(go.Scatter(x=pref[key][0], y=pref[key][1], mode="lines", name=name, yaxis="y2",
                                      line=dict(color=colour, width=2, dash=dash)))
+    rewards = reward_points(events)
+    for i, (key, (xs, ys)) in enumerate(sorted(rewards.items(), key=lambda kv: (kv[0] != "reward", kv[0]))):
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=key.replace("/", ": "), yaxis="y2",
+                                 visible="legendonly" if key in REWARD_HIDDEN else True,
+                                 line=dict(color=REWARD_COLOURS[i % len(REWARD_COLOURS)],
+                                           width=2.5 if key == "reward" else 1.5)))
     if steps:
         fig.add_trace(go.Scatter(x=steps, y=losses, mode="markers", name=tr("loss"),
                                  marker=dict(color=RAW_COLOUR, size=6)))
@@ -108,8 +143,9 @@ def loss_figure(events: list[dict[str, Any]], title: str = "") -> go.Figure:
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"),
         showlegend=bool(steps or eval_steps),
     )
-    if pref:
-        fig.update_layout(yaxis2=dict(title="reward / accuracy", overlaying="y", side="right", showgrid=False))
+    if pref or rewards:
+        title = "reward / accuracy" if pref else "reward"
+        fig.update_layout(yaxis2=dict(title=title, overlaying="y", side="right", showgrid=False))
     if not steps and not eval_steps:
         fig.add_annotation(text=tr("No points yet: the chart fills in as the run logs steps."),
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
