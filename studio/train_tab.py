@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
+import yaml
 
 from tunesmith.engine import catalog, events, jobs, scheduler
 from tunesmith.engine.config import RunConfig
@@ -223,16 +224,62 @@ def objective_note(name: str) -> str:
         return ""
 
 
+def _is_text(field) -> bool:
+    """str or str | None: a text box."""
+    from typing import get_args
+
+    return field.annotation is str or set(get_args(field.annotation)) == {str, type(None)}
+
+
+def _is_structured(field) -> bool:
+    """Lists and mappings (e.g. grpo's rewards): edited as YAML in a text box."""
+    from typing import get_origin
+
+    return get_origin(field.annotation) in (list, dict)
+
+
+def _default_of(field) -> Any:
+    from pydantic_core import PydanticUndefined
+
+    if field.default is not PydanticUndefined:
+        return field.default
+    return field.default_factory() if field.default_factory is not None else None
+
+
 def _setting_widget(key: str, field) -> gr.components.Component:
     from typing import Literal, get_args, get_origin
 
+    import yaml
+
     label = key.replace("_", " ").capitalize()
+    default = _default_of(field)
     if get_origin(field.annotation) is Literal:
-        return gr.Dropdown(choices=list(get_args(field.annotation)), value=field.default, label=label,
+        return gr.Dropdown(choices=list(get_args(field.annotation)), value=default, label=label,
                            info=field.description)
     if field.annotation is bool:
-        return gr.Checkbox(value=field.default, label=label, info=field.description)
-    return gr.Number(value=field.default, label=label, info=field.description)
+        return gr.Checkbox(value=default, label=label, info=field.description)
+    if _is_text(field):
+        return gr.Textbox(value=default or "", label=label, info=field.description)
+    if _is_structured(field):
+        plain = [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in default or []] \
+            if isinstance(default, list) else default
+        return gr.Code(value=yaml.safe_dump(plain, sort_keys=False, allow_unicode=True) if plain else "",
+                       language="yaml", label=f"{label} (YAML)", interactive=True)
+    return gr.Number(value=default, label=label, info=field.description)
+
+
+def setting_value(field, value: Any) -> Any:
+    """A settings widget's value as the objective's Settings expects it (validation names mistakes)."""
+    import yaml
+
+    if _is_text(field):
+        return (value or "").strip() or None
+    if _is_structured(field) and isinstance(value, str):
+        try:
+            return yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            return value  # Settings validation then names the field
+    return value
 
 
 def build_objective_section(ctx: StudioContext) -> None:
@@ -256,7 +303,9 @@ def build_objective_section(ctx: StudioContext) -> None:
                 for key, field in settings.model_fields.items():
                     w = _setting_widget(key, field)
                     if key in current:
-                        w.value = current[key]
+                        v = current[key]
+                        w.value = yaml.safe_dump(v, sort_keys=False, allow_unicode=True) \
+                            if isinstance(v, (list, dict)) else v
                     widgets.append((name, key, w))
             groups[name] = col
     state = gr.State(dict(ctx.initial.objective_settings))
@@ -264,7 +313,13 @@ def build_objective_section(ctx: StudioContext) -> None:
     ctx.fields["objective_settings"] = state
 
     def collect(name: str, *values) -> dict:
-        return {key: v for (obj, key, _), v in zip(widgets, values) if obj == name}
+        out = {}
+        for (obj, key, _), v in zip(widgets, values):
+            if obj == name:
+                v = setting_value(get_objective(obj).Settings.model_fields[key], v)
+                if v is not None:
+                    out[key] = v
+        return out
 
     def switch(name: str, *values):
         return (objective_note(name), collect(name, *values),
