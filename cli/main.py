@@ -7,6 +7,9 @@
     tunesmith chat RUN_ID_OR_MODEL [--message TEXT]
     tunesmith export RUN_ID --format adapter|merged|gguf [--quant q4_k_m,q8_0] [--out DIR]
     tunesmith data inspect PATH [--format F] [--json]
+    tunesmith serve RUN_OR_MODEL_OR_GGUF [--host H] [--port P] [--auth user:password]
+    tunesmith push RUN_ID --repo user/name [--format adapter|merged|gguf] [--private]
+    tunesmith config convert LLAMAFACTORY.yaml [-o run.yaml]
 
 Mistakes (a bad config, an unknown run, a missing file) print one line naming
 the problem and exit with status 2; --debug shows the traceback instead.
@@ -23,13 +26,13 @@ from tunesmith import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import chat, data, export, runs, train, webui
+    from . import chat, config, data, export, push, runs, serve, train, webui
 
     parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune open LLMs: studio, CLI and YAML on one engine.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in (webui, train, runs, chat, export, data):
+    for mod in (webui, train, runs, chat, export, data, serve, push, config):
         mod.register(sub)
     return parser
 

@@ -10,8 +10,11 @@ EXAMPLES = """examples:
   tunesmith train assets/demo_identity.yaml
   tunesmith train run.yaml --set training.max_steps=20 --set lora.r=32
   tunesmith train run.yaml --detach        # start it and return; watch it in the studio or `tunesmith runs`
+  tunesmith train llama3_lora_sft.yaml --dry-run   # a LLaMA-Factory YAML: print what it becomes, train nothing
 
 The YAML is what the studio's "Show YAML" prints; every field is described in README.md.
+A LLaMA-Factory training YAML is accepted as it is: it is translated (a report
+says what mapped to what) and keys Tunesmith cannot honour are refused by name.
 Ctrl+C asks the run to stop gracefully (the adapter trained so far is saved).
 """
 
@@ -23,14 +26,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one field, e.g. training.max_steps=20 (repeatable)")
     p.add_argument("--detach", action="store_true", help="start the run and return at once")
+    p.add_argument("--dry-run", action="store_true", help="print the resulting RunConfig YAML and exit without training")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tunesmith.engine import jobs
-    from tunesmith.engine.config import RunConfig
+    from tunesmith.engine.compat import read_config
+    from tunesmith.engine.trackers import check_available
 
-    cfg = RunConfig.from_yaml(args.config, overrides=args.overrides)
+    cfg, translation = read_config(args.config, args.overrides, register=not args.dry_run)
+    if translation is not None:
+        print(f"{args.config}: LLaMA-Factory config, translated:", file=sys.stderr)
+        print("\n".join(translation.report()), file=sys.stderr)
+    if args.dry_run:
+        print(cfg.to_yaml(), end="")
+        return 0
+    check_available(cfg.training.report_to)
     run_id = jobs.submit(cfg)
     info = jobs.get_run(run_id)
     print(f"run {run_id} ({info.name}) started; folder {info.run_dir}")

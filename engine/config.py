@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -29,6 +29,13 @@ DEMO_MODEL = "tunesmith/demo"  # the embedded demo model in assets/demo-model
 class _Section(BaseModel):
     # Unknown keys are mistakes (a typo in YAML would otherwise be ignored).
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class RopeScalingConfig(_Section):
+    type: Literal["linear", "dynamic", "yarn"] = Field(
+        "linear", description="linear interpolates positions; dynamic (NTK) scales only past the trained length; yarn mixes both."
+    )
+    factor: float = Field(2.0, gt=1.0, le=64.0, description="New context length / the model's trained context length.")
 
 
 class ModelConfig(_Section):
@@ -43,6 +50,13 @@ class ModelConfig(_Section):
     chat_template: str | None = Field(
         None,
         description="Chat template name (chatml, llama3, qwen, ...); empty uses the tokenizer's own template.",
+    )
+    # ---- loading options (issue 15) ----
+    rope_scaling: RopeScalingConfig | None = Field(
+        None, description="Stretch RoPE for longer contexts than the model was trained on: {type: linear|dynamic|yarn, factor: 2.0}.",
+    )
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="Attention code: auto = the library's default (sdpa); flash_attention_2 needs the flash-attn package.",
     )
 
 
@@ -63,10 +77,34 @@ class LoraConfig(_Section):
         "all-linear", description="Layers that get adapters: all-linear, or names like q_proj,v_proj."
     )
 
+    # ---- LoRA variants (issue 15) ----
+    use_dora: bool = Field(False, description="DoRA: learn each weight's magnitude apart from its direction (more parameters, slower, often better at low rank).")
+    use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r) instead of alpha / r, which keeps high ranks stable.")
+    init: Literal["default", "gaussian", "pissa"] = Field(
+        "default", description="Adapter start: default (B = 0), gaussian (A ~ N(0, 1/r)), or pissa (the weights' top singular vectors: faster start).",
+    )
+
     @field_validator("target_modules", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str) and v != "all-linear":
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+
+class FreezeConfig(_Section):
+    trainable_layers: int = Field(2, ge=1, description="method freeze: train only the last N transformer layers; the rest stays frozen.")
+    trainable_modules: list[str] | Literal["all"] = Field(
+        "all", description="Inside those layers, train only modules whose name contains one of these (e.g. mlp,self_attn); all = whole layers.",
+    )
+    extra_modules: list[str] = Field(
+        default_factory=list, description="Also train these non-layer modules by name (e.g. embed_tokens, lm_head, norm).",
+    )
+
+    @field_validator("trainable_modules", "extra_modules", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "all":
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
 
@@ -89,12 +127,29 @@ class DataConfig(_Section):
     packing: bool = Field(False, description="Pack several short examples into one sequence (kept apart by attention).")
     drop_invalid: bool = Field(False, description="Skip rows with problems instead of stopping with a report.")
 
+    mix: list[float] | None = Field(
+        None, description="Mixing weights, one per dataset in order (e.g. [0.7, 0.3]); empty = all rows of each dataset, concatenated.",
+    )
+
     @field_validator("datasets", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
+
+    @field_validator("mix")
+    @classmethod
+    def _mix_weights(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(w < 0 for w in v) or sum(v) <= 0):
+            raise ValueError("mixing weights must be >= 0 with a positive sum, one per dataset")
+        return v
+
+    @model_validator(mode="after")
+    def _mix_matches(self) -> "DataConfig":
+        if self.mix is not None and len(self.mix) != len(self.datasets):
+            raise ValueError(f"data.mix has {len(self.mix)} weights for {len(self.datasets)} datasets: give one per dataset")
+        return self
 
     @field_validator("datasets")
     @classmethod
@@ -134,6 +189,22 @@ class TrainingConfig(_Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Training precision; auto = bf16 on GPUs that support it, fp32 on CPU."
     )
+    # ---- issue 15 ----
+    neftune_alpha: float | None = Field(
+        None, ge=0.0, le=100.0, description="NEFTune: add uniform noise of this scale to input embeddings while training (5 is common; empty = off).",
+    )
+    report_to: list[Literal["none", "tensorboard", "wandb", "mlflow", "trackio", "swanlab"]] = Field(
+        default_factory=list, description="Experiment trackers that also get the metrics (tensorboard, wandb, mlflow, trackio, swanlab; several allowed).",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _split_trackers(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        return [x for x in v if x != "none"] if isinstance(v, list) else v
 
 
 class OutputConfig(_Section):
@@ -150,11 +221,13 @@ class OutputConfig(_Section):
 
 class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="What to fine-tune.")
-    method: Literal["qlora", "lora", "full"] = Field(
-        "qlora", description="qlora = 4-bit base + LoRA (least memory); lora = 16-bit base + LoRA; full = all weights."
+    method: Literal["qlora", "lora", "full", "freeze"] = Field(
+        "qlora", description="qlora = 4-bit base + LoRA (least memory); lora = 16-bit base + LoRA; full = all weights; "
+        "freeze = only the last layers (see freeze).",
     )
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig, description="QLoRA quantization.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter shape.")
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig, description="Which weights method freeze trains.")
     data: DataConfig = Field(default_factory=DataConfig, description="Training data.")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Optimization.")
     kernels: Literal["auto", "on", "off"] = Field(
@@ -245,5 +318,6 @@ def field_help(path: str) -> str:
         if i == len(parts) - 1:
             return info.description or ""
         ann = info.annotation
-        model = ann  # sections are plain BaseModel subclasses
+        # sections are plain BaseModel subclasses, or Optional[section] (model.rope_scaling)
+        model = next((a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
     return ""

@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from transformers import TrainerCallback
 
-from . import atomic, models
+from . import adapters, atomic, models
 from .config import RunConfig
 from .events import EventWriter
 
@@ -148,6 +148,8 @@ class Recipe:
         self._check_stop()
 
         self.model = self._wrap(self.model)
+        if cfg.training.neftune_alpha:  # [issue 15]
+            adapters.enable_neftune(self.model, cfg.training.neftune_alpha)
         from tunesmith.kernels import patch, tune_memory
 
         report = patch(self.model, mode=cfg.kernels)  # logs its own summary line
@@ -180,11 +182,11 @@ class Recipe:
         self._kernel_memory_plan = self._kernels_expected(model)
         if self._kernel_memory_plan:
             gc = False  # the plan applies per-layer checkpointing after patch()
-        if cfg.method == "full":
+        if cfg.method in ("full", "freeze"):
             if gc:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            return model
-        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+            return adapters.build_adapter(model, cfg)  # [issue 15] freeze: only the last N layers train
+        from peft import prepare_model_for_kbit_training
 
         if cfg.method == "qlora" and cfg.quantization.bits in (4, 8) and self._kernel_memory_plan:
             # prepare_model_for_kbit_training would copy norms, embeddings and the head to fp32 (GiBs
@@ -197,15 +199,7 @@ class Recipe:
             )
         elif gc:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        lc = cfg.lora
-        peft_cfg = LoraConfig(
-            r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
-            bias="none", task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, peft_cfg)
-        trainable, total = model.get_nb_trainable_parameters()
-        log.info("LoRA: %s trainable of %s parameters (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-        return model
+        return adapters.build_adapter(model, cfg)  # [issue 15] LoRA / DoRA / rsLoRA / PiSSA
 
     # ---- train ----------------------------------------------------------
 
@@ -285,10 +279,10 @@ class Recipe:
     def save(self) -> Path:
         """Write adapter/ (LoRA, PEFT format) or model/ (full) atomically, with the tokenizer."""
         model = self.trainer.model if self.trainer is not None else self.model
-        name = "model" if self.cfg.method == "full" else "adapter"
+        name = "model" if self.cfg.method in ("full", "freeze") else "adapter"
         final = self.run_dir / name
         with atomic.atomic_dir(final, overwrite=True) as tmp:
-            model.save_pretrained(str(tmp), safe_serialization=True)
+            adapters.save_adapter(model, tmp, self.cfg)  # [issue 15] PiSSA saved as plain LoRA; portable base id
             self.tokenizer.save_pretrained(str(tmp))
         log.info("saved %s to %s", name, final)
         return final
