@@ -236,7 +236,7 @@ def write_modelfile(
     else:
         lines += ["# No TEMPLATE: the chat template is not one we can translate to Ollama's Go templates.",
                   "# Ollama does not run the template stored in the GGUF; it guesses one of its built-in",
-                  "# templates from it or sends the bare prompt. Add a TEMPLATE matching the model's chat",
+                  "# templates from it or sends the bare prompt. Write a Go template here for the model's chat",
                   "# format, or serve the GGUF with llama.cpp (llama-server --jinja uses the stored template).", ""]
     lines += [f"PARAMETER stop {json.dumps(s, ensure_ascii=False)}" for s in stops]
     lines += [f"PARAMETER {k} {v}" for k, v in _default_parameters(model_dir, context_length)]
