@@ -90,7 +90,9 @@ def freeze_layers(model, cfg: RunConfig) -> list[str]:
     trainable: list[str] = []
     matched_modules: set[str] = set()
     matched_extra: set[str] = set()
-    for name, p in model.named_parameters():
+    chosen: set[int] = set()  # ids of the parameters to train (a tied weight is one parameter)
+    # remove_duplicate=False: a tied lm_head is listed under its own name too (and trains embed_tokens)
+    for name, p in model.named_parameters(remove_duplicate=False):
         on = False
         m = layer_re.match(name)
         if m and int(m.group(1)) >= first:
@@ -104,9 +106,11 @@ def freeze_layers(model, cfg: RunConfig) -> list[str]:
             hits = [t for t in fc.extra_modules if t in name]
             matched_extra.update(hits)
             on = bool(hits)
-        p.requires_grad_(on)
         if on:
             trainable.append(name)
+            chosen.add(id(p))
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen)
     if fc.trainable_modules != "all":
         missing = [t for t in fc.trainable_modules if t not in matched_modules]
         if missing:
@@ -218,13 +222,18 @@ def save_adapter(model, out_dir: Path | str, cfg: RunConfig | None = None) -> No
 
 def _save(model, out_dir: Path | str) -> None:
     files = getattr(model, _PISSA_ATTR, None)
-    if not files:
+    if not hasattr(model, "peft_config"):
         model.save_pretrained(str(out_dir), safe_serialization=True)
+        return
+    # save_embedding_layers=False: adapters never train embeddings here, and PEFT's "auto" would
+    # look the base model up on the Hub to find out
+    if not files:
+        model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False)
         return
     with tempfile.TemporaryDirectory() as d:
         init_dir = Path(d) / "pissa_init"
         init_dir.mkdir()
         for name, data in files.items():
             (init_dir / name).write_bytes(data)
-        model.save_pretrained(str(out_dir), safe_serialization=True,
+        model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False,
                               path_initial_model_for_weight_conversion=str(init_dir))
