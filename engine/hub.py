@@ -159,14 +159,14 @@ def _hub_error(e: Exception, repo: str, endpoint: str) -> HubError:
 def push_folder(folder: Path, repo: str, private: bool = False, token: str | None = None,
                 message: str = "Upload from Tunesmith") -> str:
     """Create the repo (if needed) and upload `folder` in one commit; returns the repo URL."""
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi, constants, get_token
 
     repo = check_repo_id(repo)
     if constants.HF_HUB_OFFLINE:
         raise HubError("HF_HUB_OFFLINE is set: pushing needs the Hub. Unset it and try again.")
     api = HfApi(token=token or None)
     endpoint = api.endpoint
-    if not (token or api.token):
+    if not (token or get_token()):  # $HF_TOKEN or the stored `hf auth login`
         raise HubError("no Hugging Face token: set HF_TOKEN, log in with `hf auth login`, or paste one in the studio.")
     try:
         url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
