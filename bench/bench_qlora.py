@@ -18,10 +18,11 @@ tokens, same seed for every method). Methods:
                     prepare_model_for_kbit_training (norms/embeddings/head to fp32) +
                     PEFT + non-reentrant gradient checkpointing on every layer
   stock             the same without gradient checkpointing (may run out of memory)
-  tunesmith-auto    patch(model) + tune_memory(prefer="auto"): the fastest settings that fit
-                    free memory (checkpointing, NF4 weight cache; the plan is printed)
-  tunesmith-speed   patch(model) + tune_memory(prefer="speed")
-  tunesmith-memory  patch(model) + tune_memory(prefer="memory"): every layer checkpointed with
+  tunesmith-auto    plan = plan_memory(prefer="auto"), patch(model, settings=plan.settings),
+                    apply_memory_plan: the fastest settings that fit free memory
+                    (checkpointing, NF4 weight cache; the plan is printed)
+  tunesmith-speed   the same with prefer="speed"
+  tunesmith-memory  the same with prefer="memory": every layer checkpointed with
                     its input offloaded to pinned CPU memory, small LM-head chunks, the
                     layers' backward replayed from CUDA graphs (TUNESMITH_CUDA_GRAPHS=0: eager)
   liger-gc          Liger-Kernel's apply_liger_kernel_to_llama on stock-gc (only if installed)
@@ -134,16 +135,13 @@ def prepare(model, method: str, tokens: int):
         for p in model.parameters():
             p.requires_grad_(False)
         model = peft.get_peft_model(model, lora)
-        report = K.patch(model, mode="on")
         prefer = method.split("-", 1)[1]
-        if prefer == "ckpt":
-            from tunesmith.kernels.checkpoint import apply_checkpointing, plan_checkpointing
-
-            plan = plan_checkpointing(model, tokens, "memory")
-            plan.offload, plan.reason = False, "diagnosis: no offload"
-            apply_checkpointing(model, plan)
-        else:
-            plan = K.tune_memory(model, tokens, prefer=prefer)
+        plan = K.plan_memory(model, tokens, prefer="memory" if prefer == "ckpt" else prefer)
+        if prefer == "ckpt":  # memory mode's checkpointing and settings, nothing offloaded, no graphs
+            plan.offload = plan.graphs = plan.graph_forward = False
+            plan.reason = "diagnosis: no offload"
+        report = K.patch(model, mode="on", settings=plan.settings)
+        K.apply_memory_plan(model, plan)
         note = f"{report.summary()} | {plan.summary()}"
     model.train()
     return model, note
@@ -204,13 +202,10 @@ def run_method(shape: str, method: str, args) -> dict:
         traceback.print_exc()
     finally:
         del model, opt
-        try:  # NF4 scratch and weight cache outlive a model: without this, one method's memory leaks into the next's
-            from tunesmith.kernels import lora as kl
+        try:  # the NF4 scratch outlives a model (its weight cache goes with it): free it for the next method
             from tunesmith.kernels.nf4 import release_scratch
 
             release_scratch()
-            kl.release_weight_cache()
-            kl.CACHE_WEIGHTS = False
         except ImportError:
             pass
         gc.collect()

@@ -40,6 +40,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .layer_graphs import LayerGraphs
+from .model_parts import decoder_layers, unwrap_model
+from .recompute import recomputing_scope
+from .settings import KernelSettings
+
 GiB = 1024**3
 
 
@@ -50,9 +55,12 @@ class CheckpointPlan:
     offload: bool               # their inputs live in pinned host memory
     reason: str
     est_peak_bytes: int = 0
-    weight_cache_bytes: int = 0  # set by kernels.tune_memory: dequantized NF4 weights kept
+    weight_cache_bytes: int = 0  # set by kernels.plan_memory: dequantized NF4 weights kept
     graphs: bool = False         # checkpointed layers' backward as CUDA graphs (kernels/layer_graphs.py)
     graph_forward: bool = False  # ... and their first (no-grad) pass, when offloaded
+    # the kernels' options that go with this plan (kernels.plan_memory picks them; apply_memory_plan
+    # attaches them to the model's patched modules)
+    settings: KernelSettings = KernelSettings()
 
     def summary(self) -> str:
         if self.checkpointed == 0:
@@ -66,23 +74,6 @@ class CheckpointPlan:
         cache = f" + NF4 weights kept dequantized ({self.weight_cache_bytes / GiB:.1f} GiB)" \
             if self.weight_cache_bytes else ""
         return f"{what}{cache} ({self.reason}{est})"
-
-
-def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated decoder layers (transformers GradientCheckpointingLayer instances), in order."""
-    from .patching import unwrap_model
-
-    try:
-        from transformers.modeling_layers import GradientCheckpointingLayer
-    except ImportError:
-        GradientCheckpointingLayer = ()
-    out = []
-    for m in unwrap_model(model).modules():
-        if isinstance(m, torch.nn.ModuleList) and len(m) and all(
-                isinstance(c, GradientCheckpointingLayer) or type(c).__name__.endswith("DecoderLayer") for c in m):
-            out = list(m)
-            break
-    return out
 
 
 def layer_activation_bytes(config, tokens: int, elem: int = 2) -> tuple[int, int]:
@@ -111,8 +102,6 @@ def plan_checkpointing(model: torch.nn.Module, tokens_per_step: int, prefer: str
         if not torch.cuda.is_available():
             return CheckpointPlan(n, n, False, "no CUDA: stock checkpointing of every layer")
         free_bytes, _ = torch.cuda.mem_get_info()
-    from .patching import unwrap_model
-
     full, ckpt = layer_activation_bytes(unwrap_model(model).config, tokens_per_step)
     cfg = unwrap_model(model).config
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
@@ -137,8 +126,6 @@ def apply_checkpointing(model: torch.nn.Module, plan: CheckpointPlan) -> None:
     offloader = _Offloader() if plan.offload else None
     graphs = None
     if plan.graphs and plan.checkpointed and torch.cuda.is_available():
-        from .layer_graphs import LayerGraphs
-
         graphs = LayerGraphs(layers, forward=plan.graph_forward and plan.offload)
     for i, layer in enumerate(layers):
         on = i < plan.checkpointed
@@ -147,8 +134,6 @@ def apply_checkpointing(model: torch.nn.Module, plan: CheckpointPlan) -> None:
             layer._gradient_checkpointing_func = functools.partial(checkpoint, offloader=offloader, index=i,
                                                                    graphs=graphs)
     if plan.checkpointed:
-        from .patching import unwrap_model
-
         inner = unwrap_model(model)
         # the layer inputs must require grad for the LoRA grads of layer 0 to flow (as HF does)
         if hasattr(inner, "enable_input_require_grads"):
@@ -227,15 +212,6 @@ class _Saved:
         return x
 
 
-_RECOMPUTING = 0
-
-
-def recomputing() -> bool:
-    """True while a checkpointed layer is being recomputed for its backward: ops whose output
-    only feeds a residual add may skip work nobody will read (kernels/lora_mlp.py)."""
-    return _RECOMPUTING > 0
-
-
 class _CheckpointFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run, offloader, index, graphs, x, *rest):
@@ -279,13 +255,8 @@ def _recompute_backward(ctx, x, douts, need_x: bool):
     """The eager path: re-run the layer with autograd on, backpropagate douts; returns dx."""
     x = x.detach().requires_grad_(need_x)
     enabled, dtype = ctx.autocast
-    global _RECOMPUTING
-    _RECOMPUTING += 1
-    try:
-        with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
-            out = ctx.run(x, *ctx.rest)
-    finally:
-        _RECOMPUTING -= 1
+    with recomputing_scope(), torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
+        out = ctx.run(x, *ctx.rest)
     outs = out if isinstance(out, tuple) else (out,)
     pairs = [(o, d) for o, d in zip(outs, douts)
              if isinstance(o, torch.Tensor) and o.requires_grad and d is not None]

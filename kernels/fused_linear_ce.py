@@ -15,7 +15,7 @@ here. Gradient of one row, with p = softmax(z_i):
     dh_i = dz_i W            dW += dz_i^T h_i            db += dz_i
 
 The logits are never held in full: rows are taken in chunks of `chunk_rows`
-(default: what fits in CHUNK_BYTES); each chunk's logits are made with one
+(default: what fits in `chunk_bytes`, KernelSettings.ce_chunk_bytes); each chunk's logits are made with one
 GEMM in the input dtype (as the stock head does), a Triton kernel reduces
 each row to its loss with an fp32 online log-sum-exp and overwrites the
 logits with dz in place, and two more GEMMs turn dz into dh (and dW when W is
@@ -34,9 +34,10 @@ import torch
 import triton
 import triton.language as tl
 
+from .settings import KernelSettings
 from .utils import compute_dtype, empty, no_autocast
 
-CHUNK_BYTES = 256 * 1024 * 1024  # logits of one chunk; 256 MiB = 1024 rows of a 128k vocab in bf16
+CHUNK_BYTES = KernelSettings().ce_chunk_bytes  # the default logits of one chunk (256 MiB)
 
 
 @triton.jit
@@ -93,15 +94,15 @@ def _ce_rows_kernel(
             tl.store(z_ptr + offs, (dz * inv_d).to(Z.dtype.element_ty), mask=mask)
 
 
-def _chunk_rows(n_rows: int, n_vocab: int, elem: int, chunk_rows: int | None) -> int:
+def _chunk_rows(n_rows: int, n_vocab: int, elem: int, chunk_rows: int | None, chunk_bytes: int) -> int:
     if chunk_rows is None:
-        chunk_rows = max(1, CHUNK_BYTES // max(1, n_vocab * elem))
+        chunk_rows = max(1, chunk_bytes // max(1, n_vocab * elem))
     return max(1, min(n_rows, chunk_rows))
 
 
 def fused_linear_ce_forward(h, weight, labels, bias=None, ignore_index=-100, softcap=None,
                             num_items_in_batch=None, chunk_rows=None, need_dw=True, need_db=True,
-                            cdt=None):
+                            cdt=None, chunk_bytes: int = CHUNK_BYTES):
     """(loss, dh, dW or None, db or None) for h (N, H), weight (V, H), labels (N,)."""
     assert h.dim() == 2 and weight.dim() == 2 and h.shape[1] == weight.shape[1], \
         f"hidden {tuple(h.shape)} and head weight {tuple(weight.shape)} do not match"
@@ -123,7 +124,7 @@ def fused_linear_ce_forward(h, weight, labels, bias=None, ignore_index=-100, sof
     dw = torch.zeros(weight.shape, dtype=torch.float32, device=device) if need_dw else None
     db = torch.zeros((v,), dtype=torch.float32, device=device) if (bias is not None and need_db) else None
     w = weight if weight.dtype == h.dtype else weight.to(h.dtype)
-    step = _chunk_rows(n, v, h.element_size(), chunk_rows)
+    step = _chunk_rows(n, v, h.element_size(), chunk_rows, chunk_bytes)
     block = min(triton.next_power_of_2(v), 4096 if device.type == "cuda" else 1024)
     for start in range(0, n, step):
         end = min(n, start + step)
@@ -147,12 +148,12 @@ def fused_linear_ce_forward(h, weight, labels, bias=None, ignore_index=-100, sof
 class FusedLinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, labels, bias=None, ignore_index=-100, softcap=None, num_items_in_batch=None,
-                chunk_rows=None):
+                chunk_rows=None, chunk_bytes=CHUNK_BYTES):
         with no_autocast(h):  # GEMMs in autocast's dtype when it is on, like the stock head
             loss, dh, dw, db = fused_linear_ce_forward(
                 h, weight, labels, bias, ignore_index, softcap, num_items_in_batch, chunk_rows,
                 need_dw=weight.requires_grad, need_db=bias is not None and bias.requires_grad,
-                cdt=compute_dtype(h))
+                cdt=compute_dtype(h), chunk_bytes=chunk_bytes)
         ctx.save_for_backward(dh, dw, db)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         return loss
@@ -165,17 +166,19 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
         dh = dh.mul_(dloss.to(dh.dtype))
         dw = None if dw is None else (dw * dloss).to(wdt)
         db = None if db is None else (db * dloss).to(bdt)
-        return dh, dw, None, db, None, None, None, None
+        return dh, dw, None, db, None, None, None, None, None
 
 
 def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, bias=None,
                                ignore_index: int = -100, softcap: float | None = None,
-                               num_items_in_batch=None, chunk_rows: int | None = None) -> torch.Tensor:
-    """Mean token loss of the LM head on h (..., H) against labels (...), never forming all logits."""
+                               num_items_in_batch=None, chunk_rows: int | None = None,
+                               chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """Mean token loss of the LM head on h (..., H) against labels (...), never forming all logits.
+    Rows go in chunks of `chunk_rows`, or of as many rows as `chunk_bytes` of logits hold."""
     hidden = h.shape[-1]
     return FusedLinearCrossEntropyFunction.apply(
         h.reshape(-1, hidden), weight, labels.reshape(-1), bias, ignore_index, softcap, num_items_in_batch,
-        chunk_rows)
+        chunk_rows, chunk_bytes)
 
 
 def fused_linear_cross_entropy_reference(h, weight, labels, bias=None, ignore_index=-100, softcap=None,

@@ -8,7 +8,7 @@ and still leaves gaps at 8B. Captured once as a CUDA graph, a layer's whole back
 replay. The first, no-grad forward of an offloaded checkpoint can be graphed the same way
 (wants_forward_graphs says when).
 
-Used by kernels/checkpoint.py when a CheckpointPlan has `graphs` (kernels.tune_memory turns
+Used by kernels/checkpoint.py when a CheckpointPlan has `graphs` (kernels.plan_memory turns
 it on for checkpointed layers on CUDA in steps of up to MAX_GRAPH_TOKENS tokens;
 TUNESMITH_CUDA_GRAPHS=0 turns it off). Measured on an H100, memory mode, bs 2 x 2048, backward
 graphs only: 1B 19.3k -> 38.9k tokens/s, 8B 9.6k -> 10.6k (same run).
@@ -41,6 +41,8 @@ import types
 
 import torch
 
+from .recompute import recomputing_scope
+
 log = logging.getLogger(__name__)
 
 
@@ -62,7 +64,7 @@ MAX_DROPS = 3
 
 
 def wants_graphs(checkpointed_layers: int, tokens_per_step: int, cuda: bool) -> bool:
-    """Whether kernels.tune_memory turns CUDA graphs on for the checkpointed layers."""
+    """Whether kernels.plan_memory turns CUDA graphs on for the checkpointed layers."""
     return checkpointed_layers > 0 and cuda and tokens_per_step <= MAX_GRAPH_TOKENS and enabled_by_env()
 
 
@@ -122,9 +124,9 @@ def _arguments(run, rest):
         spec = (_spec(run, leaves), _spec(tuple(rest), leaves))
     except NotGraphable:
         return None
-    from .nf4 import _SCRATCH
+    from .nf4 import scratch_identity  # imports triton: not at module level, so planning works without it
 
-    return spec, leaves, tuple((k, v.data_ptr()) for k, v in _SCRATCH.items())
+    return spec, leaves, scratch_identity()
 
 
 class _Entry:
@@ -383,10 +385,7 @@ class LayerGraphs:
         run_s, rest_s = _rebuild(run, it), _rebuild(tuple(rest), it)
         enabled, dtype = autocast
         graph = torch.cuda.CUDAGraph()
-        from . import checkpoint as ck
-
-        ck._RECOMPUTING += 1
-        try:
+        with recomputing_scope():
             # thread_local: a capture must not break CUDA calls of other threads (the studio's chat, say)
             with torch.cuda.graph(graph, pool=self.pool, stream=side, capture_error_mode="thread_local"):
                 xin = xs.detach().requires_grad_(need_x)
@@ -404,8 +403,6 @@ class LayerGraphs:
                     if g is not None:
                         view.copy_(g)
                 del out, grads, xin
-        finally:
-            ck._RECOMPUTING -= 1
         if self.pool is None:
             self.pool = graph.pool()
         self.entries[index] = _Entry(key, graph, twins, [v if u else None for v, u in zip(grad_views, used)])

@@ -16,9 +16,10 @@ W is either a 16-bit tensor or a bitsandbytes NF4 weight; NF4 is dequantized
 by our kernel (kernels/nf4.py) into a reused scratch buffer right before each
 GEMM that needs it, forward and backward, so no 16-bit copy of the model
 lives longer than one GEMM -- unless speed mode has memory to spare, when the
-dequantized weights are kept for the run (CACHE_WEIGHTS, set by
-kernels.tune_memory). The GEMMs themselves are cuBLAS (torch.mm): this file
-has no Triton kernel of its own.
+dequantized weights are kept for the run in the model's `WeightCache` (the
+memory plan decides: KernelSettings.cache_nf4_weights; the patched forwards
+pass the cache to the ops). The GEMMs themselves are cuBLAS (torch.mm): this
+file has no Triton kernel of its own.
 
 The fused QKV and MLP ops (kernels/lora_qkv.py, kernels/lora_mlp.py) put the
 rank-r terms inside the base GEMMs through "wide" buffers (see below); the
@@ -59,10 +60,10 @@ class Proj:
     def in_features(self) -> int:
         return int(self.quant_state.shape[1]) if self.quant_state is not None else self.weight.shape[1]
 
-    def base_weight(self, dtype: torch.dtype) -> torch.Tensor:
+    def base_weight(self, dtype: torch.dtype, cache: WeightCache | None = None) -> torch.Tensor:
         if self.quant_state is not None:
-            if CACHE_WEIGHTS:
-                return cached_weights((self,), dtype)
+            if cache is not None:
+                return cache.weights((self,), dtype)
             return dequantize_nf4(self.weight, self.quant_state, out="scratch", dtype=dtype)
         return _to(self.weight, dtype)
 
@@ -205,12 +206,6 @@ def _scaled_mm(a: torch.Tensor, b: torch.Tensor, scale: float, out: torch.Tensor
     return torch.addmm(z, a, b, beta=0, alpha=scale, out=out)
 
 
-# Gate and up dequantize into one buffer and run as ONE GEMM. That buffer is as large as the
-# pair (8B gate+up: 235 MB instead of 117 MB), so memory mode turns it off (kernels.tune_memory).
-# Q/K/V are always grouped: together they are smaller than one MLP weight.
-GROUP_NF4 = True
-
-
 # --- wide buffers: the LoRA terms ride inside the base GEMMs -------------------------------
 # For projections sharing an input x, with xa_p = s_p x A_p^T:
 #     [y_1 .. y_k] = [x | xa_1 .. xa_k] @ [W_1 | B_1 0 ..; W_2 | 0 B_2 ..]^T       (forward)
@@ -245,33 +240,46 @@ def _write_weights(projs, buf: torch.Tensor, dtype: torch.dtype) -> None:
         r += p.out_features
 
 
-# Speed mode with memory to spare (kernels.tune_memory decides): keep each group's NF4
-# weights dequantized, in the layout its forward GEMM reads, for the whole run. The frozen
-# weights never change, so the dequantization passes (two per weight per step) disappear;
-# it costs 2 bytes per base parameter (8B: ~13 GiB). Only the adapter columns are rewritten.
-CACHE_WEIGHTS = False
-_W16: dict = {}
+class WeightCache:
+    """One model's NF4 weights kept dequantized for the run (KernelSettings.cache_nf4_weights).
+
+    Each group of projections (q/k/v, gate/up, ...) is kept in the layout its forward GEMM reads.
+    The frozen weights never change, so the dequantization passes (two per weight per step)
+    disappear; it costs 2 bytes per base parameter (8B: ~13 GiB). Only the adapter columns are
+    rewritten. The cache belongs to the patched model (patching.set_settings makes it) and is
+    freed with it."""
+
+    def __init__(self):
+        self._bufs: dict = {}
+
+    def weights(self, projs, dtype: torch.dtype, extra_cols: int = 0, extra_rows: int = 0) -> torch.Tensor | None:
+        """The persistent 16-bit (sum(out) + extra_rows, in + extra_cols) weights of NF4 projections,
+        extras zero-initialised, or None when a base is not NF4."""
+        if any(p.quant_state is None for p in projs):
+            return None
+        key = (tuple(id(p.quant_state) for p in projs), dtype, extra_cols, extra_rows)
+        hit = self._bufs.get(key)
+        if hit is None:
+            rows = sum(p.out_features for p in projs)
+            buf = torch.zeros((rows + extra_rows, projs[0].in_features + extra_cols), dtype=dtype,
+                              device=projs[0].weight.device)
+            _write_weights(projs, buf, dtype)
+            # the states are kept with the buffer so that their ids cannot be reused by other weights
+            hit = self._bufs[key] = ([p.quant_state for p in projs], buf)
+        return hit[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(buf.numel() * buf.element_size() for _, buf in self._bufs.values())
+
+    def clear(self) -> None:
+        self._bufs.clear()
 
 
-def cached_weights(projs, dtype: torch.dtype, extra_cols: int = 0, extra_rows: int = 0) -> torch.Tensor | None:
-    """The persistent 16-bit (sum(out) + extra_rows, in + extra_cols) weights of NF4 projections,
-    extras zero-initialised, or None when caching is off or a base is not NF4."""
-    if not CACHE_WEIGHTS or any(p.quant_state is None for p in projs):
-        return None
-    key = (tuple(id(p.quant_state) for p in projs), dtype, extra_cols, extra_rows)
-    hit = _W16.get(key)
-    if hit is None:
-        rows = sum(p.out_features for p in projs)
-        buf = torch.zeros((rows + extra_rows, projs[0].in_features + extra_cols), dtype=dtype,
-                          device=projs[0].weight.device)
-        _write_weights(projs, buf, dtype)
-        # the states are kept with the buffer so that their ids cannot be reused by other weights
-        hit = _W16[key] = ([p.quant_state for p in projs], buf)
-    return hit[1]
-
-
-def release_weight_cache() -> None:
-    _W16.clear()
+def cached_weights(cache: WeightCache | None, projs, dtype: torch.dtype, extra_cols: int = 0,
+                   extra_rows: int = 0) -> torch.Tensor | None:
+    """cache.weights(...), or None without a cache."""
+    return None if cache is None else cache.weights(projs, dtype, extra_cols, extra_rows)
 
 
 def fill_adapter_cols(w: torch.Tensor, in_f: int, projs, Bs, zero: bool = True) -> None:
@@ -334,9 +342,9 @@ def rank(A) -> int:
     return 0 if A is None else A.shape[0]
 
 
-def proj_forward(x2: torch.Tensor, p: Proj, Ac, Bc):
+def proj_forward(x2: torch.Tensor, p: Proj, Ac, Bc, cache: WeightCache | None = None):
     """(y, xa) for x2 (N, in); xa = x2 A^T (N, r) or None without an adapter."""
-    y = x2 @ p.base_weight(x2.dtype).t()
+    y = x2 @ p.base_weight(x2.dtype, cache).t()
     if p.bias is not None:
         y += _to(p.bias, y.dtype)
     xa = None
@@ -346,7 +354,8 @@ def proj_forward(x2: torch.Tensor, p: Proj, Ac, Bc):
     return y, xa
 
 
-def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, Ac, Bc, meta, dx: torch.Tensor | None):
+def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, Ac, Bc, meta, dx: torch.Tensor | None,
+                  cache: WeightCache | None = None):
     """Writes dy W + s dyB A into dx when dx is given; returns (dA, dB) or (None, None)."""
     dA = dB = dyB = None
     if Ac is not None:
@@ -357,7 +366,7 @@ def proj_backward(dy: torch.Tensor, x2: torch.Tensor, xa, p: Proj, Ac, Bc, meta,
         if need_a:
             dA = _scaled_mm(dyB.t(), x2, p.scale)
     if dx is not None:
-        torch.matmul(dy, p.base_weight(dy.dtype), out=dx)
+        torch.matmul(dy, p.base_weight(dy.dtype, cache), out=dx)
         if dyB is not None:
             dx.addmm_(dyB, Ac, alpha=p.scale)
     return dA, dB
@@ -373,14 +382,14 @@ class LoRALinearFunction(torch.autograd.Function):
     """y = x W^T + b + s (x A^T) B^T, saving x and the (N, r) xa only."""
 
     @staticmethod
-    def forward(ctx, x, p: Proj, A, B):
+    def forward(ctx, x, p: Proj, A, B, cache: WeightCache | None):
         shape, in_dtype, cdt = x.shape, x.dtype, compute_dtype(x)
         with no_autocast(x):
             x2 = _to(x.reshape(-1, shape[-1]), cdt)
             Ac, Bc, meta = cast_adapter(A, B, cdt)
-            y, xa = proj_forward(x2, p, Ac, Bc)
+            y, xa = proj_forward(x2, p, Ac, Bc, cache)
         ctx.save_for_backward(x2, xa, Ac, Bc)
-        ctx.p, ctx.shape, ctx.in_dtype, ctx.meta = p, shape, in_dtype, meta
+        ctx.p, ctx.shape, ctx.in_dtype, ctx.meta, ctx.cache = p, shape, in_dtype, meta, cache
         return y.view(*shape[:-1], p.out_features)
 
     @staticmethod
@@ -389,12 +398,13 @@ class LoRALinearFunction(torch.autograd.Function):
         x2, xa, Ac, Bc = ctx.saved_tensors
         dy2 = _to(dy.reshape(-1, dy.shape[-1]), x2.dtype)
         dx = torch.empty_like(x2) if ctx.needs_input_grad[0] else None
-        dA, dB = proj_backward(dy2, x2, xa, ctx.p, Ac, Bc, ctx.meta, dx)
-        return (None if dx is None else _to(dx.view(ctx.shape), ctx.in_dtype)), None, dA, dB
+        dA, dB = proj_backward(dy2, x2, xa, ctx.p, Ac, Bc, ctx.meta, dx, ctx.cache)
+        return (None if dx is None else _to(dx.view(ctx.shape), ctx.in_dtype)), None, dA, dB, None
 
 
-def lora_linear(x: torch.Tensor, p: Proj, A=None, B=None) -> torch.Tensor:
-    return LoRALinearFunction.apply(x, p, A, B)
+def lora_linear(x: torch.Tensor, p: Proj, A=None, B=None, cache: WeightCache | None = None) -> torch.Tensor:
+    """cache: the model's kept NF4 weights (speed mode), else None: dequantize per GEMM."""
+    return LoRALinearFunction.apply(x, p, A, B, cache)
 
 
 def lora_linear_reference(x, weight, bias, A, B, scale):

@@ -16,9 +16,9 @@ The rank-r terms ride inside the base GEMMs through wide buffers (kernels/lora.p
 Saved for backward: X (x and its xa columns), GU and the small A/B casts. h is not
 saved: backward recomputes it in the Triton pass that produces the activation
 gradients (kernels/swiglu.py), and that pass writes dg and du over g and u.
-Without GROUP_NF4 (memory mode) gate and up run as two GEMMs over the same X and
+Without `group_nf4` (memory mode) gate and up run as two GEMMs over the same X and
 backward accumulates dx in three GEMMs, so only one weight is dequantized at a time.
-With the weight cache (speed mode, kernels/lora.py CACHE_WEIGHTS) the kept weights
+With the weight cache (speed mode, kernels/lora.py WeightCache) the kept weights
 are in the forward layout, so backward reads their first H columns and adds the
 rank-r term with one extra GEMM; the down weight is kept in backward's layout.
 
@@ -30,16 +30,18 @@ from __future__ import annotations
 
 import torch
 
-from . import lora as L
-from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, compute_dtype, \
-    fill_adapter_cols, no_autocast, rank, stacked_a, weights_with_a_rows, wide_input, wide_weights
-from .swiglu import glu_backward, glu_forward
+from .lora import Proj, WeightCache, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, \
+    compute_dtype, fill_adapter_cols, lora_linear_reference, no_autocast, rank, stacked_a, weights_with_a_rows, \
+    wide_input, wide_weights
+from .recompute import recomputing
+from .swiglu import glu_backward, glu_forward, glu_reference
 from .utils import empty
 
 
 class LoRAMLPFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, pg: Proj, pu: Proj, pd: Proj, act: str, skip_tail: bool, Ag, Bg, Au, Bu, Ad, Bd):
+    def forward(ctx, x, pg: Proj, pu: Proj, pd: Proj, act: str, skip_tail: bool, Ag, Bg, Au, Bu, Ad, Bd,
+                group_nf4: bool, cache: WeightCache | None):
         shape, cdt = x.shape, compute_dtype(x)
         H, I = shape[-1], pg.out_features
         with no_autocast(x):
@@ -50,8 +52,8 @@ class LoRAMLPFunction(torch.autograd.Function):
             R = rg + ru
             X = wide_input(x2, (pg, pu), (Agc, Auc))
             GU = empty((N, 2 * I + R), cdt, dev)  # the last R columns are backward's s dy B
-            grouped = L.GROUP_NF4
-            w = cached_weights((pg, pu), cdt, extra_cols=R) if grouped else None
+            grouped = group_nf4
+            w = cached_weights(cache, (pg, pu), cdt, extra_cols=R) if grouped else None
             cached = w is not None
             if grouped:
                 if not cached:
@@ -73,7 +75,7 @@ class LoRAMLPFunction(torch.autograd.Function):
                 # recompute inside a checkpoint: the output is never read (it only feeds a residual
                 # add whose backward needs no values), backward recomputes h itself
                 out = torch.empty((N, pd.out_features), dtype=cdt, device=dev)
-            elif (w := cached_weights((pd,), cdt, extra_rows=rd)) is not None:
+            elif (w := cached_weights(cache, (pd,), cdt, extra_rows=rd)) is not None:
                 # the cached down weight is in backward's [Wd; Ad] layout: forward adds its rank-r term
                 h = glu_forward(g, u, act)
                 out = torch.mm(h, w[:pd.out_features].t())
@@ -96,7 +98,7 @@ class LoRAMLPFunction(torch.autograd.Function):
                 del Hd, h
         ctx.save_for_backward(X, GU, xad, Agc, Bgc, Auc, Buc, Adc, Bdc)
         ctx.projs, ctx.act, ctx.shape, ctx.in_dtype = (pg, pu, pd), act, shape, x.dtype
-        ctx.metas, ctx.grouped, ctx.cached = (mg, mu, md), grouped, cached
+        ctx.metas, ctx.grouped, ctx.cached, ctx.cache = (mg, mu, md), grouped, cached, cache
         return out.view(*shape[:-1], pd.out_features)
 
     @staticmethod
@@ -120,7 +122,7 @@ class LoRAMLPFunction(torch.autograd.Function):
             _scaled_mm(d2, Bd, pd.scale, out=D[:, Hout:])
         else:
             D = d2
-        w = cached_weights((pd,), cdt, extra_rows=rd)
+        w = cached_weights(ctx.cache, (pd,), cdt, extra_rows=rd)
         if w is None:
             w = wide_weights((pd,), cdt, extra_rows=rd)
         if rd:
@@ -161,7 +163,7 @@ class LoRAMLPFunction(torch.autograd.Function):
         dx = None
         if ctx.needs_input_grad[0]:
             if ctx.cached:  # the cached forward layout: base GEMM, then one rank-R term
-                w = cached_weights((pg, pu), cdt, extra_cols=R)
+                w = cached_weights(ctx.cache, (pg, pu), cdt, extra_cols=R)
                 dx = torch.mm(GU[:, :2 * I], w[:, :H])
                 if R:
                     dx.addmm_(GU[:, 2 * I:], A_gu)
@@ -174,23 +176,22 @@ class LoRAMLPFunction(torch.autograd.Function):
                     dx.addmm_(GU[:, 2 * I:], A_gu)
             dx = _to(dx.view(ctx.shape), ctx.in_dtype)
         dAg, dBg, dAu, dBu = grads
-        return dx, None, None, None, None, None, dAg, dBg, dAu, dBu, dAd, dBd
+        return dx, None, None, None, None, None, dAg, dBg, dAu, dBu, dAd, dBd, None, None
 
 
 def lora_mlp(x, pg: Proj, pu: Proj, pd: Proj, act: str = "silu",
-             Ag=None, Bg=None, Au=None, Bu=None, Ad=None, Bd=None, skip_tail: bool = False) -> torch.Tensor:
+             Ag=None, Bg=None, Au=None, Bu=None, Ad=None, Bd=None, skip_tail: bool = False,
+             group_nf4: bool = True, cache: WeightCache | None = None) -> torch.Tensor:
     """skip_tail: the caller adds the output straight to the residual stream (no norm after it),
-    so a checkpoint's recompute may skip the activation and down projection."""
-    from .checkpoint import recomputing
-
-    return LoRAMLPFunction.apply(x, pg, pu, pd, act, skip_tail and recomputing(), Ag, Bg, Au, Bu, Ad, Bd)
+    so a checkpoint's recompute may skip the activation and down projection.
+    group_nf4 / cache: KernelSettings.group_nf4 and the model's WeightCache (None: dequantize
+    per GEMM); the patched MLP forward passes its model's."""
+    return LoRAMLPFunction.apply(x, pg, pu, pd, act, skip_tail and recomputing(), Ag, Bg, Au, Bu, Ad, Bd,
+                                 group_nf4, cache)
 
 
 def lora_mlp_reference(x, gate, up, down, act: str = "silu"):
     """Plain PyTorch. gate/up/down: (weight, bias, A, B, scale) tuples; A = None for no adapter."""
-    from .lora import lora_linear_reference
-    from .swiglu import glu_reference
-
     g = lora_linear_reference(x, *gate)
     u = lora_linear_reference(x, *up)
     return lora_linear_reference(glu_reference(g, u, act), *down)

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import torch
 
-from .lora import Proj, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, compute_dtype, \
-    fill_adapter_cols, no_autocast, rank, stacked_a, weights_with_a_rows, wide_input, wide_weights
+from .lora import Proj, WeightCache, _once, _scaled_mm, _to, add_bias, cached_weights, cast_adapters, \
+    compute_dtype, fill_adapter_cols, no_autocast, rank, stacked_a, weights_with_a_rows, wide_input, wide_weights
 from .utils import empty
 
 
 class LoRAQKVFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, pq: Proj, pk: Proj, pv: Proj, Aq, Bq, Ak, Bk, Av, Bv):
+    def forward(ctx, x, pq: Proj, pk: Proj, pv: Proj, Aq, Bq, Ak, Bk, Av, Bv, cache: WeightCache | None):
         shape, cdt = x.shape, compute_dtype(x)
         H = shape[-1]
         projs = (pq, pk, pv)
@@ -31,7 +31,7 @@ class LoRAQKVFunction(torch.autograd.Function):
             adapters = cast_adapters(((Aq, Bq), (Ak, Bk), (Av, Bv)), cdt)
             R = sum(rank(a[0]) for a in adapters)
             X = wide_input(x2, projs, [a[0] for a in adapters])
-            w = cached_weights(projs, cdt, extra_cols=R)
+            w = cached_weights(cache, projs, cdt, extra_cols=R)
             cached = w is not None
             if not cached:
                 w = wide_weights(projs, cdt, extra_cols=R)
@@ -39,7 +39,7 @@ class LoRAQKVFunction(torch.autograd.Function):
             Y = torch.mm(X, w.t())
             add_bias(Y, projs)
         ctx.save_for_backward(X, *[t for a in adapters for t in a[:2]])
-        ctx.projs, ctx.shape, ctx.in_dtype, ctx.cached = projs, shape, x.dtype, cached
+        ctx.projs, ctx.shape, ctx.in_dtype, ctx.cached, ctx.cache = projs, shape, x.dtype, cached, cache
         ctx.metas = [a[2] for a in adapters]
         lead = shape[:-1]
         outs, c = [], 0
@@ -87,15 +87,16 @@ class LoRAQKVFunction(torch.autograd.Function):
                     r0 += A.shape[0]
         dx = None
         if ctx.needs_input_grad[0] and ctx.cached:  # the cached forward layout: base GEMM, then one rank-R term
-            w = cached_weights(projs, cdt, extra_cols=R)
+            w = cached_weights(ctx.cache, projs, cdt, extra_cols=R)
             dx = torch.mm(dY[:, :O], w[:, :H])
             if R:
                 dx.addmm_(dY[:, O:], A_all)
             dx = _to(dx.view(ctx.shape), ctx.in_dtype)
         elif ctx.needs_input_grad[0]:
             dx = _to(torch.mm(dY, weights_with_a_rows(projs, cdt, A_all)).view(ctx.shape), ctx.in_dtype)
-        return (dx, None, None, None, *grads)
+        return (dx, None, None, None, *grads, None)
 
 
-def lora_qkv(x, pq, pk, pv, Aq=None, Bq=None, Ak=None, Bk=None, Av=None, Bv=None):
-    return LoRAQKVFunction.apply(x, pq, pk, pv, Aq, Bq, Ak, Bk, Av, Bv)
+def lora_qkv(x, pq, pk, pv, Aq=None, Bq=None, Ak=None, Bk=None, Av=None, Bv=None, cache: WeightCache | None = None):
+    """cache: the model's kept NF4 weights (speed mode), else None: dequantize per GEMM."""
+    return LoRAQKVFunction.apply(x, pq, pk, pv, Aq, Bq, Ak, Bk, Av, Bv, cache)

@@ -109,6 +109,11 @@ def scratch(numel: int, dtype: torch.dtype, device: torch.device, slot: int = 0)
     return buf[:numel]
 
 
+def scratch_identity() -> tuple:
+    """Which scratch buffers exist now, by address: a CUDA graph that read them is stale once this changes."""
+    return tuple((k, v.data_ptr()) for k, v in _SCRATCH.items())
+
+
 def release_scratch() -> None:
     """Drop the reused dequantization buffers (they otherwise live as long as the process)."""
     _SCRATCH.clear()

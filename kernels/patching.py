@@ -5,6 +5,12 @@
     report = patch(model, mode="auto")                # auto | on | off
     log.info(report.summary())
 
+The kernels' options (KernelSettings: NF4 grouping, the NF4 weight cache, the
+LM-head chunk size) travel with the model: patch(..., settings=...) or
+set_settings(model, settings) attach them to its patched modules, and the
+patched forwards pass them to the kernels as arguments. A memory plan
+(kernels/memory_plan.py) picks them for a run.
+
 `patch` is called on the finished training model: after quantized loading and
 after `peft.get_peft_model`. It unwraps a PeftModel (and its LoraModel) to find
 the transformers model inside, so it may also be called on a bare model. It
@@ -28,6 +34,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .model_parts import decoder_layers, unwrap_model
+from .settings import KernelSettings
 from .utils import interpreting
 
 log = logging.getLogger("tunesmith.kernels")
@@ -62,20 +70,6 @@ class PatchReport:
         return head + ("; ".join(parts) if parts else "nothing to do")
 
 
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """Return the transformers model inside a PeftModel / LoraModel, else `model`."""
-    try:
-        from peft import PeftModel
-        from peft.tuners.tuners_utils import BaseTuner
-    except ImportError:  # no peft installed: nothing can be wrapped
-        return model
-    if isinstance(model, PeftModel):
-        model = model.base_model
-    if isinstance(model, BaseTuner):
-        model = model.model
-    return model
-
-
 # --- the architecture table ---------------------------------------------------
 # model_type -> how its modules compute. rms: "llama" (x-hat rounded to the
 # input dtype, then times w) or "gemma" ((1 + w) in fp32). Activations are
@@ -94,8 +88,9 @@ ARCHS: dict[str, dict] = {
 KERNELS = ("rms_norm", "mlp", "attention", "fused_linear_ce")
 
 
-def patch(model: torch.nn.Module, mode: str = "auto", *, rms_norm: bool = True, mlp: bool = True,
-          attention: bool = True, fused_linear_ce: bool = True, lora_fused: bool = True) -> PatchReport:
+def patch(model: torch.nn.Module, mode: str = "auto", *, settings: KernelSettings | None = None,
+          rms_norm: bool = True, mlp: bool = True, attention: bool = True, fused_linear_ce: bool = True,
+          lora_fused: bool = True) -> PatchReport:
     """Rebind forwards on `model`'s modules to Tunesmith's Triton kernels.
 
     Call it AFTER `peft.get_peft_model(model, ...)`, on the PeftModel (a
@@ -110,6 +105,10 @@ def patch(model: torch.nn.Module, mode: str = "auto", *, rms_norm: bool = True, 
       "on"   patch what applies even without CUDA. Without CUDA the kernels
              only run under the Triton interpreter (TRITON_INTERPRET=1, set
              before triton is imported): for tests, slow.
+
+    settings: the kernels' options for this model (a memory plan's plan.settings); None keeps
+    what the model was given before (set_settings, kernels.apply_memory_plan), else the
+    defaults (KernelSettings()). They belong to this model alone.
 
     Keyword flags turn single kernels off. lora_fused=False keeps PEFT's own
     LoRA layers (the MLP then uses only the SwiGLU/GeGLU kernel, attention
@@ -147,6 +146,7 @@ def patch(model: torch.nn.Module, mode: str = "auto", *, rms_norm: bool = True, 
     else:
         flags = dict(rms_norm=rms_norm, mlp=mlp, attention=attention, fused_linear_ce=fused_linear_ce)
         _apply(inner, ARCHS[model_type], flags, lora_fused, report)
+        set_settings(inner, settings if settings is not None else settings_of(inner))
 
     log.info(report.summary())
     return report
@@ -182,14 +182,48 @@ def _rebind(module: torch.nn.Module, fn) -> None:
 
 
 def unpatch(model: torch.nn.Module) -> int:
-    """Restore stock forwards on every module patch() touched; returns how many."""
+    """Restore stock forwards on every module patch() touched (dropping the kept NF4 weights);
+    returns how many."""
     n = 0
     for m in unwrap_model(model).modules():
         if getattr(m, "_tunesmith_patched", False):
             m.__dict__.pop("forward", None)
+            m.__dict__.pop("_tunesmith_cache", None)
             del m._tunesmith_patched
             n += 1
     return n
+
+
+def settings_of(model: torch.nn.Module) -> KernelSettings:
+    """The KernelSettings `model` was last given (set_settings), else the defaults."""
+    return unwrap_model(model).__dict__.get("_tunesmith_settings") or KernelSettings()
+
+
+def set_settings(model: torch.nn.Module, settings: KernelSettings) -> None:
+    """Give `model` these kernel settings: its patched modules' forwards pass them to the kernels,
+    and with cache_nf4_weights a WeightCache of its own (any earlier one is dropped). Modules
+    patched later with settings=None take them too. Other models are not touched."""
+    if not isinstance(settings, KernelSettings):
+        raise TypeError(f"settings must be a KernelSettings, not {type(settings).__name__}")
+    inner = unwrap_model(model)
+    cache = None
+    if settings.cache_nf4_weights:
+        from .lora import WeightCache  # imports triton: only when there are kernels to feed
+
+        cache = WeightCache()
+    inner._tunesmith_settings = settings
+    for m in inner.modules():
+        if getattr(m, "_tunesmith_patched", False):
+            m._tunesmith_settings = settings
+            m._tunesmith_cache = cache
+
+
+def release_weight_cache(model: torch.nn.Module) -> None:
+    """Free the NF4 weights `model` keeps dequantized (they are rebuilt on the next step)."""
+    for m in unwrap_model(model).modules():
+        cache = m.__dict__.get("_tunesmith_cache")
+        if cache is not None:
+            cache.clear()
 
 
 def _stock_forward(module: torch.nn.Module):
@@ -266,7 +300,8 @@ def _mlp_forward(self, x):
         pd, Ad, Bd, _ = lora_projection(self.down_proj)
         if pg is not None and pu is not None and pd is not None:
             return lora_mlp(x, pg, pu, pd, act, Ag, Bg, Au, Bu, Ad, Bd,
-                            skip_tail=getattr(self, "_tunesmith_skip_tail", False))
+                            skip_tail=getattr(self, "_tunesmith_skip_tail", False),
+                            group_nf4=self._tunesmith_settings.group_nf4, cache=self._tunesmith_cache)
     return self.down_proj(glu(self.gate_proj(x), self.up_proj(x), act))
 
 
@@ -309,8 +344,6 @@ _RESIDUAL_TAIL = "hidden_states=self.mlp(hidden_states)hidden_states=residual+hi
 def _mark_residual_tails(model) -> None:
     """MLPs whose output goes straight into the residual add (Llama, Mistral, Qwen; not Gemma's
     post-feedforward norm, which reads it) may skip their tail in a checkpoint's recompute."""
-    from .checkpoint import decoder_layers
-
     for layer in decoder_layers(model):
         mlp = getattr(layer, "mlp", None)
         if mlp is not None and _RESIDUAL_TAIL in "".join(_source(type(layer).forward).split()):
@@ -344,7 +377,8 @@ def _attn_forward(self, hidden_states, position_embeddings=None, attention_mask=
         if any(p[0] is None for p in projs):
             projs = None
     if projs is not None:
-        q, k, v = lora_qkv(hidden_states, *[p[0] for p in projs], *[t for p in projs for t in p[1:3]])
+        q, k, v = lora_qkv(hidden_states, *[p[0] for p in projs], *[t for p in projs for t in p[1:3]],
+                           cache=self._tunesmith_cache)
     else:
         q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
     q, k, v = q.view(hidden_shape), k.view(hidden_shape), v.view(hidden_shape)
@@ -372,7 +406,10 @@ def _attn_forward(self, hidden_states, position_embeddings=None, attention_mask=
     )
     attn_output = attn_output.reshape(*input_shape, -1).contiguous()
     po, Ao, Bo, _ = lora_projection(self.o_proj) if self._tunesmith_lora_fused else (None, None, None, "")
-    out = lora_linear(attn_output, po, Ao, Bo) if po is not None else self.o_proj(attn_output)
+    if po is not None:
+        out = lora_linear(attn_output, po, Ao, Bo, self._tunesmith_cache)
+    else:
+        out = self.o_proj(attn_output)
     return out, attn_weights
 
 
@@ -437,7 +474,8 @@ def _causal_lm_forward(self, input_ids=None, attention_mask=None, position_ids=N
     target = shifted if shifted is not None else shift_labels(labels, ignore_index)
     loss = fused_linear_cross_entropy(
         hidden, self.lm_head.weight, target.to(hidden.device), self.lm_head.bias, ignore_index=ignore_index,
-        softcap=getattr(self.config, "final_logit_softcapping", None), num_items_in_batch=num_items)
+        softcap=getattr(self.config, "final_logit_softcapping", None), num_items_in_batch=num_items,
+        chunk_bytes=self._tunesmith_settings.ce_chunk_bytes)
     return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=outputs.past_key_values,
                                   hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 

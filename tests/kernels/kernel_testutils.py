@@ -37,3 +37,33 @@ def assert_close_norm(actual, expected, rel: float, name=""):
 
 def leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().requires_grad_(True)
+
+
+def nf4_llama(layers: int = 4, targets=("q_proj", "down_proj"), random_lora: bool = False):
+    """(PEFT model, NF4 base parameter count): a tiny random Llama whose decoder projections are all
+    NF4 bitsandbytes layers (double quant, blocksize 64), with LoRA on `targets` (random_lora: B
+    non-zero too, so every adapter gradient is). The same weights on every call."""
+    bnb = pytest.importorskip("bitsandbytes")
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=64)
+    base = transformers.AutoModelForCausalLM.from_config(cfg)
+    n = 0
+    for layer in base.model.layers:
+        for parent in (layer.self_attn, layer.mlp):
+            for name, lin in list(parent.named_children()):
+                if not isinstance(lin, torch.nn.Linear):
+                    continue
+                q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False, compute_dtype=torch.float32,
+                                      compress_statistics=True, quant_type="nf4", quant_storage=torch.uint8)
+                q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, compress_statistics=True,
+                                             quant_type="nf4", blocksize=64)
+                q = q.to(DEVICE)
+                if not q.weight.bnb_quantized:
+                    q.weight = q.weight._quantize(DEVICE)
+                setattr(parent, name, q)
+                n += lin.in_features * lin.out_features
+    lora = peft.LoraConfig(r=4, target_modules=list(targets), init_lora_weights=not random_lora, lora_dropout=0.0)
+    return peft.get_peft_model(base.to(DEVICE), lora), n

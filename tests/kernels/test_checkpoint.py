@@ -3,7 +3,7 @@ import copy
 
 import pytest
 import torch
-from kernel_testutils import DEVICE, ON_GPU
+from kernel_testutils import DEVICE, ON_GPU, nf4_llama
 
 from tunesmith.kernels.checkpoint import (
     GiB,
@@ -70,38 +70,12 @@ def test_checkpointed_layers_give_the_same_grads(offload):
         torch.testing.assert_close(go[n], gs[n], atol=1e-5, rtol=1e-4)
 
 
-def _nf4_model():
-    """The tiny Llama with every decoder projection an NF4 bitsandbytes layer, then LoRA."""
-    bnb = pytest.importorskip("bitsandbytes")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=64)
-    base = transformers.AutoModelForCausalLM.from_config(cfg)
-    n = 0
-    for layer in base.model.layers:
-        for parent in (layer.self_attn, layer.mlp):
-            for name, lin in list(parent.named_children()):
-                if not isinstance(lin, torch.nn.Linear):
-                    continue
-                q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False, compute_dtype=torch.float32,
-                                      compress_statistics=True, quant_type="nf4", quant_storage=torch.uint8)
-                q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, compress_statistics=True,
-                                             quant_type="nf4", blocksize=64)
-                q = q.to(DEVICE)
-                if not q.weight.bnb_quantized:
-                    q.weight = q.weight._quantize(DEVICE)
-                setattr(parent, name, q)
-                n += lin.in_features * lin.out_features
-    model = peft.get_peft_model(base.to(DEVICE), peft.LoraConfig(r=4, target_modules=["q_proj", "down_proj"]))
-    return model, n
-
-
 def test_auto_keeps_dequantized_weights_only_when_they_fit():
     """Auto's order: no checkpointing with the NF4 weights kept dequantized, then without them, then
     checkpointing; memory mode never keeps them. The plan's summary says which."""
     from tunesmith.kernels import choose_plan, nf4_cache_bytes
 
-    model, n_params = _nf4_model()
+    model, n_params = nf4_llama()
     need = nf4_cache_bytes(model)
     assert need == 2 * n_params
     roomy = choose_plan(model, 4096, "auto", 80 * GiB)

@@ -129,19 +129,16 @@ def test_lora_mlp_without_input_grad_and_backward_twice_refused():
 
 
 @pytest.mark.parametrize("nf4", [False, True], ids=["16bit", "nf4"])
-def test_lora_mlp_ungrouped_and_odd_widths(nf4, monkeypatch):
-    """Memory mode runs gate and up as two GEMMs (GROUP_NF4 off); widths that are not a multiple
+def test_lora_mlp_ungrouped_and_odd_widths(nf4):
+    """Memory mode runs gate and up as two GEMMs (group_nf4 off); widths that are not a multiple
     of the NF4 block (80) dequantize through the fallback. Same results as the reference."""
-    from tunesmith.kernels import lora as L
-
-    monkeypatch.setattr(L, "GROUP_NF4", False)
     h, i, r = 80, 144, 4
     gate, up, down = _proj(i, h, r, torch.float32, nf4), _proj(i, h, r, torch.float32, nf4, bias=True), \
         _proj(h, i, r, torch.float32, nf4, lora=False)
     x = torch.randn(9, h, device=DEVICE)
     dy = torch.randn(9, h, device=DEVICE)
     x1 = leaf(x)
-    out = lora_mlp(x1, gate[0], up[0], down[0], "silu", *gate[1:3], *up[1:3], *down[1:3])
+    out = lora_mlp(x1, gate[0], up[0], down[0], "silu", *gate[1:3], *up[1:3], *down[1:3], group_nf4=False)
     out.backward(dy)
     x2 = leaf(x.clone())
     ras = [_ref_args(*p) for p in (gate, up, down)]
@@ -154,47 +151,43 @@ def test_lora_mlp_ungrouped_and_odd_widths(nf4, monkeypatch):
         assert_close(p[2].grad, ra[3].grad, 1e-4, 1e-4, f"dB_{name}")
 
 
-def test_weight_cache_serves_the_same_results_after_the_adapters_change(monkeypatch):
+def test_weight_cache_serves_the_same_results_after_the_adapters_change():
     """Speed mode keeps dequantized weights across steps; only the adapter columns are rewritten.
     Two steps with different adapter values must both match the reference (no stale B or A)."""
     pytest.importorskip("bitsandbytes")
-    from tunesmith.kernels import lora as L
+    from tunesmith.kernels.lora import WeightCache
 
-    monkeypatch.setattr(L, "CACHE_WEIGHTS", True)
-    L.release_weight_cache()
+    cache = WeightCache()
     h, i, r = 64, 192, 4
     gate, up, down = _proj(i, h, r, torch.float32, True), _proj(i, h, r, torch.float32, True), \
         _proj(h, i, r, torch.float32, True)
     qkv = [_proj(64, h, r, torch.float32, True), _proj(32, h, r, torch.float32, True, lora=False),
            _proj(32, h, r, torch.float32, True)]
     o = _proj(h, 64, r, torch.float32, True)
-    try:
-        for step in range(2):
-            x = torch.randn(7, h, device=DEVICE)
-            x1 = leaf(x)
-            q, k, v = lora_qkv(x1, *[p[0] for p in qkv], *[t for p in qkv for t in p[1:3]])
-            y = lora_linear(q, o[0], *o[1:3])
-            out = lora_mlp(x1 + y, gate[0], up[0], down[0], "silu", *gate[1:3], *up[1:3], *down[1:3])
-            (out.square().sum() + k.sum() + v.square().sum()).backward()
-            x2 = leaf(x.clone())
-            ra = {n: _ref_args(*p) for n, p in zip(("q", "k", "v", "o", "gate", "up", "down"), (*qkv, o, gate, up, down))}
-            qr, kr, vr = [lora_linear_reference(x2, *ra[n]) for n in "qkv"]
-            yr = lora_linear_reference(qr, *ra["o"])
-            ref = lora_mlp_reference(x2 + yr, ra["gate"], ra["up"], ra["down"])
-            (ref.square().sum() + kr.sum() + vr.square().sum()).backward()
-            assert_close(out, ref, 1e-4, 1e-4, f"out step {step}")
-            assert_close(x1.grad, x2.grad, 1e-3, 1e-3, f"dx step {step}")
-            for n, p in zip(("q", "o", "gate", "down"), (qkv[0], o, gate, down)):
-                assert_close(p[1].grad, ra[n][2].grad, 1e-3, 1e-3, f"dA_{n} step {step}")
-                assert_close(p[2].grad, ra[n][3].grad, 1e-3, 1e-3, f"dB_{n} step {step}")
-            with torch.no_grad():  # an optimizer step: new adapter values, same frozen weights
-                for p in (gate, up, down, qkv[0], qkv[2], o):
-                    p[1].add_(torch.randn_like(p[1]) * 0.1)
-                    p[2].add_(torch.randn_like(p[2]) * 0.1)
-                    p[1].grad = p[2].grad = None
-        assert L._W16, "the cache was used"
-    finally:
-        L.release_weight_cache()
+    for step in range(2):
+        x = torch.randn(7, h, device=DEVICE)
+        x1 = leaf(x)
+        q, k, v = lora_qkv(x1, *[p[0] for p in qkv], *[t for p in qkv for t in p[1:3]], cache=cache)
+        y = lora_linear(q, o[0], *o[1:3], cache=cache)
+        out = lora_mlp(x1 + y, gate[0], up[0], down[0], "silu", *gate[1:3], *up[1:3], *down[1:3], cache=cache)
+        (out.square().sum() + k.sum() + v.square().sum()).backward()
+        x2 = leaf(x.clone())
+        ra = {n: _ref_args(*p) for n, p in zip(("q", "k", "v", "o", "gate", "up", "down"), (*qkv, o, gate, up, down))}
+        qr, kr, vr = [lora_linear_reference(x2, *ra[n]) for n in "qkv"]
+        yr = lora_linear_reference(qr, *ra["o"])
+        ref = lora_mlp_reference(x2 + yr, ra["gate"], ra["up"], ra["down"])
+        (ref.square().sum() + kr.sum() + vr.square().sum()).backward()
+        assert_close(out, ref, 1e-4, 1e-4, f"out step {step}")
+        assert_close(x1.grad, x2.grad, 1e-3, 1e-3, f"dx step {step}")
+        for n, p in zip(("q", "o", "gate", "down"), (qkv[0], o, gate, down)):
+            assert_close(p[1].grad, ra[n][2].grad, 1e-3, 1e-3, f"dA_{n} step {step}")
+            assert_close(p[2].grad, ra[n][3].grad, 1e-3, 1e-3, f"dB_{n} step {step}")
+        with torch.no_grad():  # an optimizer step: new adapter values, same frozen weights
+            for p in (gate, up, down, qkv[0], qkv[2], o):
+                p[1].add_(torch.randn_like(p[1]) * 0.1)
+                p[2].add_(torch.randn_like(p[2]) * 0.1)
+                p[1].grad = p[2].grad = None
+    assert cache.nbytes, "the cache was used"
 
 
 def test_lora_qkv_and_mlp_with_different_scales_per_projection():
