@@ -18,6 +18,7 @@ from tunesmith.engine import jobs
 from tunesmith.engine.units import human_size
 
 from .context import StudioContext, user_errors
+from .share_panel import build_share_panel
 
 FORMATS = [("Adapter (small, needs the base model)", "adapter"),
            ("Merged model (Hugging Face folder)", "merged"),
@@ -91,6 +92,7 @@ def build_export_tab(ctx: StudioContext) -> ExportHandles:
             results = gr.Dataframe(headers=RESULT_COLUMNS, label="Exported files", interactive=False, wrap=True,
                                    elem_id="export-results")
             notes_md = gr.Markdown()
+    build_share_panel(ctx, run)  # [issue 15] push to the Hub / serve: studio/share_panel.py
 
     @user_errors
     def do_export(run_id: str | None, fmts: list[str], qs: list[str], out: str, progress=gr.Progress()):

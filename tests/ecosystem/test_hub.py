@@ -9,36 +9,11 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from tunesmith.engine import adapters, hub, jobs, models
+from tunesmith.engine import hub
 from tunesmith.engine.config import RunConfig
-from tunesmith.engine.events import EventWriter
 
 from .fake_hub import FakeHub
-
-
-@pytest.fixture(scope="module")
-def adapter_run(tunesmith_home):
-    """A run with a real (freshly initialised, briefly nudged) LoRA adapter and a few metrics events,
-    written in-process the way the trainer writes them: no worker, so it is quick."""
-    cfg = RunConfig().with_overrides(["method=lora", "lora.r=4", "lora.alpha=8", "output.run_name=hub-push",
-                                      "data.datasets=[identity]"])
-    run_id = jobs.submit(cfg, start=False)
-    run = jobs.get_run(run_id)
-    model, tok, _ = models.load_for_training(cfg)
-    model = adapters.build_adapter(model, cfg)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.add_(0.01 * torch.randn_like(p))
-    adapters.save_adapter(model, run.run_dir / "adapter", cfg)
-    tok.save_pretrained(str(run.run_dir / "adapter"))
-    ev = EventWriter(run.run_dir)
-    ev.write("train", step=1, max_steps=2, loss=2.0)
-    ev.write("train", step=2, max_steps=2, loss=1.25)
-    ev.write("eval", step=2, eval_loss=1.5)
-    return run
 
 
 @pytest.fixture
@@ -112,3 +87,21 @@ def test_cli_push_uses_hf_endpoint_and_token_from_the_environment(adapter_run, t
         res = subprocess.run([sys.executable, "-m", "tunesmith.cli.main", "push", adapter_run.id, "--repo", "me/cli-lora"],
                              env=env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 2 and "rejected the token (401)" in res.stderr.strip().splitlines()[-1]
+
+
+def test_studio_share_panel_serves_and_stops(adapter_run):
+    import urllib.request
+
+    from tunesmith.studio import share_panel
+
+    info = share_panel.start_serving(adapter_run.id)
+    port = int(info.split("http://127.0.0.1:")[1].split("/")[0])
+    try:
+        assert "curl http://127.0.0.1:" in info and "hub-push" in info
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=30) as r:
+            assert json.loads(r.read())["data"][0]["id"] == "hub-push"
+        assert share_panel.start_serving(adapter_run.id) == info  # a second click shows the same server
+    finally:
+        assert share_panel.stop_serving(adapter_run.id) == "Stopped."
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5)
