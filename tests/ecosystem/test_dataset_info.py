@@ -73,3 +73,14 @@ def test_training_honours_num_samples_and_refuses_kto(fresh_home, lf_info):
     (fresh_home / "dataset_info.json").write_text(json.dumps(info))
     with pytest.raises(DataError, match="hand_mllm.*image/video/audio datasets are not supported yet"):
         prepare_datasets(cfg.with_overrides(["data.datasets=[hand_mllm]"]), tok, use_cache=False)
+
+
+def test_submit_refuses_kto_data_before_a_run_exists(fresh_home, lf_info):
+    from tunesmith.engine import jobs
+    from tunesmith.engine.config import RunConfig
+    from tunesmith.engine.data import import_dataset_info
+
+    import_dataset_info(lf_info)
+    with pytest.raises(DataError, match="kto_demo"):
+        jobs.submit(RunConfig().with_overrides(["data.datasets=[kto_demo]"]), start=False)
+    assert jobs.list_runs() == []
