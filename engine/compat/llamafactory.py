@@ -78,12 +78,13 @@ _IGNORED: dict[str, str] = {
     "load_best_model_at_end": "the final adapter is saved", "metric_for_best_model": "the final adapter is saved",
     "remove_unused_columns": "no effect here", "streaming": "datasets are read in full", "buffer_size": "datasets are read in full",
     "tokenized_path": "Tunesmith caches tokenized data itself",
+    # sharding changes where weights live, not what trains: Tunesmith plans memory on one GPU itself
+    "deepspeed": "DeepSpeed is not used; Tunesmith trains on one GPU with its own memory plan",
+    "fsdp": "FSDP is not used; Tunesmith trains on one GPU with its own memory plan",
 }
 
 # Keys Tunesmith refuses because ignoring them would train something else: the fix for each.
 _REFUSED: dict[str, str] = {
-    "deepspeed": "DeepSpeed is not supported; remove it (one GPU, or several through `training` settings when supported)",
-    "fsdp": "FSDP is not supported yet; remove it",
     "mask_history": "training only on the last turn is not supported yet; remove it to train on every reply",
     "loraplus_lr_ratio": "LoRA+ is not supported yet; remove it", "use_galore": "GaLore is not supported; remove it",
     "use_badam": "BAdam is not supported; remove it", "use_apollo": "APOLLO is not supported; remove it",

@@ -130,15 +130,26 @@ def test_example_variants_map(changes, expect):
         assert node == want, dotted
 
 
+def test_full_sft_example_with_deepspeed():
+    """llama3_full_sft.yaml's shape: full fine-tuning under a DeepSpeed ZeRO-3 config."""
+    data = _lf(finetuning_type="full", lora_rank=None, lora_target=None, deepspeed="examples/deepspeed/ds_z3_config.json",
+               learning_rate=1.0e-5)
+    t = translate(data, "llama3_full_sft.yaml")
+    cfg = RunConfig.from_dict(t.config)
+    assert cfg.method == "full" and cfg.training.learning_rate == 1e-5
+    assert any(line.startswith("  deepspeed: ignored (DeepSpeed is not used") for line in t.report())
+    assert not any("lora." in line for line in t.report())  # LoRA defaults do not apply to a full run
+
+
 def test_refusals_name_each_key_once():
-    data = _lf(stage="dpo", deepspeed="examples/deepspeed/ds_z3_config.json", lr_scheduler_type="cosine_with_restarts",
+    data = _lf(stage="dpo", loraplus_lr_ratio=16.0, lr_scheduler_type="cosine_with_restarts",
                my_custom_flag=1, mask_history=True)
     with pytest.raises(ConfigError) as e:
         translate(data, "llama3_lora_dpo.yaml")
     msg = str(e.value)
     lines = msg.splitlines()
     assert lines[0].startswith("llama3_lora_dpo.yaml: LLaMA-Factory config, 5 key(s)")
-    for key in ("stage: dpo is not supported yet", "deepspeed:", "lr_scheduler_type:", "my_custom_flag:", "mask_history:"):
+    for key in ("stage: dpo is not supported yet", "loraplus_lr_ratio:", "lr_scheduler_type:", "my_custom_flag:", "mask_history:"):
         assert sum(key in line for line in lines) == 1, key
     assert len(lines) == 6  # one line per refused key, no more
 
