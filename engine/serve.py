@@ -34,6 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from fastapi import Request  # module level: FastAPI resolves the handlers' (string) annotations here
+
 from .errors import ConfigError, TunesmithError
 
 AUTH_ENV = "TUNESMITH_AUTH"
@@ -175,7 +177,7 @@ def _cut_at_stops(pieces: Iterator[str], stops: list[str]) -> Iterator[str]:
 
 def build_app(target: str, auth: str | None = None, name: str | None = None, backend=None):
     """The FastAPI app serving `target` (loaded now). `auth` = "user:password" or None (no check)."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import JSONResponse, StreamingResponse
 
     backend = backend or open_backend(target)
