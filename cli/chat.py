@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tunesmith.engine import lookup
+
+    lookup.check_chat_target(args.target)  # before torch loads: an unknown name is answered in seconds
     from tunesmith.engine import infer
 
     history: list[dict] = [{"role": "system", "content": args.system}] if args.system else []

@@ -1,12 +1,13 @@
 """`tunesmith`: the command line. This file only registers the command groups.
 
-    tunesmith webui [--host H] [--port P] [--auth user:password]
+    tunesmith webui [--host H] [--port P] [--auth user:password] [--allow-dir DIR] [--allow-host NAME]
     tunesmith train CONFIG.yaml [--set training.max_steps=20 ...] [--detach]
     tunesmith runs [--json]
     tunesmith stop RUN_ID
     tunesmith chat RUN_ID_OR_MODEL [--message TEXT]
     tunesmith export RUN_ID --format adapter|merged|gguf [--quant q4_k_m,q8_0] [--out DIR]
     tunesmith data inspect PATH [--format F] [--json]
+    tunesmith doctor [--check] [--rebuild]
     tunesmith serve RUN_OR_MODEL_OR_GGUF [--host H] [--port P] [--auth user:password]
     tunesmith push RUN_ID --repo user/name [--format adapter|merged|gguf] [--private]
     tunesmith config convert LLAMAFACTORY.yaml [-o run.yaml]
@@ -20,19 +21,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 
 from tunesmith import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import chat, config, data, export, push, runs, serve, train, webui
+    from . import chat, config, data, doctor, export, push, runs, serve, train, webui
 
     parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune open LLMs: studio, CLI and YAML on one engine.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in (webui, train, runs, chat, export, data, serve, push, config):
+    for mod in (webui, train, runs, chat, export, data, doctor, serve, push, config):
         mod.register(sub)
     return parser
 
@@ -61,13 +63,23 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     from tunesmith.engine.errors import TunesmithError
+    from tunesmith.engine.text import one_line
 
     try:
         return int(args.func(args) or 0)
     except TunesmithError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as e:
+        # Not a bug in the input, but the machine: a full disk, a permission, a damaged file.
+        if args.debug or isinstance(e, BrokenPipeError):
+            raise
+        from tunesmith.engine import paths
+        from tunesmith.engine.diskspace import disk_full_reason
+
+        print(f"error: {one_line(disk_full_reason(e, paths.home()) or str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

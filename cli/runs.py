@@ -24,8 +24,18 @@ def _fmt_loss(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+def failure_summary(error: str) -> str:
+    """The reason a run failed: the first line of its error (the worker's or the job manager's
+    own words), not the metric lines that happen to end worker.log."""
+    for line in error.strip().splitlines():
+        if line.strip() and not line.startswith("---"):
+            return line.strip()
+    return ""
+
+
 def run_list(args: argparse.Namespace) -> int:
     from tunesmith.engine import jobs
+    from tunesmith.engine.text import printable
 
     runs = jobs.list_runs()
     if args.json:
@@ -42,14 +52,15 @@ def run_list(args: argparse.Namespace) -> int:
     for r in runs:
         steps = f"{r.step}/{r.max_steps}" if r.max_steps else str(r.step)
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
-        rows.append((r.id, r.name, r.status, r.model, ",".join(r.datasets), steps, _fmt_loss(r.last_loss), created))
+        rows.append(tuple(printable(c) for c in (r.id, r.name, r.status, r.model, ",".join(r.datasets), steps,
+                                                  _fmt_loss(r.last_loss), created)))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
     for r in runs:
         if r.status == "failed" and r.error:
-            tail = "\n    ".join(r.error.strip().splitlines()[-8:])
-            print(f"\n{r.id} failed:\n    {tail}")
+            print(f"\n{r.id} failed: {printable(failure_summary(r.error))}")
+            print(f"    worker log: {printable(r.run_dir / jobs.LOG_FILE)}")
     return 0
 
 
@@ -63,9 +74,10 @@ def run_stop(args: argparse.Namespace) -> int:
 
 def run_resume(args: argparse.Namespace) -> int:
     from tunesmith.engine import jobs
+    from tunesmith.engine.text import printable
 
     from .train import follow
 
     info = jobs.resume(jobs.find_run(args.run_id).id)
-    print(f"run {info.id} ({info.name}) resumed")
+    print(f"run {info.id} ({printable(info.name)}) resumed")
     return 0 if args.detach else follow(info.id)

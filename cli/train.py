@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tunesmith.engine import jobs
     from tunesmith.engine.compat import read_config
+    from tunesmith.engine.text import printable
     from tunesmith.engine.trackers import check_available
 
     cfg, translation = read_config(args.config, args.overrides, register=not args.dry_run)
@@ -45,10 +46,16 @@ def run(args: argparse.Namespace) -> int:
     check_available(cfg.training.report_to)
     run_id = jobs.submit(cfg)
     info = jobs.get_run(run_id)
-    print(f"run {run_id} ({info.name}) started; folder {info.run_dir}")
+    print(f"run {run_id} ({printable(info.name)}) started; folder {info.run_dir}")
     if args.detach:
         return 0
     return follow(run_id)
+
+
+def printable_lines(text: str) -> str:
+    from tunesmith.engine.text import printable
+
+    return "\n".join(printable(line) for line in text.splitlines())
 
 
 def follow(run_id: str) -> int:
@@ -56,6 +63,7 @@ def follow(run_id: str) -> int:
     from tqdm import tqdm
 
     from tunesmith.engine import events, jobs
+    from tunesmith.engine.text import printable
 
     bar = tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr)
     seen = 0
@@ -77,7 +85,7 @@ def follow(run_id: str) -> int:
                     elif ev["type"] == "eval":
                         bar.write(f"step {ev['step']}: eval loss {ev['eval_loss']:.4f}")
                     elif ev["type"] == "status" and ev.get("message"):
-                        bar.set_description(ev["message"][:40])
+                        bar.set_description(printable(ev["message"])[:40])
                 seen = len(evs)
                 info = jobs.get_run(run_id)
                 if info.finished:
@@ -93,7 +101,7 @@ def follow(run_id: str) -> int:
         bar.close()
     info = jobs.get_run(run_id)
     if info.status == "failed":
-        print(f"run {run_id} failed:\n{info.error}", file=sys.stderr)
+        print(f"run {run_id} failed:\n{printable_lines(info.error or '')}", file=sys.stderr)
         return 1
     out = info.run_dir / ("model" if info.has_full_model else "adapter")
     print(f"run {run_id} {info.status}; last loss {info.last_loss}; saved to {out}")

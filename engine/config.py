@@ -15,6 +15,7 @@ name the field.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,11 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 DEMO_MODEL = "tunesmith/demo"  # the embedded demo model in assets/demo-model
+MAX_CONFIG_BYTES = 1 << 20  # a run config is a few hundred bytes; a bigger file is not one
+MAX_YAML_DEPTH = 8  # sections are two levels deep; deeper nesting is a mistake (or an attack on the parser)
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class _Section(BaseModel):
-    # Unknown keys are mistakes (a typo in YAML would otherwise be ignored).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # Unknown keys are mistakes (a typo in YAML would otherwise be ignored); .inf / .nan
+    # are never a meaningful learning rate, epoch count or fraction.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class RopeScalingConfig(_Section):
@@ -182,7 +187,7 @@ class TrainingConfig(_Section):
         description="With Tunesmith kernels on a GPU: auto/speed = fastest settings that fit free GPU memory; "
         "memory = least memory (every layer checkpointed, offloaded to CPU RAM).",
     )
-    seed: int = Field(42, description="Random seed for data order and adapter init.")
+    seed: int = Field(42, ge=0, lt=2**32, description="Random seed for data order and adapter init (0 to 2^32-1).")
     logging_steps: int = Field(1, ge=1, description="Write a metrics point every N optimizer steps.")
     save_steps: int = Field(100, ge=1, description="Save a checkpoint every N optimizer steps.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (default: at each save).")
@@ -216,6 +221,8 @@ class OutputConfig(_Section):
         if v is None:
             return None
         v = v.strip()
+        if _CONTROL_CHARS.search(v):
+            raise ValueError("control characters (such as terminal escape codes) are not allowed in a run name")
         return v or None
 
 
@@ -251,12 +258,30 @@ class RunConfig(_Section):
 
     @classmethod
     def from_yaml_text(cls, text: str, overrides: list[str] | None = None, source: str = "config") -> "RunConfig":
+        if "\x00" in text:
+            raise ConfigError(f"{source}: this is a binary file, not a YAML config. Write one with the studio's "
+                              "Show YAML, or see README.md.")
+        if _nesting(text) > MAX_YAML_DEPTH * 4:
+            raise ConfigError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep; a run config has sections "
+                              "(model:, data:, training: ...) holding plain values.")
         try:
-            data = yaml.safe_load(text) or {}
+            data = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: not valid YAML ({e}). Check indentation and quotes.") from None
+            where = getattr(e, "problem_mark", None)
+            at = f" at line {where.line + 1}" if where is not None else ""
+            problem = getattr(e, "problem", None) or type(e).__name__
+            raise ConfigError(f"{source}: not valid YAML{at} ({problem}). Check indentation and quotes.") from None
+        except RecursionError:
+            raise ConfigError(f"{source}: nested too deeply to be a run config.") from None
+        if data is None:
+            # An empty file would silently train every default; that is never what was meant.
+            raise ConfigError(f"{source}: the config is empty. Give at least model: and data: sections "
+                              "(the studio's Show YAML writes a complete one).")
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping of sections (model:, data:, training: ...), got {type(data).__name__}.")
+        if _depth(data) > MAX_YAML_DEPTH:
+            raise ConfigError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep; a run config has sections "
+                              "(model:, data:, training: ...) holding plain values.")
         for item in overrides or []:
             apply_override(data, item)
         return cls.from_dict(data, source)
@@ -266,7 +291,15 @@ class RunConfig(_Section):
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: no such config file. Write one with the studio's Show YAML, or see README.md.")
-        return cls.from_yaml_text(p.read_text(encoding="utf-8"), overrides, source=str(p))
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: {p.stat().st_size} bytes is too big for a run config (at most "
+                              f"{MAX_CONFIG_BYTES} bytes); is it a dataset? Datasets go in data.datasets.")
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: this is a binary file, not a YAML config (not UTF-8 text). Write one with "
+                              "the studio's Show YAML, or see README.md.") from None
+        return cls.from_yaml_text(text, overrides, source=str(p))
 
     def with_overrides(self, overrides: list[str]) -> "RunConfig":
         data = self.model_dump(mode="json")
@@ -296,17 +329,46 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
+def _nesting(text: str) -> int:
+    """The deepest run of open brackets in flow-style YAML, found before the parser recurses."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _depth(x: Any, level: int = 0, seen: set[int] | None = None) -> int:
+    """How deep `x` nests; a node reached twice (a YAML alias) is walked once, so alias bombs stay cheap."""
+    seen = set() if seen is None else seen
+    if level > MAX_YAML_DEPTH or not isinstance(x, (dict, list)) or id(x) in seen:
+        return level
+    seen.add(id(x))
+    children = x.values() if isinstance(x, dict) else x
+    return max([_depth(v, level + 1, seen) for v in children], default=level + 1)
+
+
 def _explain(e: ValidationError, source: str) -> str:
-    lines = []
+    """All of a config's problems, on one line: each names its field and what it got."""
+    parts = []
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown field. Remove it or check its spelling.")
+            parts.append(f"{loc}: unknown field. Remove it or check its spelling")
         else:
             got = err.get("input")
-            got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-            lines.append(f"{loc}: {err['msg']}{got_s}.")
-    return f"{source}: invalid config:\n  " + "\n  ".join(lines)
+            got_s = "" if isinstance(got, (dict, list)) else f" (got {_short(got)})"
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}{got_s}")
+    return f"{source}: invalid config: " + "; ".join(parts) + "."
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def field_help(path: str) -> str:

@@ -28,3 +28,11 @@ class RunError(TunesmithError):
 
 class ExportError(TunesmithError):
     """An export cannot be done as asked."""
+
+
+class RegistryError(TunesmithError):
+    """The run registry (tunesmith.db) cannot be read or written: full disk, locked, damaged."""
+
+
+class DiskFullError(TunesmithError):
+    """A write failed because the disk is full; the message names the folder and the space needed."""

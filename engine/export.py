@@ -8,23 +8,33 @@ The merge adds the LoRA delta (alpha/r * B @ A; alpha/sqrt(r) for rsLoRA; DoRA
 rescales each output row to its learned magnitude) to the *original* 16-bit base
 weights, one safetensors shard at a time, in fp32 and cast back to the base
 dtype: memory stays around one shard plus the adapter, whatever the model size,
-and nothing goes through dequantized NF4 weights. Every output folder is
-written under a temporary name and renamed when complete.
+and nothing goes through dequantized NF4 weights.
+
+Output folders: an export is written into a temporary sibling folder, then its
+files are renamed into the output folder, which keeps a manifest
+(tunesmith_export.json) of the files Tunesmith put there. A later export
+replaces or removes only files listed in it; any other file (a README the user
+added) is never touched, and an export that would overwrite one is refused
+before anything changes. A non-empty folder without a manifest is refused.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import secrets
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 from . import atomic, jobs, models, paths
+from .diskspace import disk_full_reason
 from .errors import ExportError
 
 Progress = Callable[[float, str], None]
@@ -52,18 +62,82 @@ def _noop(frac: float, msg: str) -> None:
     pass
 
 
-MARKER = "tunesmith_export.json"
+MARKER = "tunesmith_export.json"  # the manifest: what this export folder holds and which files Tunesmith wrote
 
 
 def _check_out_dir(out: Path) -> None:
-    """Only replace a folder Tunesmith wrote: an existing user folder is never deleted."""
+    """An output folder must be new, empty, or one a Tunesmith export wrote (it has a manifest)."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
         raise ExportError(f"{out} already exists and was not written by a Tunesmith export; "
                           "choose a new or empty folder (nothing was changed).")
 
 
-def _write_marker(folder: Path, **info) -> None:
-    (folder / MARKER).write_text(json.dumps(info, indent=2))
+def _owned_files(out: Path) -> set[str] | None:
+    """Files (relative paths) an earlier export wrote into `out`; None for a manifest from before
+    file lists were kept (then nothing is removed, and only same-named files are replaced)."""
+    try:
+        files = json.loads((out / MARKER).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return set() if not (out / MARKER).exists() else None
+    return set(files) if isinstance(files, list) else None
+
+
+def _files_in(folder: Path) -> list[str]:
+    return sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file() and f.name != MARKER)
+
+
+def _refuse_overwrites(out: Path, names: list[str], owned: set[str] | None) -> None:
+    if owned is None:
+        return
+    theirs = [n for n in names if (out / n).exists() and n not in owned]
+    if theirs:
+        raise ExportError(f"{out / theirs[0]} exists and was not written by Tunesmith; move it or choose another "
+                          "folder (nothing was changed).")
+
+
+def _write_manifest(out: Path, files: list[str], **info) -> None:
+    atomic.write_text(out / MARKER, json.dumps({**info, "files": sorted(files)}, indent=2))
+
+
+def _publish(staging: Path, out: Path, replace: bool, **info) -> None:
+    """Move every file of `staging` into `out` and update its manifest.
+
+    replace: files an earlier export wrote and this one did not are removed (a merged model
+    with fewer shards must not keep a stale one); otherwise they stay (GGUF files of other
+    types). Files not in the manifest are never removed or overwritten.
+    """
+    names = _files_in(staging)
+    owned = _owned_files(out) if out.exists() else set()
+    _refuse_overwrites(out, names, owned)
+    out.mkdir(parents=True, exist_ok=True)
+    old = owned or set()
+    # The manifest first covers both sets: an interruption while moving leaves no file of ours unlisted.
+    _write_manifest(out, sorted(old | set(names)), **info)
+    for n in names:
+        (out / n).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / n, out / n)
+    kept = set(names)
+    for n in sorted(old - set(names)):
+        if replace:
+            (out / n).unlink(missing_ok=True)
+        elif (out / n).exists():
+            kept.add(n)
+    _write_manifest(out, sorted(kept), **info)
+
+
+@contextmanager
+def _staged(out: Path, replace: bool = True, **info) -> Iterator[Path]:
+    """A temporary folder beside `out` (same disk, so the moves are renames), published on success."""
+    out = Path(out)
+    _check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.{secrets.token_hex(3)}.tmp"
+    staging.mkdir()
+    try:
+        yield staging
+        _publish(staging, out, replace, **info)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _base_dir(name_or_path: str, revision: str | None = None) -> Path:
@@ -119,9 +193,8 @@ def merge_to_dir(run_id: str, out_dir: Path, progress: Progress | None = None) -
     run = jobs.get_run(run_id)
     cfg = jobs.load_config(run)
     if run.has_full_model:
-        with atomic.atomic_dir(Path(out_dir), overwrite=True) as tmp:
+        with _staged(Path(out_dir), format="merged", run_id=run.id, base_model=cfg.model.name_or_path) as tmp:
             shutil.copytree(run.run_dir / "model", tmp, dirs_exist_ok=True)
-            _write_marker(tmp, format="merged", run_id=run.id, base_model=cfg.model.name_or_path)
         return Path(out_dir)
     if not run.has_adapter:
         raise ExportError(f"Run {run.id} has no adapter to merge ({run.status}). Train it first, or wait for a save.")
@@ -132,7 +205,9 @@ def merge_to_dir(run_id: str, out_dir: Path, progress: Progress | None = None) -
     if not shards:
         raise ExportError(f"{base}: no .safetensors weights to merge into (only safetensors bases are supported).")
     used: set[str] = set()
-    with atomic.atomic_dir(Path(out_dir), overwrite=True) as tmp:
+    info = dict(format="merged", run_id=run.id, base_model=cfg.model.name_or_path, lora_r=acfg["r"],
+                lora_alpha=acfg.get("lora_alpha"))
+    with _staged(Path(out_dir), **info) as tmp:
         for i, shard in enumerate(shards):
             progress(i / len(shards), f"merging {shard.name}")
             tensors: dict[str, torch.Tensor] = {}
@@ -161,8 +236,6 @@ def merge_to_dir(run_id: str, out_dir: Path, progress: Progress | None = None) -
         for name in _TOKENIZER_FILES:
             if (tok_src / name).exists():
                 shutil.copy2(tok_src / name, tmp / name)
-        _write_marker(tmp, format="merged", run_id=run.id, base_model=cfg.model.name_or_path, lora_r=acfg["r"],
-                      lora_alpha=acfg.get("lora_alpha"), merged_tensors=len(used))
     progress(1.0, "merged")
     return Path(out_dir)
 
@@ -174,9 +247,8 @@ def export_adapter(run_id: str, out_dir: Path, progress: Progress | None = None)
         what = "a full fine-tune (export it as merged)" if run.has_full_model else f"{run.status}, with no adapter saved"
         raise ExportError(f"Run {run.id} has no LoRA adapter: it is {what}.")
     progress(0.1, "copying adapter")
-    with atomic.atomic_dir(Path(out_dir), overwrite=True) as tmp:
+    with _staged(Path(out_dir), format="adapter", run_id=run.id) as tmp:
         shutil.copytree(run.run_dir / "adapter", tmp, dirs_exist_ok=True)
-        _write_marker(tmp, format="adapter", run_id=run.id)
     progress(1.0, "adapter written")
     return Path(out_dir)
 
@@ -191,8 +263,7 @@ def export_run(
     if fmt not in ("adapter", "merged", "gguf"):
         raise ExportError(f"format {fmt!r}: choose adapter, merged or gguf.")
     out = Path(out_dir).expanduser() if out_dir else paths.exports_dir() / run.id / fmt
-    if fmt != "gguf":
-        _check_out_dir(out)
+    _check_out_dir(out)  # every format: a user's folder is never written into
     try:
         if fmt == "adapter":
             path = export_adapter(run.id, out, progress)
@@ -201,26 +272,45 @@ def export_run(
             path = merge_to_dir(run.id, out, progress)
             return ExportResult("merged", path, _dir_size(path))
         return _export_gguf(run.id, out, quants or ["f16"], progress)
-    except OSError as e:
-        raise ExportError(f"Could not write to {out}: {e.strerror or e}. Check free disk space and permissions.") from e
+    except ExportError:
+        raise
+    except Exception as e:  # OSError, SafetensorError, torch.save's RuntimeError on a full disk
+        full = disk_full_reason(e, out)
+        if full:
+            raise ExportError(f"{full} Nothing was written to {out}.") from e
+        if isinstance(e, OSError):
+            raise ExportError(f"Could not write to {out}: {e.strerror or e}. Check permissions.") from e
+        raise
 
 
 def _export_gguf(run_id: str, out: Path, quants: list[str], progress: Progress) -> ExportResult:
     """Merge into the 16-bit base, convert to GGUF, and check every file against base + adapter."""
     from .gguf import export_gguf
+    from .gguf.modelfile import ollama_create_command
 
     run = jobs.get_run(run_id)
     merged = paths.exports_dir() / run.id / ".merged-for-gguf"
+    shutil.rmtree(merged, ignore_errors=True)  # left by a killed export
     merge_to_dir(run.id, merged, lambda f, m: progress(0.25 * f, m))
     # The fidelity check compares with the HF model as trained: base + adapter, unmerged
     # (a full fine-tune is its own reference).
     reference = run.run_dir / "adapter" if run.has_adapter else merged
+    stem = re.sub(r"[^\w.-]+", "-", run.name)
     try:
-        results = export_gguf(merged, out, quants, progress=lambda f, m: progress(0.25 + 0.75 * f, m),
-                              reference_model_dir=reference,
-                              name=re.sub(r"[^\w.-]+", "-", run.name))
+        with _staged(out, replace=False, format="gguf", run_id=run.id) as staging:
+            results = export_gguf(merged, staging, quants, progress=lambda f, m: progress(0.25 + 0.75 * f, m),
+                                  reference_model_dir=reference, name=stem)
+            for r in results:  # the Modelfile's `ollama create` line names the folder it ends up in
+                if r.modelfile:
+                    text = r.modelfile.read_text(encoding="utf-8")
+                    atomic.write_text(r.modelfile, text.replace(str(staging.resolve()), str(out.resolve())))
     finally:
         shutil.rmtree(merged, ignore_errors=True)
+    for r in results:
+        r.path = out / r.path.name
+        if r.modelfile:
+            r.modelfile = out / r.modelfile.name
+            r.ollama_command = ollama_create_command(r.modelfile)
     files, notes = [], []
     for r in results:
         d = {"path": str(r.path), "quant": r.quant, "size_bytes": r.size_bytes,

@@ -21,6 +21,7 @@ from . import jobs, models
 from .catalog import DEMO_LABEL
 from .config import DEMO_MODEL, ModelConfig
 from .errors import ModelError, RunError
+from .lookup import check_model_name
 
 _CACHE: "OrderedDict[tuple[str, float], tuple]" = OrderedDict()  # (target, weights stamp) -> (model, tok)
 _CACHE_SIZE = 2
@@ -39,6 +40,7 @@ def chat_targets() -> list[tuple[str, str]]:
 def _load(target: str):
     run = jobs.resolve_run(target)
     if run is None:
+        check_model_name(target)  # seconds, before transformers spends a minute retrying the hub
         return models.load_for_inference(target)
     cfg = jobs.load_config(run)
     if run.has_full_model:

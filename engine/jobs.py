@@ -9,10 +9,19 @@ this process: a studio or CLI that restarts rebuilds everything from the
 database, the worker's pid and events.jsonl, so closing a browser or
 restarting the studio never stops or loses a run. Workers are started in their
 own session, so Ctrl+C in the studio's terminal does not kill them either.
+
+Crash order: a run's folder (config.yaml, run.json) is complete before its row
+exists, and a folder without a row is adopted on the next listing
+(engine.recovery), so no crash leaves a run that nobody lists. The worker runs
+under a small `sh` that records its exit status (engine.exits), so a killed
+worker is reported as killed, by signal, whoever asks.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import re
 import secrets
@@ -20,13 +29,18 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
-from . import atomic, events, paths, registry
+from . import atomic, events, exits, paths, registry
 from .config import DEMO_MODEL, RunConfig
-from .errors import RunError
+from .diskspace import disk_full_reason
+from .errors import DiskFullError, RegistryError, RunError
 from .registry import FINAL_STATES, RunInfo
+
+log = logging.getLogger(__name__)
 
 STOP_FILE = "STOP"
 LOG_FILE = "worker.log"
@@ -51,10 +65,12 @@ def default_run_name(cfg: RunConfig) -> str:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Fail fast on what can be checked before a run exists (model and data sources)."""
+    """Fail fast on what can be checked before a run exists (model, LoRA layers, data sources)."""
     from . import models
+    from .targets import check_target_modules
 
     models.check_model_source(cfg.model)
+    check_target_modules(cfg)
     check_data_sources(cfg)
     from .trackers import check_available  # [issue 15] a chosen tracker that is not installed
 
@@ -83,25 +99,81 @@ def check_data_sources(cfg: RunConfig) -> None:
         rows_for_training(get_dataset(ref), [], cfg.training.seed, getattr(cfg, "objective", "sft"))
 
 
-def submit(cfg: RunConfig, start: bool = True) -> str:
+# A second identical submit within this many seconds is a double click, not a new run.
+DUPLICATE_WINDOW_S = 10.0
+
+
+class DuplicateSubmit(RunError):
+    """The same config was submitted moments ago; `run_id` is the run it started."""
+
+    def __init__(self, message: str, run_id: str):
+        super().__init__(message)
+        self.run_id = run_id
+
+
+def submit(cfg: RunConfig, start: bool = True, dedupe: bool = False) -> str:
     """Validate `cfg`, create its run directory and start its worker. Returns the run id.
 
     Raises ConfigError / ModelError / DataError before anything is written.
+    With `dedupe` (the studio's Start button) the same config submitted again
+    within DUPLICATE_WINDOW_S raises DuplicateSubmit naming the first run.
     """
     validate(cfg)
-    run_id = _new_run_id()
-    name = cfg.output.run_name or default_run_name(cfg)
-    final_dir = paths.runs_dir() / run_id
-    with atomic.atomic_dir(final_dir) as tmp:
-        (tmp / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
-    info = RunInfo(
-        id=run_id, name=name, status="queued", model=cfg.model.name_or_path, datasets=list(cfg.data.datasets),
-        method=cfg.method, run_dir=final_dir, created_at=time.time(), max_steps=cfg.training.max_steps,
-    )
-    registry.insert(info)
+    text = cfg.to_yaml()
+    with _submit_lock():
+        if dedupe:
+            _refuse_duplicate(text)
+        run_id = _new_run_id()
+        while (paths.runs_dir() / run_id).exists():
+            run_id = _new_run_id()
+        name = cfg.output.run_name or default_run_name(cfg)
+        final_dir = paths.runs_dir() / run_id
+        info = RunInfo(
+            id=run_id, name=name, status="queued", model=cfg.model.name_or_path, datasets=list(cfg.data.datasets),
+            method=cfg.method, run_dir=final_dir, created_at=time.time(), max_steps=cfg.training.max_steps,
+        )
+        # Folder first, complete, then its row: a crash in between leaves a folder that
+        # engine.recovery adopts; the reverse would leave a row pointing at nothing.
+        from .recovery import write_meta
+
+        try:
+            with atomic.atomic_dir(final_dir) as tmp:
+                (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
+                write_meta(tmp, info)
+        except OSError as e:
+            full = disk_full_reason(e, final_dir.parent)
+            if full:
+                raise DiskFullError(f"Cannot create the run: {full}") from None
+            raise
+        registry.insert(info)
     if start:
         _start_worker(info)
     return run_id
+
+
+@contextmanager
+def _submit_lock() -> Iterator[None]:
+    """Serialize submits across processes (two studio tabs, a studio and the CLI)."""
+    import fcntl
+
+    with open(paths.home() / ".submit.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _refuse_duplicate(text: str) -> None:
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    now = time.time()
+    for r in registry.all_runs():
+        if now - r.created_at > DUPLICATE_WINDOW_S:
+            break  # newest first
+        try:
+            same = hashlib.sha256((r.run_dir / CONFIG_FILE).read_bytes()).hexdigest() == digest
+        except OSError:
+            continue
+        if same:
+            raise DuplicateSubmit(f"Run {r.id} ({r.name}) was started with this exact config "
+                                  f"{now - r.created_at:.0f} s ago; this second Start was ignored.", r.id)
 
 
 def resume(run_id: str) -> RunInfo:
@@ -126,17 +198,30 @@ def resume(run_id: str) -> RunInfo:
     return get_run(run.id)
 
 
+# The worker runs under `sh`, which records the worker's pid and, when it ends however it
+# ends, its exit status (128 + N when killed by signal N): engine.exits reads both.
+_LAUNCH_SH = (
+    '"$@" & pid=$!; echo $pid > worker.pid; wait $pid; rc=$?; '
+    'echo $rc > .worker.exit.tmp && mv -f .worker.exit.tmp worker.exit; exit $rc'
+)
+
+
 def _start_worker(info: RunInfo, resume: bool = False) -> None:
-    log = open(info.run_dir / LOG_FILE, "ab")
+    for stale in (exits.EXIT_FILE, exits.PID_FILE):
+        (info.run_dir / stale).unlink(missing_ok=True)
+    atomic.write_text(info.run_dir / exits.LAUNCH_FILE,
+                      json.dumps({"oom_kills_at_start": exits.oom_kill_count(), "time": time.time()}))
+    logf = open(info.run_dir / LOG_FILE, "ab")
     env = dict(os.environ, PYTHONUNBUFFERED="1", TUNESMITH_RUN_ID=info.id, TUNESMITH_HOME=str(paths.home()))
     # cwd is the run directory: a repo checkout's top-level kernels/ folder must not shadow
     # Hugging Face's `kernels` package in the worker.
+    worker = [sys.executable, "-m", "tunesmith.engine.worker", str(info.run_dir), *(["--resume"] if resume else [])]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tunesmith.engine.worker", str(info.run_dir), *(["--resume"] if resume else [])],
-        cwd=str(info.run_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        ["/bin/sh", "-c", _LAUNCH_SH, "tunesmith-worker", *worker],
+        cwd=str(info.run_dir), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env=env, start_new_session=True,
     )
-    log.close()
+    logf.close()
     _children[info.id] = proc
     registry.update(info.id, pid=proc.pid, status="running", started_at=time.time())
 
@@ -147,17 +232,22 @@ def _alive(run: RunInfo) -> bool:
         return proc.poll() is None
     if not run.pid:
         return False
+    return _pid_alive(run.pid, run.run_dir)
+
+
+def _pid_alive(pid: int, run_dir: Path) -> bool:
+    """Is `pid` alive and still the launcher or worker of `run_dir` (pids are reused)?"""
     try:
-        os.kill(run.pid, 0)
+        os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    # Same pid, but is it still our worker (pids are reused) and not a zombie?
+    # Same pid, but is it still our worker and not a zombie?
     try:
-        stat = Path(f"/proc/{run.pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
-        cmd = Path(f"/proc/{run.pid}/cmdline").read_bytes().decode(errors="replace")
-        return str(run.run_dir) in cmd
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        return str(run_dir) in cmd
     except OSError:
         return True  # no /proc (macOS): trust kill(0)
 
@@ -175,7 +265,11 @@ def log_tail(run_dir: Path, lines: int = 20) -> str:
 
 
 def _sync(run: RunInfo) -> RunInfo:
-    """Bring a registry row up to date from the run directory and the process table."""
+    """Bring a registry row up to date from the run directory and the process table.
+
+    Reading must work on a full disk: when the row cannot be written, the
+    caller still gets the up-to-date values.
+    """
     if run.finished:
         return run
     evs = events.read_events(run.run_dir)
@@ -185,18 +279,26 @@ def _sync(run: RunInfo) -> RunInfo:
         upd.update(step=int(tr.get("step") or 0), last_loss=tr.get("loss"), max_steps=tr.get("max_steps"))
     st = events.last_status(evs)
     if st and st.get("status") in FINAL_STATES:
+        from .recovery import failure_text
+
         upd.update(status=st["status"], finished_at=st.get("time"))
         if st["status"] == "failed":
-            msg = (st.get("message") or "").strip()
-            tail = log_tail(run.run_dir, 12)
-            upd["error"] = f"{msg}\n--- last lines of worker.log ---\n{tail}" if msg and tail else (msg or tail)
+            upd["error"] = failure_text(run.run_dir, st.get("message") or "")
     elif run.status in ("running", "stopping") and not _alive(run):
-        upd.update(status="failed", finished_at=time.time(),
-                   error="The worker process exited without finishing.\n" + log_tail(run.run_dir))
+        proc = _children.pop(run.id, None)
+        why = exits.describe_death(run.run_dir, proc.returncode if proc else None,
+                                   peak_mem_gb=tr.get("peak_mem_gb") if tr else None)
+        upd.update(status="failed", finished_at=time.time(), error=why + "\n" + log_tail(run.run_dir))
+        from .diskspace import release
+
+        release(run.run_dir)  # the dead worker's ballast
     elif run.status == "running" and (run.run_dir / STOP_FILE).exists():
         upd["status"] = "stopping"
     if upd:
-        registry.update(run.id, **upd)
+        try:
+            registry.update(run.id, **upd)
+        except RegistryError as e:
+            log.warning("could not record run %s's state: %s", run.id, e)
         for k, v in upd.items():
             setattr(run, k, v)
     return run
@@ -210,6 +312,12 @@ def get_run(run_id: str) -> RunInfo:
 
 
 def list_runs() -> list[RunInfo]:
+    from .recovery import adopt_orphans
+
+    try:
+        adopt_orphans()
+    except RegistryError as e:  # a full disk: list what the table has
+        log.warning("%s", e)
     return [_sync(r) for r in registry.all_runs()]
 
 

@@ -15,10 +15,12 @@ step, saves the adapter trained so far and exits with status "stopped".
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import traceback
 from pathlib import Path
 
+from . import diskspace
 from .config import RunConfig
 from .errors import TunesmithError
 from .events import EventWriter, drop_after
@@ -31,6 +33,9 @@ def run(run_dir: Path, resume: bool = False) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     log = logging.getLogger("tunesmith.worker")
     stop_requested = (run_dir / STOP_FILE).exists
+    # Room for the failure reason, the traceback and the `failed` event on a disk
+    # that training fills to the last byte (freed before they are written).
+    diskspace.reserve(run_dir)
     try:
         cfg = RunConfig.from_yaml(run_dir / CONFIG_FILE)
         from .trainer import Recipe, StopRequested, checkpoint_step, latest_checkpoint
@@ -64,13 +69,53 @@ def run(run_dir: Path, resume: bool = False) -> int:
         log.info("run %s", status)
         return 0
     except TunesmithError as e:
+        diskspace.release(run_dir)
+        _drop_incomplete_checkpoints(run_dir)
         log.error("%s", e)
-        events.status("failed", str(e))
+        _record_failure(events, str(e))
         return 1
     except BaseException as e:  # noqa: BLE001 - the worker must always record why it died
+        diskspace.release(run_dir)
+        _drop_incomplete_checkpoints(run_dir)  # also gives their space back to the failure report
         traceback.print_exc()
-        events.status("failed", f"{type(e).__name__}: {e}")
+        reason = diskspace.disk_full_reason(e, run_dir, needed_bytes=_newest_checkpoint_bytes(run_dir))
+        if reason:
+            log.error("%s", reason)
+        _record_failure(events, reason or f"{type(e).__name__}: {e}")
         return 1
+    finally:
+        diskspace.release(run_dir)
+
+
+def _record_failure(events: EventWriter, message: str) -> None:
+    try:
+        events.status("failed", message)
+    except OSError as e:  # still no room: worker.log (stderr) keeps the reason; the job manager reads its tail
+        print(f"could not write the failed event ({e}): {message}", file=sys.stderr, flush=True)
+
+
+def _drop_incomplete_checkpoints(run_dir: Path) -> None:
+    """A checkpoint folder newer than the newest complete one was cut off mid-write: it must not
+    stay under its final name, where a resume or a person would take it for a checkpoint."""
+    try:
+        from .trainer import checkpoint_step, latest_checkpoint
+
+        newest = latest_checkpoint(run_dir)
+        floor = checkpoint_step(newest) if newest is not None else -1
+        for d in (run_dir / "checkpoints").glob("checkpoint-*"):
+            if d.is_dir() and checkpoint_step(d) > floor:
+                shutil.rmtree(d, ignore_errors=True)
+    except Exception as e:  # noqa: BLE001 - never hide the failure being reported
+        print(f"could not check the checkpoints: {e}", file=sys.stderr, flush=True)
+
+
+def _newest_checkpoint_bytes(run_dir: Path) -> int | None:
+    """What one more checkpoint needs, judged by the newest complete one (None before the first)."""
+    ckpts = sorted((p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.is_dir()),
+                   key=lambda p: p.stat().st_mtime)
+    if not ckpts:
+        return None
+    return sum(f.stat().st_size for f in ckpts[-1].rglob("*") if f.is_file()) or None
 
 
 def main() -> None:

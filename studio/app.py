@@ -9,31 +9,45 @@ exposes build_<tab>_tab(ctx); they share a StudioContext (context.py). The
 studio holds no run state of its own: runs live in the engine's database and
 run directories, so reloading the page or restarting the studio loses nothing.
 
-What it does not do: authenticate anything beyond Gradio's login form. Binding
-to a non-loopback address therefore requires a user and password.
+Who may use it, and what it may touch: binding to a non-loopback address
+requires a login (Gradio's form, checked by a password or its hash, login.py);
+every request passes RequestGuard (guard.py: Host allow-list, Origin check,
+nothing but the login page before login, login back-off, body caps); and paths
+from the browser are confined to uploads, bundled data and the folders the
+person allowed (confine.py). The CLI keeps full access to the file system.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from tunesmith.engine import catalog, paths
 from tunesmith.engine.config import DEMO_MODEL, RunConfig
 from tunesmith.engine.errors import ConfigError
 
 from .chat_tab import build_chat_tab, refresh_targets
+from .confine import Confinement
 from .context import StudioContext, config_from_form
 from .data_tab import build_data_tab
 from .export_tab import build_export_tab, refresh_runs
+from .guard import AccessPolicy, RequestGuard
+from .login import LOGIN_FILE_ENV, login_from_file
 from .model_tab import build_model_tab
 from .runs_tab import build_runs_tab
 from .train_tab import build_train_tab
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 AUTH_ENV = "TUNESMITH_AUTH"
+MAX_UPLOAD_ENV = "TUNESMITH_MAX_UPLOAD_MB"
+# 512 MB holds nearly any fine-tuning set a person drops in a browser (Alpaca's 52k rows are 22 MB,
+# a 100k-conversation chat set a few hundred MB) while one request cannot fill the disk with gigabytes;
+# bigger files are better read in place: start the studio with --allow-dir FOLDER.
+DEFAULT_MAX_UPLOAD_MB = 512
 TITLE = "Tunesmith — fine-tune open LLMs in your browser"
 
 
@@ -66,19 +80,17 @@ def initial_config() -> tuple[RunConfig, dict]:
     return config_from_form({}, overrides), overrides
 
 
-def build_app(remote: bool = False) -> gr.Blocks:
-    """The studio. `remote` (served beyond loopback): the Data tab's check reads
-    files only from uploads, the bundled data and TUNESMITH_HOME."""
-    return build_studio(remote)[0]
+def build_app(confine: Confinement | None = None) -> gr.Blocks:
+    """The studio; paths from the browser are limited by `confine` (default: no allowed folders
+    beyond uploads and the bundled data)."""
+    return build_studio(confine)[0]
 
 
-def build_studio(remote: bool = False) -> tuple[gr.Blocks, StudioContext]:
+def build_studio(confine: Confinement | None = None) -> tuple[gr.Blocks, StudioContext]:
     """The app and its context (tests inspect the registered fields)."""
     initial, overrides = initial_config()
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        ctx = StudioContext.create(demo, initial, overrides)
-        if remote:
-            ctx.allowed_roots = [paths.uploads_dir(), paths.data_dir(), paths.home()]
+        ctx = StudioContext.create(demo, initial, overrides, confine or Confinement())
         gr.HTML(_header_html())
         with gr.Tabs(selected="model", elem_id="tabs") as tabs:
             ctx.tabs = tabs
@@ -106,11 +118,34 @@ def build_studio(remote: bool = False) -> tuple[gr.Blocks, StudioContext]:
 def parse_auth(value: str) -> tuple[str, str]:
     user, sep, password = value.partition(":")
     if not sep or not user or not password:
-        raise ConfigError(f"{AUTH_ENV} / --auth must look like user:password (got {value!r}).")
+        # The value is not echoed: it may be a password typed without its user.
+        raise ConfigError(f"{AUTH_ENV} / --auth must look like user:password.")
     return user, password
 
 
-def check_bind(host: str, auth: tuple[str, str] | None) -> None:
+Auth = tuple[str, str] | Callable[[str, str], bool]
+
+
+def resolve_auth(auth: Auth | None) -> Auth | None:
+    """The login: `auth`, else $TUNESMITH_AUTH (user:password), else the hashed login kept in
+    $TUNESMITH_LOGIN_FILE (a password is generated and printed once when the file is new)."""
+    if auth is None and os.environ.get(AUTH_ENV):
+        auth = parse_auth(os.environ[AUTH_ENV])
+    if auth is None and os.environ.get(LOGIN_FILE_ENV):
+        path = Path(os.environ[LOGIN_FILE_ENV]).expanduser()
+        user, check, new_password = login_from_file(path)
+        if new_password:
+            print(f"\n  Studio login  user: {user}   password: {new_password}\n"
+                  f"  Shown this once; only its hash is kept ({path}). Delete that file for a new password,\n"
+                  f"  or set {AUTH_ENV}=user:password.\n", flush=True)
+        else:
+            print(f"Studio login: user {user} with the password printed when {path} was created "
+                  "(delete the file for a new one).", flush=True)
+        auth = check
+    return auth
+
+
+def check_bind(host: str, auth: Auth | None) -> None:
     """Refuse to serve beyond this machine without a login."""
     if host not in LOOPBACK and auth is None:
         raise ConfigError(
@@ -120,25 +155,49 @@ def check_bind(host: str, auth: tuple[str, str] | None) -> None:
         )
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,
-           open_browser: bool = False, **launch_kwargs) -> None:
+def max_upload_mb(value: float | None = None) -> float:
+    """--max-upload-mb, else $TUNESMITH_MAX_UPLOAD_MB, else the default."""
+    raw = value if value is not None else os.environ.get(MAX_UPLOAD_ENV, DEFAULT_MAX_UPLOAD_MB)
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not mb > 0 or mb == float("inf"):
+        raise ConfigError(f"--max-upload-mb / {MAX_UPLOAD_ENV}: give a size in MB above 0 (got {raw!r}).")
+    return mb
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, auth: Auth | None = None,
+           open_browser: bool = False, allow_dirs: list[str] | None = None, allow_hosts: list[str] | None = None,
+           max_upload: float | None = None, **launch_kwargs) -> None:
     """Serve the studio (blocks until interrupted).
 
-    `auth` falls back to $TUNESMITH_AUTH (user:password). Raises ConfigError when
-    binding to a non-loopback address without one.
+    `auth` falls back to $TUNESMITH_AUTH, then to $TUNESMITH_LOGIN_FILE (see
+    resolve_auth). `allow_dirs` (plus $TUNESMITH_ALLOW_DIRS) are the folders
+    beyond uploads and the bundled data that the browser may name;
+    `allow_hosts` (plus $TUNESMITH_ALLOW_HOSTS) the host names it answers to
+    beyond loopback and `host`; `max_upload` the upload limit in MB. Raises
+    ConfigError when binding to a non-loopback address without a login, and for
+    a bad folder or size.
     """
-    if auth is None and os.environ.get(AUTH_ENV):
-        auth = parse_auth(os.environ[AUTH_ENV])
+    auth = resolve_auth(auth)
     check_bind(host, auth)
+    confine = Confinement.from_env(allow_dirs)
+    upload_mb = max_upload_mb(max_upload)
+    policy = AccessPolicy.build(host, allow_hosts, auth=auth is not None, max_upload_mb=upload_mb)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_app(remote=host not in LOOPBACK)
+    demo = build_app(confine)
     demo.queue(default_concurrency_limit=4)
     css = _asset("studio.css")
     logo = _asset("logo.svg")
+    if confine.allow_dirs:
+        print("The studio may also read and write: " + ", ".join(map(str, confine.allow_dirs)), flush=True)
     demo.launch(
         server_name=host, server_port=port, auth=auth, inbrowser=open_browser,
         theme=theme(), css_paths=[css] if css.exists() else None,
         favicon_path=str(logo) if logo.exists() else None,
         auth_message="Tunesmith: log in with the user and password the studio was started with.",
+        max_file_size=int(upload_mb * 2**20),
+        app_kwargs={"middleware": [Middleware(RequestGuard, policy=policy)]},
         ssr_mode=False, **launch_kwargs,
     )

@@ -131,10 +131,15 @@ def build_chat_tab(ctx: StudioContext) -> ChatHandles:
                 send = gr.Button("Send", variant="primary", scale=1, min_width=90, elem_id="chat-send")
     known = gr.State([])  # targets the dropdown last offered
 
+    @user_errors
+    def confined_reply(target: str | None, history: list[dict] | None, max_new_tokens: int, temperature: float):
+        ctx.confine.check_chat_target(target or "")  # a run, or a model folder the studio may read
+        yield from stream_reply(target, history, max_new_tokens, temperature)
+
     # ---- events ---------------------------------------------------------------
     for trigger in (message.submit, send.click):
         trigger(add_user_message, [message, chatbot], [message, chatbot], show_progress="hidden").success(
-            stream_reply, [target, chatbot, max_new_tokens, temperature], chatbot, show_progress="hidden")
+            confined_reply, [target, chatbot, max_new_tokens, temperature], chatbot, show_progress="hidden")
     clear.click(lambda: [], None, chatbot, show_progress="hidden")
     refresh_inputs = [target, ctx.fields["model.name_or_path"], ctx.run_id, known]
     refresh.click(refresh_targets, refresh_inputs, [target, known])

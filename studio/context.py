@@ -28,6 +28,9 @@ from pydantic import BaseModel
 
 from tunesmith.engine.config import RunConfig, field_help
 from tunesmith.engine.errors import TunesmithError
+from tunesmith.engine.text import one_line
+
+from .confine import Confinement
 
 # ---------------------------------------------------------------------------
 # Pure form <-> config mapping
@@ -129,6 +132,17 @@ def config_values(cfg: RunConfig, paths: list[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
+def _user_message(e: Exception) -> str:
+    """One line: the engine's message, or what the machine refused (a full disk, a permission)."""
+    if isinstance(e, OSError):
+        from pathlib import Path
+
+        from tunesmith.engine.diskspace import disk_full_reason
+
+        return one_line(disk_full_reason(e, Path(e.filename or ".")) or f"{e.strerror or e}: {e.filename or ''}")
+    return one_line(str(e))
+
+
 def user_errors(fn: Callable) -> Callable:
     """Show the engine's typed errors as a gr.Error toast with its message.
 
@@ -142,8 +156,8 @@ def user_errors(fn: Callable) -> Callable:
         def gen_wrapper(*args: Any, **kwargs: Any):
             try:
                 yield from fn(*args, **kwargs)
-            except TunesmithError as e:
-                raise gr.Error(str(e), print_exception=False) from None
+            except (TunesmithError, OSError) as e:
+                raise gr.Error(_user_message(e), print_exception=False) from None
 
         return gen_wrapper
 
@@ -151,8 +165,8 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any):
         try:
             return fn(*args, **kwargs)
-        except TunesmithError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+        except (TunesmithError, OSError) as e:
+            raise gr.Error(_user_message(e), print_exception=False) from None
 
     return wrapper
 
@@ -174,8 +188,8 @@ class StudioContext:
     saved_run_id: the same id kept in the browser, so a reload reselects it.
     applied_overrides: {path: value} recommended for the current model; those
         without a widget (e.g. training.logging_steps) still go into the config.
-    allowed_roots: folders the Data tab's check may read files from when the
-        studio is reachable from other machines; None on loopback.
+    confine: the folders paths from the browser may name (confine.py);
+        `config_from` checks every config against it.
     """
 
     demo: gr.Blocks
@@ -184,18 +198,25 @@ class StudioContext:
     saved_run_id: gr.BrowserState
     applied_overrides: gr.State
     tabs: gr.Tabs | None = None
-    allowed_roots: list | None = None  # folders Check data may read; None = any (loopback only)
+    confine: Confinement = field(default_factory=Confinement)
     fields: dict[str, gr.components.Component] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, demo: gr.Blocks, initial: RunConfig, overrides: dict[str, Any]) -> "StudioContext":
+    def create(cls, demo: gr.Blocks, initial: RunConfig, overrides: dict[str, Any],
+               confine: Confinement | None = None) -> "StudioContext":
         return cls(
             demo=demo,
             initial=initial,
             run_id=gr.State(None),
             saved_run_id=gr.BrowserState(None, storage_key="tunesmith-run"),
             applied_overrides=gr.State(dict(overrides)),
+            confine=confine or Confinement(),
         )
+
+    @property
+    def allowed_roots(self) -> list:
+        """Folders the Data tab may read dataset files from."""
+        return self.confine.data_roots()
 
     def field(self, path: str, widget: type, *args: Any, **kwargs: Any):
         """Create and register the widget for config field `path`.
@@ -222,5 +243,7 @@ class StudioContext:
         # rendered yet (inside a closed accordion) sends no value, and its field must then
         # keep the recommended setting rather than fall back to the schema default.
         extra = dict(values.get(self.applied_overrides) or {})
-        return config_from_form(form, extra)
+        # Every handler that builds a config from the form (Start, Check data, Show YAML)
+        # gets one whose paths the studio may use.
+        return self.confine.check_config(config_from_form(form, extra))
 

@@ -32,7 +32,7 @@ from tunesmith.engine import data as engine_data
 from tunesmith.engine.config import RunConfig
 from tunesmith.engine.data import inspect as data_inspect
 from tunesmith.engine.data.formats import FORMATS, ColumnMapping, message_keys, suggest_mapping
-from tunesmith.engine.errors import DataError
+from tunesmith.engine.errors import ConfigError, DataError
 
 from .context import StudioContext, user_errors
 
@@ -518,6 +518,10 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
     def look_selected(selected: list[str] | None, file: str | None):
         if file:  # a dropped file is being mapped: keep showing it
             return gr.skip(), gr.skip(), gr.skip()
+        try:  # checked before any read: a path outside gets the same answer whether or not it exists
+            ctx.confine.check_dataset((selected or [""])[-1])
+        except ConfigError as e:
+            return gr.update(visible=True), html.escape(str(e)), grid_update(None)
         text, frame = look_at_selection(selected, ctx.allowed_roots)
         return gr.update(visible=bool(text)), text, grid_update(frame)
 

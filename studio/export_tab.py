@@ -112,7 +112,7 @@ def build_export_tab(ctx: StudioContext) -> ExportHandles:
 
             report(0.0, "starting")
             # One folder per format when several share an output folder.
-            target = (out or "").strip() or None
+            target = ctx.confine.output_dir(out)  # None: the default folder under exports
             if target and len(fmts) > 1:
                 target = str(Path(target).expanduser() / fmt)
             result = export.export_run(run_id, fmt, target,

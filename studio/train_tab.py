@@ -167,7 +167,11 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
     @user_errors
     def start_run(values: dict) -> str:
         cfg = ctx.config_from(values)
-        run_id = jobs.submit(cfg)
+        try:
+            run_id = jobs.submit(cfg, dedupe=True)
+        except jobs.DuplicateSubmit as e:  # a double click: one run, and say so
+            gr.Info(str(e))
+            return e.run_id
         gr.Info(f"Started run {run_id}. Closing this page does not stop it.")
         return run_id
 
@@ -202,7 +206,8 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
 
     # ---- events -------------------------------------------------------------------
     monitor_outputs = [stats, progress, chart, error, timer, seen]
-    start.click(start_run, ctx.config_inputs(), ctx.run_id)
+    # once: clicks while a Start is being handled are dropped by the page (the engine refuses repeats too).
+    start.click(start_run, ctx.config_inputs(), ctx.run_id, trigger_mode="once", concurrency_limit=1)
     stop.click(stop_run, ctx.run_id, None).then(monitor_view, ctx.run_id, monitor_outputs, show_progress="hidden")
     show_yaml.click(yaml_text, ctx.config_inputs(), yaml_box)
     ctx.run_id.change(open_run, ctx.run_id, [*monitor_outputs, ctx.saved_run_id], show_progress="hidden")

@@ -20,8 +20,20 @@ def test_identity_finetune_learns_and_exports(demo_run, tmp_path):
     assert len(losses) >= 5
     assert min(losses[-3:]) < 0.5 * losses[0], losses
     train = [e for e in evs if e["type"] == "train"]
-    assert all(e["tokens_per_s"] is None or e["tokens_per_s"] > 0 for e in train)
-    assert train[-1]["eta_s"] == pytest.approx(0, abs=1e-6) or train[-1]["step"] == train[-1]["max_steps"]
+    # Throughput: every point has one, and together they account for the tokens seen in the time taken.
+    assert all(e["tokens_per_s"] is not None and e["tokens_per_s"] > 0 for e in train), train
+    seen = [e["tokens_seen"] for e in train]
+    assert seen == sorted(seen) and seen[-1] > seen[0] > 0
+    first, last = train[0], train[-1]
+    overall = (last["tokens_seen"] - first["tokens_seen"]) / (last["elapsed_s"] - first["elapsed_s"])
+    mean_tps = sum(e["tokens_per_s"] for e in train[1:]) / len(train[1:])
+    assert overall / 3 < mean_tps < overall * 3, (overall, mean_tps)
+    # ETA: counts down to 0 at the last step, and midway it is about the time the rest then took.
+    assert last["step"] == last["max_steps"] and last["eta_s"] == pytest.approx(0, abs=1e-6)
+    mid = train[len(train) // 2]
+    assert mid["eta_s"] > 0
+    rest = last["elapsed_s"] - mid["elapsed_s"]
+    assert rest / 3 < mid["eta_s"] < rest * 3, (mid["eta_s"], rest)
     assert demo_run.has_adapter
 
     # Chat: the fine-tuned run answers with its new identity; the base model does not.

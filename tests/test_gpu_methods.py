@@ -45,7 +45,21 @@ def test_method_trains_on_cuda(tunesmith_home, qwen_shaped_model, method):
     train = [e for e in events.read_events(info.run_dir) if e["type"] == "train"]
     assert len(train) == 6 and train[-1]["peak_mem_gb"] > 0 and train[-1]["tokens_per_s"]
     assert (info.has_full_model if method == "full" else info.has_adapter)
-    assert infer.chat(run_id, [{"role": "user", "content": "hi"}], max_new_tokens=5) is not None
+    # Chat answers from the run's trained weights (not the base model's), and the reply is what
+    # greedy decoding of those weights gives.
+    hi = [{"role": "user", "content": "hi"}]
+    reply = infer.chat(run_id, hi, max_new_tokens=5)
+    model, tok = infer.get_model(run_id)
+    ids = infer.build_prompt_ids(tok, hi).to(model.device)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        tuned_logits = model(input_ids=ids).logits[0, -1].float()
+    assert reply == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    base, _ = infer.get_model(str(qwen_shaped_model))
+    with torch.no_grad():
+        base_logits = base(input_ids=ids.to(base.device)).logits[0, -1].float().to(tuned_logits.device)
+    assert not torch.allclose(tuned_logits, base_logits, atol=1e-3), "chat used the base model, not the run"
     infer.forget()
     infos = " | ".join(e.get("message", "") for e in events.read_events(info.run_dir) if e["type"] == "info")
     if method != "full":  # the kernels applied, and their memory plan says what it chose

@@ -32,6 +32,7 @@ from .formats import (
     guess_row,
     normalize_row,
 )
+from .bounds import MAX_ROW_CHARS, row_chars
 from .readers import Loaded, read_source
 from .registry import DatasetEntry, list_datasets
 
@@ -225,6 +226,12 @@ def check_rows(ref: str, name: str, loaded: Loaded, detection: Detection) -> Exa
                 if g is not None and g[0] != detection.format:
                     kind, msg = "mixed_format", f"this row is in {g[0]} format ({g[2]}); the file is {detection.format}"
             add(i, kind, msg)
+            examples.append(None)
+            continue
+        size = row_chars(ex)
+        if size > MAX_ROW_CHARS:
+            add(i, "row_too_large", f"{size:,} characters in one row (at most {MAX_ROW_CHARS:,}); an example is "
+                "trained on its first data.cutoff_len tokens only, so split this text into several rows")
             examples.append(None)
             continue
         k = _key(ex)

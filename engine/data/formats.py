@@ -53,6 +53,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "empty_response": "error",  # an assistant reply that is empty or whitespace
     "empty_message": "error",  # an empty prompt / user turn / text row
     "mixed_format": "error",  # the row is in another format than the rest of the file
+    "row_too_large": "error",  # more text in one row than any cutoff_len could use (bounds.MAX_ROW_CHARS)
     "duplicate_row": "warning",  # the same example as an earlier row (kept unless the user drops it)
 }
 

@@ -7,6 +7,7 @@ or folder paths, hub ids; concatenated, or mixed by data.mix weights):
 
     load + check rows (examples.py)  -> rows with errors stop here unless data.drop_invalid
     max_samples                      -> the first N usable rows of each dataset
+    cut long texts (bounds.py)       -> at most what cutoff_len tokens can reach, before rendering
     render + tokenize + mask         -> input_ids, assistant_masks (cached by content, tokenize.py)
     truncate to cutoff_len           -> rows left with no trained token are dropped, with a warning
     val_file or val_size split       -> seeded by training.seed
@@ -23,6 +24,7 @@ from typing import Callable
 
 from ..config import RunConfig
 from ..errors import DataError
+from .bounds import bound_examples
 from .examples import load_examples
 from .registry import get_dataset, rows_for_training
 from .templates import ChatTemplate, resolve_template
@@ -64,6 +66,8 @@ def _tokenize(named: list[tuple[str, list[dict]]], cfg: RunConfig, tokenizer, en
     cutoff = cfg.data.cutoff_len
     for name, examples in named:
         template = _template_for(cfg, tokenizer, examples, enable_thinking)
+        # Cut over-long texts before rendering and tokenizing: memory stays bounded by cutoff_len.
+        examples = bound_examples(examples, cutoff, tokenizer)
         ds, hit = encode_cached(tokenizer, template, examples, cfg.data.train_on_responses_only, use_cache, progress)
         log.info("dataset %s: %d rows %s", name, len(ds), "(tokenization cache hit)" if hit else "tokenized")
         ids_col, mask_col = ds["input_ids"], ds["assistant_masks"]

@@ -73,7 +73,20 @@ def _pick_model(page, name: str) -> None:
     model = _text_input(page, "model-name")
     model.fill(name)
     model.press("Enter")
-    time.sleep(1)  # the recommended-settings handler round trip
+
+
+def _yaml_when(page, ready, what: str) -> RunConfig:
+    """The shown YAML once `ready(cfg)` holds: waits for the form handlers (no fixed sleep)."""
+    _open_tab(page, "3 · Train")
+
+    def poll():
+        try:
+            cfg = _shown_yaml(page)
+        except AssertionError:  # the YAML did not change yet
+            return None
+        return cfg if ready(cfg) else None
+
+    return _wait_for(poll, 40, what)
 
 
 def test_show_yaml_is_the_config_the_cli_runs(page):
@@ -92,15 +105,15 @@ def test_show_yaml_is_the_config_the_cli_runs(page):
 
     # Another model takes the demo's tiny-model settings back to the defaults ...
     _pick_model(page, "Qwen/Qwen2.5-0.5B-Instruct")
-    _open_tab(page, "3 · Train")
-    cfg = _shown_yaml(page)
-    assert cfg.model.name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
+    cfg = _yaml_when(page, lambda c: c.model.name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
+                     and c.training.learning_rate != rec["training.learning_rate"], "the default settings")
     assert (cfg.training.learning_rate, cfg.training.batch_size) == (2e-4, 2)
     assert cfg.training.max_steps == 5  # what the user typed stays
     # ... and picking the demo again brings them back.
     _pick_model(page, "tunesmith/demo")
-    _open_tab(page, "3 · Train")
-    assert _shown_yaml(page).training.learning_rate == rec["training.learning_rate"]
+    cfg = _yaml_when(page, lambda c: c.model.name_or_path == "tunesmith/demo"
+                     and c.training.learning_rate == rec["training.learning_rate"], "the demo's settings again")
+    assert cfg.training.batch_size == rec["training.batch_size"]
 
 
 def test_check_data_shows_report_histogram_and_masked_preview(page):
@@ -134,7 +147,7 @@ def test_train_reload_and_chat(page):
     steps.fill(str(n_steps))
     steps.press("Tab")
     _text_input(page, "run-name").fill("e2e-identity")
-    page.click("#start")
+    page.dblclick("#start")  # an impatient double click starts one run, not two
 
     # The chart gets points while the run is live.
     stats = page.locator("#run-stats")
@@ -159,6 +172,7 @@ def test_train_reload_and_chat(page):
     # The Runs tab lists it.
     _open_tab(page, "Runs")
     _wait_for(lambda: "e2e-identity" in page.locator("#runs-table").inner_text(), 15, "the run in the Runs table")
+    assert page.locator("#runs-table").inner_text().count("e2e-identity") == 1
 
     # Chat with the result; the reply streams in.
     _open_tab(page, "4 · Chat")
@@ -177,9 +191,8 @@ def test_train_reload_and_chat(page):
     box.press("Enter")
     bot = page.locator('#chatbot [data-testid="bot"]').last
     _wait_for(lambda: bot.count() and bot.inner_text().strip() not in ("", "…"), 90, "a reply")
-    time.sleep(2)  # let the stream finish
-    assert bot.inner_text().strip()
-    lengths = [n for n in page.evaluate("window.__replyLengths") if n > 1]
+    lengths = _wait_for(lambda: (lambda ls: ls if len(set(ls)) >= 2 else None)(
+        [n for n in page.evaluate("window.__replyLengths") if n > 1]), 30, "the reply to stream")
     assert len(set(lengths)) >= 2, f"reply did not stream (lengths seen: {lengths})"
     assert not [t for t in _toasts(page) if "Error" in t]
 
