@@ -406,7 +406,7 @@ def translate(data: dict[str, Any], source: str = "config", base_dir: Path | Non
                            "(or ask for it: it may change what trains)")
     if refused:
         raise ConfigError(f"{source}: LLaMA-Factory config, {len(refused)} key(s) Tunesmith cannot honour:\n  "
-                          + "\n  ".join(refused))
+                          + ";\n  ".join(refused))  # one per line, or "; " apart when the CLI prints one line
     return t
 
 
