@@ -14,11 +14,22 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    old = os.umask(0o022)  # read at import, while only one thread runs
+    os.umask(old)
+    return old
+
+
+_UMASK = _umask()
+
+
 def write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes 0600 files; the file gets the mode a plain open() would have given it.
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

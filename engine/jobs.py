@@ -37,6 +37,7 @@ from typing import Iterator
 from . import atomic, events, exits, paths, registry
 from .config import DEMO_MODEL, RunConfig
 from .diskspace import disk_full_reason
+from .diskspace import release as release_ballast
 from .errors import DiskFullError, RegistryError, RunError
 from .registry import FINAL_STATES, RunInfo
 
@@ -289,9 +290,7 @@ def _sync(run: RunInfo) -> RunInfo:
         why = exits.describe_death(run.run_dir, proc.returncode if proc else None,
                                    peak_mem_gb=tr.get("peak_mem_gb") if tr else None)
         upd.update(status="failed", finished_at=time.time(), error=why + "\n" + log_tail(run.run_dir))
-        from .diskspace import release
-
-        release(run.run_dir)  # the dead worker's ballast
+        release_ballast(run.run_dir)  # the dead worker's reserve file
     elif run.status == "running" and (run.run_dir / STOP_FILE).exists():
         upd["status"] = "stopping"
     if upd:

@@ -129,6 +129,10 @@ def move_aside(db: Path) -> Path:
     return dest
 
 
+class RebuiltError(RegistryError):
+    """A query found the database damaged; it has been rebuilt, and the request can be repeated."""
+
+
 @contextmanager
 def connect(db: Path | None = None, write: bool = True) -> Iterator[sqlite3.Connection]:
     """A short-lived connection. An unreadable database is moved aside and rebuilt from the
@@ -151,8 +155,8 @@ def connect(db: Path | None = None, write: bool = True) -> Iterator[sqlite3.Conn
             # Damage found by a query rather than at open: repair now, so the next call works.
             con.close()
             _recover(db, e).close()
-            raise RegistryError(f"{db} was damaged ({e}); it was moved aside and rebuilt from the run "
-                                "folders. Try again.") from None
+            raise RebuiltError(f"{db} was damaged ({e}); it was moved aside and rebuilt from the run "
+                               "folders. Try again.") from None
         raise RegistryError(f"{db}: the run registry failed ({e}). {_hint(e)}") from None
     finally:
         con.close()
@@ -163,9 +167,8 @@ def _read(sql: str, args: tuple = ()) -> list[sqlite3.Row]:
     try:
         with connect(write=False) as con:
             return con.execute(sql, args).fetchall()
-    except RegistryError as e:
-        if "rebuilt from the run folders" not in str(e):
-            raise
+    except RebuiltError:
+        pass
     with connect(write=False) as con:
         return con.execute(sql, args).fetchall()
 

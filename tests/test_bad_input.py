@@ -285,3 +285,26 @@ def test_bad_input_table_in_the_studio(fresh_home, tmp_path, case, config, overr
     assert "\n" not in msg and "Traceback" not in msg and "\x1b" not in msg
     assert expect in msg, msg
     _home_is_clean(fresh_home)
+
+
+@pytest.mark.parametrize("name, offline, says", [
+    ("NO_SUCH_RUN", False, "No run or local model is named 'NO_SUCH_RUN'"),
+    ("./no/such/folder", False, "No run or local model is named './no/such/folder'"),
+    ("nobody/no-such-model-xyz", True, "not in the local hub cache either (HF_HUB_OFFLINE is set)"),
+    ("nobody/no-such-model-xyz", False, "No run or local model is named 'nobody/no-such-model-xyz'"),
+])
+def test_chat_with_an_unknown_name_answers_in_seconds(fresh_home, monkeypatch, capsys, name, offline, says):
+    import time
+
+    from tunesmith.engine.lookup import HUB_LOOKUP_TIMEOUT_S
+
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t0 = time.time()
+    assert main(["chat", name, "-m", "hi"]) == 2
+    took = time.time() - t0
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+    assert took < HUB_LOOKUP_TIMEOUT_S + 5, took  # not transformers' minute of hub retries
