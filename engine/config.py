@@ -258,54 +258,67 @@ class RunConfig(_Section):
 
     @classmethod
     def from_yaml_text(cls, text: str, overrides: list[str] | None = None, source: str = "config") -> "RunConfig":
-        if "\x00" in text:
-            raise ConfigError(f"{source}: this is a binary file, not a YAML config. Write one with the studio's "
-                              "Show YAML, or see README.md.")
-        if _nesting(text) > MAX_YAML_DEPTH * 4:
-            raise ConfigError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep; a run config has sections "
-                              "(model:, data:, training: ...) holding plain values.")
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            where = getattr(e, "problem_mark", None)
-            at = f" at line {where.line + 1}" if where is not None else ""
-            problem = getattr(e, "problem", None) or type(e).__name__
-            raise ConfigError(f"{source}: not valid YAML{at} ({problem}). Check indentation and quotes.") from None
-        except RecursionError:
-            raise ConfigError(f"{source}: nested too deeply to be a run config.") from None
-        if data is None:
-            # An empty file would silently train every default; that is never what was meant.
-            raise ConfigError(f"{source}: the config is empty. Give at least model: and data: sections "
-                              "(the studio's Show YAML writes a complete one).")
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping of sections (model:, data:, training: ...), got {type(data).__name__}.")
-        if _depth(data) > MAX_YAML_DEPTH:
-            raise ConfigError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep; a run config has sections "
-                              "(model:, data:, training: ...) holding plain values.")
+        data = parse_config_text(text, source)
         for item in overrides or []:
             apply_override(data, item)
         return cls.from_dict(data, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "RunConfig":
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such config file. Write one with the studio's Show YAML, or see README.md.")
-        if p.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{p}: {p.stat().st_size} bytes is too big for a run config (at most "
-                              f"{MAX_CONFIG_BYTES} bytes); is it a dataset? Datasets go in data.datasets.")
-        try:
-            text = p.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: this is a binary file, not a YAML config (not UTF-8 text). Write one with "
-                              "the studio's Show YAML, or see README.md.") from None
-        return cls.from_yaml_text(text, overrides, source=str(p))
+        return cls.from_yaml_text(read_config_text(path), overrides, source=str(Path(path)))
 
     def with_overrides(self, overrides: list[str]) -> "RunConfig":
         data = self.model_dump(mode="json")
         for item in overrides:
             apply_override(data, item)
         return RunConfig.from_dict(data, "--set")
+
+
+def read_config_text(path: str | Path) -> str:
+    """A config file's text; ConfigError for a missing, oversized or binary file.
+    (engine.compat reads LLaMA-Factory files through this too.)"""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file. Write one with the studio's Show YAML, or see README.md.")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: {p.stat().st_size} bytes is too big for a run config (at most "
+                          f"{MAX_CONFIG_BYTES} bytes); is it a dataset? Datasets go in data.datasets.")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: this is a binary file, not a YAML config (not UTF-8 text). Write one with "
+                          "the studio's Show YAML, or see README.md.") from None
+    return text
+
+
+def parse_config_text(text: str, source: str = "config") -> dict[str, Any]:
+    """YAML text -> the mapping it holds; ConfigError for binary, invalid, empty, non-mapping or too deeply
+    nested text (checked before the parser recurses)."""
+    if "\x00" in text:
+        raise ConfigError(f"{source}: this is a binary file, not a YAML config. Write one with the studio's "
+                          "Show YAML, or see README.md.")
+    if _nesting(text) > MAX_YAML_DEPTH * 4:
+        raise ConfigError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep; a run config has sections "
+                          "(model:, data:, training: ...) holding plain values.")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"{source}: not valid YAML{at} ({problem}). Check indentation and quotes.") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a run config.") from None
+    if data is None:
+        # An empty file would silently train every default; that is never what was meant.
+        raise ConfigError(f"{source}: the config is empty. Give at least model: and data: sections "
+                          "(the studio's Show YAML writes a complete one).")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (model:, data:, training: ...), got {type(data).__name__}.")
+    if _depth(data) > MAX_YAML_DEPTH:
+        raise ConfigError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep; a run config has sections "
+                          "(model:, data:, training: ...) holding plain values.")
+    return data
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import RunConfig
-from ..errors import ConfigError
 from .llamafactory import Translation, is_llamafactory, load_run_config, translate
 
 __all__ = ["Translation", "is_llamafactory", "load_run_config", "read_config", "translate"]
@@ -17,7 +16,6 @@ __all__ = ["Translation", "is_llamafactory", "load_run_config", "read_config", "
 def read_config(path: str | Path, overrides: list[str] | None = None,
                 register: bool = False) -> tuple[RunConfig, Translation | None]:
     """A Tunesmith or LLaMA-Factory YAML file -> (RunConfig, the translation report or None)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such config file. Write one with the studio's Show YAML, or see README.md.")
-    return load_run_config(p.read_text(encoding="utf-8"), str(p), overrides, base_dir=Path.cwd(), register=register)
+    from ..config import read_config_text
+
+    return load_run_config(read_config_text(path), str(Path(path)), overrides, base_dir=Path.cwd(), register=register)

@@ -432,14 +432,9 @@ def load_run_config(text: str, source: str, overrides: list[str] | None = None, 
     With `register`, datasets that the file takes from a LLaMA-Factory dataset_info.json are
     registered first (what `tunesmith train` does; `config convert` and --dry-run do not).
     """
-    import yaml
+    from ..config import apply_override, parse_config_text
 
-    from ..config import apply_override
-
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML ({e}). Check indentation and quotes.") from None
+    data = parse_config_text(text, source)  # binary, invalid, empty or too deeply nested text is refused here
     if not is_llamafactory(data):
         return RunConfig.from_yaml_text(text, overrides, source), None
     tr = translate(data, source, base_dir)
