@@ -5,6 +5,7 @@
     tunesmith runs [--json]
     tunesmith stop RUN_ID
     tunesmith chat RUN_ID_OR_MODEL [--message TEXT]
+    tunesmith eval RUN_ID [--data FILE] [-n 20] [--no-base] [--json]
     tunesmith export RUN_ID --format adapter|merged|gguf [--quant q4_k_m,q8_0] [--out DIR]
     tunesmith data inspect PATH [--format F] [--json]
     tunesmith doctor [--check] [--rebuild]
@@ -29,12 +30,13 @@ from tunesmith import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from . import chat, config, data, doctor, export, push, runs, serve, train, webui
+    from . import eval as eval_cmd  # the module is named for the command; keep the builtin unshadowed
 
     parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune open LLMs: studio, CLI and YAML on one engine.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in (webui, train, runs, chat, export, data, doctor, serve, push, config):
+    for mod in (webui, train, runs, chat, eval_cmd, export, data, doctor, serve, push, config):
         mod.register(sub)
     return parser
 

@@ -191,6 +191,11 @@ class TrainingConfig(_Section):
     logging_steps: int = Field(1, ge=1, description="Write a metrics point every N optimizer steps.")
     save_steps: int = Field(100, ge=1, description="Save a checkpoint every N optimizer steps.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (default: at each save).")
+    early_stopping_patience: int | None = Field(
+        None, ge=1,
+        description="Stop when the eval loss has not improved for this many evaluations in a row, and keep the "
+        "best adapter (needs a validation set: data.val_size or data.val_file). Empty = train to the end.",
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Training precision; auto = bf16 on GPUs that support it, fp32 on CPU."
     )

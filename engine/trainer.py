@@ -32,6 +32,7 @@ from transformers import TrainerCallback
 
 from . import adapters, atomic, models
 from .config import RunConfig
+from .early_stopping import EarlyStopping
 from .events import EventWriter
 
 log = logging.getLogger("tunesmith.trainer")
@@ -72,8 +73,10 @@ def peak_memory_gb(device: str) -> float:
 class MetricsCallback(TrainerCallback):
     """Writes train/eval events and turns a stop request into a graceful stop."""
 
-    def __init__(self, events: EventWriter, stop_requested: Callable[[], bool], device: str):
+    def __init__(self, events: EventWriter, stop_requested: Callable[[], bool], device: str,
+                 early_stopping: EarlyStopping | None = None):
         self.events = events
+        self.early_stopping = early_stopping
         self.stop_requested = stop_requested
         self.device = device
         self.t0 = time.time()
@@ -100,6 +103,12 @@ class MetricsCallback(TrainerCallback):
         step = state.global_step
         if "eval_loss" in logs:
             self.events.write("eval", step=step, eval_loss=logs["eval_loss"])
+            # --- early stopping (engine.early_stopping decides; the studio helper's minimal hook) ---
+            es = self.early_stopping
+            if es is not None and es.update(step, float(logs["eval_loss"])):
+                control.should_training_stop = True
+                self.events.write("info", message=f"early stopping: {es.reason}", early_stop=True,
+                                  best_step=es.best_step, best_eval_loss=es.best_loss)
         if "loss" not in logs:
             return
         tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
@@ -215,6 +224,9 @@ class Recipe:
         if prec == "auto":
             prec = ("bf16" if hw.bf16 else "fp16") if hw.device == "cuda" else "fp32"
         has_eval = self.eval_ds is not None and len(self.eval_ds) > 0
+        # Early stopping keeps the best adapter: a checkpoint at every evaluation, the best reloaded at the end.
+        early = has_eval and t.early_stopping_patience is not None
+        save_steps = (t.eval_steps or t.save_steps) if early else t.save_steps
         return SFTConfig(
             output_dir=str(self.run_dir / "checkpoints"),
             per_device_train_batch_size=t.batch_size,
@@ -234,8 +246,11 @@ class Recipe:
             data_seed=t.seed,
             logging_steps=t.logging_steps,
             logging_first_step=True,
-            save_steps=t.save_steps,
+            save_steps=save_steps,
             save_total_limit=2,
+            load_best_model_at_end=early,
+            metric_for_best_model="eval_loss" if early else None,
+            greater_is_better=False if early else None,
             eval_strategy="steps" if has_eval else "no",
             eval_steps=(t.eval_steps or t.save_steps) if has_eval else None,
             bf16=prec == "bf16",
@@ -259,7 +274,12 @@ class Recipe:
         """Train (from the latest checkpoint when `resume`); returns the final status: completed or stopped."""
         from trl import SFTTrainer
 
-        self.callback = MetricsCallback(self.events, self.stop_requested, self.hw.device)
+        patience = self.cfg.training.early_stopping_patience
+        has_eval = self.eval_ds is not None and len(self.eval_ds) > 0
+        if patience is not None and not has_eval:
+            log.warning("early stopping needs a validation set (data.val_size or data.val_file); training to the end")
+        stopper = EarlyStopping(patience) if patience is not None and has_eval else None
+        self.callback = MetricsCallback(self.events, self.stop_requested, self.hw.device, stopper)
         self.trainer = SFTTrainer(
             model=self.model,
             args=self._sft_config(),

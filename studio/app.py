@@ -34,8 +34,11 @@ from .chat_tab import build_chat_tab, refresh_targets
 from .confine import Confinement
 from .context import StudioContext, config_from_form
 from .data_tab import build_data_tab
+from .evaluate_tab import build_evaluate_tab
+from .evaluate_tab import refresh as refresh_eval
 from .export_tab import build_export_tab, refresh_runs
 from .guard import AccessPolicy, RequestGuard
+from .i18n import I18N, T, language_switch, wire_language_switch
 from .login import LOGIN_FILE_ENV, login_from_file
 from .model_tab import build_model_tab
 from .runs_tab import build_runs_tab
@@ -61,7 +64,7 @@ def _header_html() -> str:
     svg = logo.read_text(encoding="utf-8") if logo.exists() else ""
     return (
         f'<div class="ts-header"><div class="ts-logo">{svg}</div>'
-        '<h1 class="ts-title">Tunesmith <span class="ts-tagline">— fine-tune open LLMs in your browser</span></h1>'
+        f'<h1 class="ts-title">Tunesmith <span class="ts-tagline">— {T("fine-tune open LLMs in your browser")}</span></h1>'
         '</div>'
     )
 
@@ -91,27 +94,33 @@ def build_studio(confine: Confinement | None = None) -> tuple[gr.Blocks, StudioC
     initial, overrides = initial_config()
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         ctx = StudioContext.create(demo, initial, overrides, confine or Confinement())
-        gr.HTML(_header_html())
+        with gr.Row(equal_height=True, elem_classes="ts-top"):
+            gr.HTML(_header_html())
+            lang = language_switch()
         with gr.Tabs(selected="model", elem_id="tabs") as tabs:
             ctx.tabs = tabs
-            with gr.Tab("1 · Model", id="model", elem_id="tab-model"):
+            with gr.Tab(T("1 · Model"), id="model", elem_id="tab-model"):
                 build_model_tab(ctx)
-            with gr.Tab("2 · Data", id="data", elem_id="tab-data"):
+            with gr.Tab(T("2 · Data"), id="data", elem_id="tab-data"):
                 build_data_tab(ctx)
-            with gr.Tab("3 · Train", id="train", elem_id="tab-train"):
+            with gr.Tab(T("3 · Train"), id="train", elem_id="tab-train"):
                 build_train_tab(ctx)
-            with gr.Tab("4 · Chat", id="chat", elem_id="tab-chat") as chat_tab:
+            with gr.Tab(T("4 · Chat"), id="chat", elem_id="tab-chat") as chat_tab:
                 chat = build_chat_tab(ctx)
-            with gr.Tab("5 · Export", id="export", elem_id="tab-export") as export_tab:
+            with gr.Tab(T("5 · Export"), id="export", elem_id="tab-export") as export_tab:
                 export = build_export_tab(ctx)
-            with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
+            with gr.Tab(T("Evaluate"), id="evaluate", elem_id="tab-evaluate") as evaluate_tab:
+                evaluate = build_evaluate_tab(ctx)
+            with gr.Tab(T("Runs"), id="runs", elem_id="tab-runs"):
                 build_runs_tab(ctx)
-        gr.HTML('<div class="ts-footer">Runs keep going when you close this page. '
-                'Everything here can also be done with the <code>tunesmith</code> command.</div>')
+        gr.Markdown(T("Runs keep going when you close this page. Everything here can also be done with the "
+                      "`tunesmith` command."), elem_classes="ts-footer")
 
         # A run that finished while the page was open should be pickable without a reload.
         chat_tab.select(refresh_targets, chat.refresh_inputs, chat.refresh_outputs, show_progress="hidden")
-        export_tab.select(refresh_runs, export.run, export.run, show_progress="hidden")
+        export_tab.select(refresh_runs, export.refresh_inputs, export.refresh_outputs, show_progress="hidden")
+        evaluate_tab.select(refresh_eval, evaluate.refresh_inputs, evaluate.refresh_outputs, show_progress="hidden")
+        wire_language_switch(demo, lang)
     return demo, ctx
 
 
@@ -199,5 +208,7 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: Auth | None = None,
         auth_message="Tunesmith: log in with the user and password the studio was started with.",
         max_file_size=int(upload_mb * 2**20),
         app_kwargs={"middleware": [Middleware(RequestGuard, policy=policy)]},
-        ssr_mode=False, **launch_kwargs,
+        ssr_mode=False, i18n=I18N,
+        footer_links=[],  # Gradio's API / "Runs" history / settings links lead away from the studio
+        **launch_kwargs,
     )

@@ -32,6 +32,8 @@ from tunesmith.engine.text import one_line
 
 from .confine import Confinement
 
+from .i18n import FIELD_LABELS, T, plain
+
 # ---------------------------------------------------------------------------
 # Pure form <-> config mapping
 # ---------------------------------------------------------------------------
@@ -157,7 +159,7 @@ def user_errors(fn: Callable) -> Callable:
             try:
                 yield from fn(*args, **kwargs)
             except (TunesmithError, OSError) as e:
-                raise gr.Error(_user_message(e), print_exception=False) from None
+                raise gr.Error(plain(_user_message(e)), print_exception=False) from None
 
         return gen_wrapper
 
@@ -166,7 +168,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except (TunesmithError, OSError) as e:
-            raise gr.Error(_user_message(e), print_exception=False) from None
+            raise gr.Error(plain(_user_message(e)), print_exception=False) from None
 
     return wrapper
 
@@ -225,7 +227,8 @@ class StudioContext:
         field's help text, unless given.
         """
         kwargs.setdefault("value", config_values(self.initial, [path])[path])
-        kwargs.setdefault("info", field_help(path))
+        kwargs.setdefault("info", T(field_help(path)))
+        FIELD_LABELS[path] = getattr(kwargs.get("label"), "key", kwargs.get("label")) or path  # for plain()
         comp = widget(*args, **kwargs)
         self.fields[path] = comp
         return comp

@@ -34,7 +34,9 @@ from tunesmith.engine.data import inspect as data_inspect
 from tunesmith.engine.data.formats import FORMATS, ColumnMapping, message_keys, suggest_mapping
 from tunesmith.engine.errors import ConfigError, DataError
 
-from .context import StudioContext, user_errors
+from .context import StudioContext
+from .i18n import T, tr
+from .notices import toast_errors
 
 PROBLEM_COLUMNS = ["dataset", "file", "row", "severity", "problem"]
 UPLOAD_TYPES = [".json", ".jsonl", ".csv", ".tsv", ".parquet", ".xlsx", ".txt"]
@@ -102,15 +104,15 @@ def describe_selection(selected: list[str] | None) -> str:
     for name in selected or []:
         e = entries.get(name)
         if e is None:
-            lines.append(f"- **{name}** — not a registered name: read as a file path or a hub dataset id.")
+            lines.append(f"- **{name}** — " + tr("not a registered name: read as a file path or a hub dataset id."))
         else:
-            lines.append(f"- **{e.name}** ({e.format}) — {e.description or 'no description'}")
-    return "\n".join(lines) or "Pick at least one dataset."
+            lines.append(f"- **{e.name}** ({e.format}) — {tr(e.description) if e.description else tr('no description')}")
+    return "\n".join(lines) or tr("Pick at least one dataset.")
 
 
-def refresh_datasets(selected: list[str] | None) -> dict:
-    # The selection is kept as is: file paths and hub ids typed in are valid too.
-    return gr.update(choices=dataset_choices(), value=list(selected or []))
+def refresh_datasets() -> dict:
+    # Choices only: the selection (restored from the saved form, or typed paths and hub ids) stays.
+    return gr.update(choices=dataset_choices())
 
 
 # ---------------------------------------------------------------------------
@@ -212,7 +214,8 @@ def mapping_form(fmt: str, mapping: ColumnMapping | None, rows: list) -> dict[st
             choices = keys if required else [NONE, *keys]
         if value not in choices:
             value = None if required or f in TAG_FIELDS else NONE
-        form[f] = {"visible": f in layout, "label": label, "choices": choices, "value": value}
+        form[f] = {"visible": f in layout, "label": tr(label) if f in layout else label, "choices": choices,
+                   "value": value}
     return form
 
 
@@ -226,11 +229,11 @@ def mapping_spec(fmt: str, values: dict[str, Any]) -> dict[str, str | None]:
         v = values.get(f)
         v = None if v in (None, "", NONE) or not isinstance(v, str) else v.strip() or None
         if v is None and required:
-            raise gr.Error(f"Pick the {label[0].lower() + label[1:]}: which part of the file holds it.",
+            raise gr.Error(tr("Pick the {what}: which part of the file holds it.", what=tr(label).lower()),
                            print_exception=False)
         spec[f] = v
     if fmt == "preference" and not spec.get("prompt") and not spec.get("messages"):
-        raise gr.Error("Pick the prompt column or the conversation column: the answers need a question.",
+        raise gr.Error(tr("Pick the prompt column or the conversation column: the answers need a question."),
                        print_exception=False)
     return spec
 
@@ -259,23 +262,25 @@ def look_markdown(peek: data_inspect.Peek, upload: bool) -> str:
     """What the grid shows, and how Tunesmith reads it (or that it cannot tell)."""
     shown = min(GRID_ROWS, len(peek.rows))
     name = html.escape(Path(peek.files[0]).name if upload else peek.name)
-    head = f"**{name}** · {peek.n_rows:,} rows" + (f", the first {shown} below" if peek.n_rows > shown else "")
+    head = f"**{name}** · " + tr("{n} rows", n=f"{peek.n_rows:,}") + (
+        tr(", the first {k} below", k=shown) if peek.n_rows > shown else "")
     m = peek.mapping
     if m is None:
-        return (f"{head}\n\n⚠️ Tunesmith could not tell the format: none of the usual column names "
-                "(instruction/output, conversations, messages, text, chosen/rejected) is there. "
-                "Pick the format and the columns below.")
+        return f"{head}\n\n⚠️ " + tr("Tunesmith could not tell the format: none of the usual column names "
+                                      "(instruction/output, conversations, messages, text, chosen/rejected) is "
+                                      "there. Pick the format and the columns below.")
     if peek.registered:
-        return f"{head} · registered as **{m.format}**: {_mapping_line(m)}"
+        return f"{head} · " + tr("registered as **{fmt}**: {cols}", fmt=m.format, cols=_mapping_line(m))
     if upload:
-        return f"{head} · looks like **{m.format}** ({html.escape(peek.evidence[0])}). Check the columns below."
-    return f"{head} · read as **{m.format}**: {_mapping_line(m)}"
+        return f"{head} · " + tr("looks like **{fmt}** ({why}). Check the columns below.", fmt=m.format,
+                                 why=html.escape(peek.evidence[0]))
+    return f"{head} · " + tr("read as **{fmt}**: {cols}", fmt=m.format, cols=_mapping_line(m))
 
 
 def look_at_upload(file: str | None) -> tuple[data_inspect.Peek, dict]:
     """(peek, session state) for a dropped file. Raises gr.Error naming the file when it cannot be read."""
     if not file:
-        raise gr.Error("Drop a file on the upload box first (" + ", ".join(UPLOAD_TYPES) + ").",
+        raise gr.Error(tr("Drop a file on the upload box first ({types}).", types=", ".join(UPLOAD_TYPES)),
                        print_exception=False)
     try:
         peek = data_inspect.peek_dataset(file, sample=SAMPLE_ROWS)
@@ -287,11 +292,11 @@ def look_at_upload(file: str | None) -> tuple[data_inspect.Peek, dict]:
 
 
 def format_hint(fmt: str, state: dict | None) -> str:
-    text = FORMAT_HELP.get(fmt, "")
+    text = tr(FORMAT_HELP[fmt]) if fmt in FORMAT_HELP else ""
     detected = (state or {}).get("detected")
     if fmt == "auto":
-        text = (f"{text} It detected **{detected.format}**: {_mapping_line(detected)}." if detected else
-                "Tunesmith could not tell this file's format: pick one.")
+        text = (text + " " + tr("It detected **{fmt}**: {cols}.", fmt=detected.format, cols=_mapping_line(detected))
+                if detected else tr("Tunesmith could not tell this file's format: pick one."))
     return text
 
 
@@ -330,9 +335,8 @@ def change_chat_keys(fmt: str, messages: str | None, role_tag: str | None, state
     return _updates(mapping_form(fmt, m, rows), TAG_FIELDS)
 
 
-@user_errors
 def register_upload(file: str | None, name: str, fmt: str, values: dict[str, Any], state: dict | None,
-                    selected: list[str] | None) -> tuple[Any, list[str]]:
+                    selected: list[str] | None, replace: bool = False) -> tuple[Any, list[str]]:
     """Register the dropped file with the chosen format and columns: (entry, new selection).
 
     Raises gr.Error (the engine's DataError, naming the file) for an unreadable
@@ -340,7 +344,7 @@ def register_upload(file: str | None, name: str, fmt: str, values: dict[str, Any
     nothing is written then. "auto" registers the detected mapping.
     """
     if not file:
-        raise gr.Error("Drop a file on the upload box first (" + ", ".join(UPLOAD_TYPES) + ").",
+        raise gr.Error(tr("Drop a file on the upload box first ({types}).", types=", ".join(UPLOAD_TYPES)),
                        print_exception=False)
     name = (name or "").strip() or safe_name(file)
     mapping: ColumnMapping | dict[str, str | None] | None
@@ -351,11 +355,11 @@ def register_upload(file: str | None, name: str, fmt: str, values: dict[str, Any
             state = look_at_upload(file)[1]
         mapping = state["detected"]
         if mapping is None:
-            raise gr.Error(f"{Path(file).name}: Tunesmith could not tell its format; pick the format and the "
-                           "columns that match the file.", print_exception=False)
+            raise gr.Error(tr("{file}: Tunesmith could not tell its format; pick the format and the columns that "
+                              "match the file.", file=Path(file).name), print_exception=False)
         fmt = mapping.format
     try:
-        entry = engine_data.register_upload(file, name, format=fmt, mapping=mapping)
+        entry = engine_data.register_upload(file, name, format=fmt, mapping=mapping, overwrite=replace)
     except DataError as e:
         raise gr.Error(_user_message(e, file), print_exception=False) from None
     return entry, list(dict.fromkeys([*(selected or []), entry.name]))
@@ -391,19 +395,21 @@ def report_markdown(name: str, report: Any) -> str:
     if d["evidence"][:1] == [f"registered in dataset_info.json as {d['format']}"]:  # examples.load_examples says so
         how = "as registered"
     lines = [f"#### {'✅' if d['ok'] else '⚠️'} {name}",
-             f"**{r['total']:,} rows**, format **{d['format']}** ({how}) · {r['ok']:,} fine, "
-             f"{r['with_errors']:,} with errors, {r['with_warnings']:,} with warnings"
-             + (f", {r['dropped']:,} skipped" if r["dropped"] else "")]
+             tr("**{total} rows**, format **{fmt}** ({how}) · {ok} fine, {errors} with errors, {warnings} with "
+                "warnings", total=f"{r['total']:,}", fmt=d["format"], how=tr(how), ok=f"{r['ok']:,}",
+                errors=f"{r['with_errors']:,}", warnings=f"{r['with_warnings']:,}")
+             + (tr(", {n} skipped", n=f"{r['dropped']:,}") if r["dropped"] else "")]
     ts = d["token_stats"]
     if ts:
-        lines.append(f"Tokens per row: median {ts['lengths']['median']:.0f}, longest {ts['lengths']['max']:.0f} "
-                     f"(cutoff {ts['cutoff_len']}: {ts['rows_over_cutoff']} rows cut) · "
-                     f"{ts['trained_tokens']:,} of {ts['total_tokens']:,} tokens are trained")
+        lines.append(tr("Tokens per row: median {median}, longest {longest} (cutoff {cutoff}: {cut} rows cut) · "
+                        "{trained} of {total} tokens are trained", median=f"{ts['lengths']['median']:.0f}",
+                        longest=f"{ts['lengths']['max']:.0f}", cutoff=ts["cutoff_len"], cut=ts["rows_over_cutoff"],
+                        trained=f"{ts['trained_tokens']:,}", total=f"{ts['total_tokens']:,}"))
     if d["estimate"]:
-        lines.append(f"Estimated time: {data_inspect.estimate_note(report)}")
+        lines.append(tr("Estimated time: {note}", note=data_inspect.estimate_note(report)))
     lines += [f"- {w}" for w in d["warnings"]]
     if not d["ok"]:
-        lines.append("Rows with errors stop training: fix them, or tick **Skip bad rows**.")
+        lines.append(tr("Rows with errors stop training: fix them, or tick **Skip bad rows**."))
     return "\n\n".join(lines)
 
 
@@ -453,45 +459,58 @@ def check_datasets(cfg: RunConfig, allowed_roots: list[Path] | None = None):
     return reports, "".join(previews)
 
 
+def free_name(name: str) -> str:
+    """`name`, or name_2, name_3 ... : the first that no dataset uses."""
+    taken = set(dataset_choices())
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name}_{k}" in taken:
+        k += 1
+    return f"{name}_{k}"
+
+
 def build_data_tab(ctx: StudioContext) -> DataHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             datasets = ctx.field(
                 "data.datasets", gr.Dropdown, choices=dataset_choices(), multiselect=True,
-                allow_custom_value=True, label="Datasets", elem_id="datasets",
+                allow_custom_value=True, label=T("Datasets"), elem_id="datasets",
             )
             about = gr.Markdown(describe_selection(ctx.initial.data.datasets), elem_classes="ts-hint")
             with gr.Row():
-                data_format = ctx.field("data.format", gr.Dropdown, choices=["auto", *FORMATS], label="Format")
-                ctx.field("data.max_samples", gr.Number, precision=0, minimum=0,
-                          label="Max samples per dataset (0 = all)")
-            with gr.Row():
-                ctx.field("data.cutoff_len", gr.Slider, 16, 8192, step=16, label="Cutoff length (tokens)")
-                ctx.field("data.val_size", gr.Slider, 0.0, 0.5, step=0.01, label="Validation fraction")
-            ctx.field("data.val_file", gr.Textbox, label="Validation file (optional)",
-                      placeholder="path/to/val.jsonl")
-            with gr.Row():
-                ctx.field("data.train_on_responses_only", gr.Checkbox, label="Train on responses only")
-                ctx.field("data.packing", gr.Checkbox, label="Packing")
-                ctx.field("data.drop_invalid", gr.Checkbox, label="Skip bad rows")
+                ctx.field("data.val_size", gr.Slider, 0.0, 0.5, step=0.01, label=T("Share held out for checking"))
+                ctx.field("data.drop_invalid", gr.Checkbox, label=T("Skip bad rows"))
+            with gr.Accordion(T("Advanced data options"), open=False):
+                with gr.Row():
+                    data_format = ctx.field("data.format", gr.Dropdown, choices=["auto", *FORMATS],
+                                            label=T("Layout of the rows (format)"))
+                    ctx.field("data.max_samples", gr.Number, precision=0, minimum=0,
+                              label=T("Use at most N rows per dataset (0 = all)"))
+                ctx.field("data.cutoff_len", gr.Slider, 16, 8192, step=16, label=T("Longest example (tokens)"))
+                ctx.field("data.val_file", gr.Textbox, label=T("Separate file to check against (optional)"),
+                          placeholder="path/to/val.jsonl")
+                with gr.Row():
+                    ctx.field("data.train_on_responses_only", gr.Checkbox, label=T("Learn only the replies"))
+                    ctx.field("data.packing", gr.Checkbox, label=T("Pack short examples together"))
         with gr.Column(scale=2):
-            upload = gr.File(label="Add your own dataset", file_types=UPLOAD_TYPES, elem_id="upload", height=150)
-            gr.Markdown("Drop a JSON, JSONL, CSV, TSV, Parquet, Excel or text file. You will see its first rows "
-                        "and say which columns hold what before it is added to the list.", elem_classes="ts-hint")
+            upload = gr.File(label=T("Add your own dataset"), file_types=UPLOAD_TYPES, elem_id="upload", height=150)
+            gr.Markdown(T("Drop a JSON, JSONL, CSV, TSV, Parquet, Excel or text file. You will see its first rows "
+                          "and say which columns hold what before it is added to the list."), elem_classes="ts-hint")
 
     # What the file (or the last picked dataset) holds.
     with gr.Column(elem_id="data-look") as look:
         look_info = gr.Markdown(elem_id="data-look-info", elem_classes="ts-hint")
-        grid = gr.Dataframe(label="First rows, as in the file", interactive=False, wrap=True, max_height=320,
+        grid = gr.Dataframe(label=T("First rows, as in the file"), interactive=False, wrap=True, max_height=320,
                             visible=False, elem_id="data-grid")
     # Which columns hold what, for a dropped file.
     upload_state = gr.State(None)  # {"file", "rows" (a sample), "detected" ColumnMapping | None}
     with gr.Column(visible=False, elem_id="data-mapping") as mapping_box:
-        gr.Markdown("#### Which columns hold what\nTunesmith filled these in from the file; change what is wrong, "
-                    "then register the dataset.")
+        gr.Markdown(T("#### Which columns hold what\nTunesmith filled these in from the file; change what is "
+                      "wrong, then register the dataset."))
         with gr.Group():
             with gr.Row():
-                map_format = gr.Dropdown(["auto", *FORMATS], value="auto", label="Format of this file",
+                map_format = gr.Dropdown(["auto", *FORMATS], value="auto", label=T("Format of this file"),
                                          elem_id="map-format", min_width=220)
                 fields = {f: gr.Dropdown(label=f, visible=False, elem_id=f"map-{f.replace('_', '-')}", min_width=180)
                           for f in MAP_FIELDS if f not in TAG_FIELDS}
@@ -499,17 +518,19 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
                 fields.update({f: gr.Dropdown(label=f, visible=False, allow_custom_value=f in ("user_tag", "assistant_tag"),
                                               elem_id=f"map-{f.replace('_', '-')}", min_width=180) for f in TAG_FIELDS})
             with gr.Row(equal_height=True):
-                upload_name = gr.Textbox(label="Name", placeholder="my_data", scale=3, elem_id="upload-name",
-                                         info="How the dataset appears in the list: letters, digits, _ - or .")
-                register = gr.Button("Register dataset", variant="primary", scale=1, elem_id="register-dataset")
+                upload_name = gr.Textbox(label=T("Name"), placeholder="my_data", scale=3, elem_id="upload-name",
+                                         info=T("How the dataset appears in the list: letters, digits, _ - or ."))
+                replace = gr.Checkbox(False, label=T("Replace a dataset of this name"), scale=1,
+                                      elem_id="upload-replace")
+                register = gr.Button(T("Register dataset"), variant="primary", scale=1, elem_id="register-dataset")
 
-    check = gr.Button("Check data", variant="primary", elem_id="check-data")
+    check = gr.Button(T("Check data"), variant="primary", elem_id="check-data")
     summary = gr.Markdown(elem_classes="ts-report", elem_id="data-report")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            histogram = gr.Plot(label="Tokens per example", visible=False, elem_id="data-histogram")
+            histogram = gr.Plot(label=T("Tokens per example"), visible=False, elem_id="data-histogram")
         with gr.Column(scale=1):
-            problems = gr.Dataframe(headers=PROBLEM_COLUMNS, label="Problems", visible=False, interactive=False,
+            problems = gr.Dataframe(headers=PROBLEM_COLUMNS, label=T("Problems"), visible=False, interactive=False,
                                     wrap=True)
     preview = gr.HTML(elem_classes="ts-preview", elem_id="data-preview")
     field_list = [fields[f] for f in MAP_FIELDS]
@@ -528,16 +549,34 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
     def hide_upload_view():
         return gr.update(visible=False), None, gr.update(visible=False)
 
-    def register_clicked(file, name, fmt, state, selected, form_format, *values):
-        entry, value = register_upload(file, name, fmt, dict(zip(MAP_FIELDS, values)), state, selected)
+    def shown_upload(file: str | None):
+        out = show_upload(file)
+        # The grid and Register sit below the fold: say so (the page also scrolls there).
+        gr.Info(tr("Here is what the file holds. Check the columns below, then press Register dataset."))
+        return out
+
+    def register_clicked(file, name, fmt, state, selected, form_format, replace_it, *values):
+        name = (name or "").strip() or (safe_name(file) if file else "")
+        entry = engine_data.get_dataset(name) if name else None
+        if entry is not None and not (replace_it and entry.source == "user"):
+            # One clear message and a free name filled in; nothing else on the page changes.
+            free = free_name(name)
+            if entry.source == "user":
+                gr.Warning(tr("The name “{name}” is taken. “{free}” is free and filled in: press Register dataset "
+                              "again, or tick Replace to overwrite “{name}”.", name=name, free=free))
+            else:
+                gr.Warning(tr("“{name}” is a bundled dataset. “{free}” is free and filled in: press Register "
+                              "dataset again.", name=name, free=free))
+            return (gr.skip(),) * 4 + (gr.skip(), gr.skip(), free, gr.skip())
+        entry, value = register_upload(file, name, fmt, dict(zip(MAP_FIELDS, values)), state, selected, replace_it)
         note = ""
         if form_format != "auto":  # a named format overrides the registered columns: go back to auto
-            note = " Format is set back to auto, so each dataset is read with its own columns."
-        gr.Info(f"Added dataset “{entry.name}” ({entry.format}).{note}")
-        return (gr.update(choices=dataset_choices(), value=value), None, "", gr.update(visible=False), None,
-                "auto")
+            note = " " + tr("Format is set back to auto, so each dataset is read with its own columns.")
+        gr.Info(tr("Added dataset “{name}” ({fmt}).", name=entry.name, fmt=entry.format) + note)
+        return (gr.update(choices=dataset_choices(), value=value), None, gr.update(visible=False), None, "auto",
+                False, "", gr.skip())
 
-    @user_errors
+    @toast_errors
     def check_data(values: dict):
         reports, preview_html = check_datasets(ctx.config_from(values), ctx.allowed_roots)
         probs = problems_frame(reports)
@@ -554,9 +593,9 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
     datasets.change(look_selected, [datasets, upload], look_outputs, show_progress="hidden")
     # A new file: hide the old mapping first, so a file that cannot be read leaves nothing stale behind.
     upload.upload(hide_upload_view, None, [mapping_box, upload_state, look], show_progress="hidden").then(
-        show_upload, upload,
+        shown_upload, upload,
         [look, look_info, grid, upload_state, mapping_box, upload_name, map_format, *field_list],
-    )
+    ).success(None, js="() => document.querySelector('#data-look')?.scrollIntoView({block: 'start'})")
     upload.clear(hide_upload_view, None, [mapping_box, upload_state, look], show_progress="hidden").then(
         look_selected, [datasets, upload], look_outputs, show_progress="hidden")
     map_format.input(change_format, [map_format, upload_state], [map_format, *field_list], show_progress="hidden")
@@ -564,12 +603,14 @@ def build_data_tab(ctx: StudioContext) -> DataHandles:
         trigger.input(change_chat_keys, [map_format, fields["messages"], fields["role_tag"], upload_state], tag_list,
                       show_progress="hidden")
     register.click(
-        register_clicked, [upload, upload_name, map_format, upload_state, datasets, data_format, *field_list],
-        [datasets, upload, upload_name, mapping_box, upload_state, data_format],
+        toast_errors(register_clicked),
+        [upload, upload_name, map_format, upload_state, datasets, data_format, replace, *field_list],
+        [datasets, upload, mapping_box, upload_state, data_format, replace, upload_name, look],
     )
     check.click(check_data, ctx.config_inputs(), [summary, histogram, problems, preview])
-    ctx.demo.load(refresh_datasets, datasets, datasets, show_progress="hidden").then(
-        look_selected, [datasets, upload], look_outputs, show_progress="hidden")
+    ctx.demo.load(refresh_datasets, None, datasets, show_progress="hidden").then(
+        look_selected, [datasets, upload], look_outputs, show_progress="hidden").then(
+        describe_selection, datasets, about, show_progress="hidden")  # in the page's language
     return DataHandles(datasets=datasets, upload=upload, upload_name=upload_name, grid=grid, map_format=map_format,
                        map_fields=fields, register=register, check=check, summary=summary, problems=problems,
                        histogram=histogram, preview=preview)

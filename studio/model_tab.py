@@ -17,18 +17,27 @@ from tunesmith.engine.config import DEMO_MODEL
 from tunesmith.engine.data import template_names
 
 from .context import StudioContext
+from .i18n import T, localize, tr
 
 
 def chat_template_choices() -> list[tuple[str, str]]:
     return [("The model's own template", "")] + [(n, n) for n in template_names()]
 
 
+METHODS = [("QLoRA: small add-on, 4-bit base (least memory)", "qlora"),
+           ("LoRA: small add-on, 16-bit base", "lora"),
+           ("Full: change every weight (most memory)", "full")]
+BITS = [("4-bit", 4), ("8-bit", 8), ("16-bit (no compression)", 16)]
+QUANT_TYPES = [("NF4 (standard)", "nf4"), ("FP4", "fp4")]
+COMPUTE = [("Automatic", "auto"), ("bfloat16", "bfloat16"), ("float16", "float16"), ("float32", "float32")]
+
+
 @dataclass
 class ModelHandles:
     model: gr.Dropdown
     method: gr.Radio
-    quant_group: gr.Group
-    lora_group: gr.Group
+    quant_group: gr.Accordion
+    lora_group: gr.Accordion
     hint: gr.Markdown
 
 
@@ -38,57 +47,56 @@ def method_visibility(method: str) -> tuple[dict, dict]:
     return gr.update(visible=method == "qlora"), gr.update(visible=method != "full")
 
 
+DEMO_HINT = ("**Demo model** — a tiny model embedded in Tunesmith. It trains in a minute on a CPU "
+             "and shows every step of the studio, but it cannot hold a real conversation. "
+             "Pick a real model for real work.")
+
+
 def model_hint(name: str) -> str:
     name = (name or "").strip()
     if name == DEMO_MODEL:
-        return ("**Demo model** — a tiny model embedded in Tunesmith. It trains in a minute on a CPU "
-                "and shows every step of the studio, but it cannot hold a real conversation. "
-                "Pick a real model for real work.")
+        return tr(DEMO_HINT)
     if not name:
-        return "Pick a model above, or type a Hugging Face hub id or a local folder."
-    return (f"**{name}** — downloaded from the Hugging Face hub the first time (or read from the folder, "
-            "if it is a local path). Training a real model wants a GPU.")
+        return tr("Pick a model above, or type a Hugging Face hub id or a local folder.")
+    return tr("**{name}** — downloaded from the Hugging Face hub the first time (or read from the folder, "
+              "if it is a local path). Training a real model wants a GPU.", name=name)
 
 
 def build_model_tab(ctx: StudioContext) -> ModelHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            model = ctx.field(
-                "model.name_or_path", gr.Dropdown,
-                choices=[(label if mid == DEMO_MODEL else mid, mid) for mid, label in catalog.SUGGESTED_MODELS],
-                allow_custom_value=True, label="Model",
-                elem_id="model-name",
-            )
-            hint = gr.Markdown(model_hint(ctx.initial.model.name_or_path), elem_classes="ts-hint")
-            method = ctx.field(
-                "method", gr.Radio,
-                choices=[("QLoRA (4-bit, least memory)", "qlora"), ("LoRA (16-bit)", "lora"),
-                         ("Full fine-tune (all weights)", "full")],
-                label="Method", elem_id="method",
-            )
+            models = [(label if mid == DEMO_MODEL else mid, mid) for mid, label in catalog.SUGGESTED_MODELS]
+            model = localize(ctx.field("model.name_or_path", gr.Dropdown, choices=models, allow_custom_value=True,
+                                       label=T("Model"), elem_id="model-name"), models)
+            initial = ctx.initial.model.name_or_path
+            hint = gr.Markdown(T(DEMO_HINT) if initial == DEMO_MODEL else model_hint(initial), elem_classes="ts-hint")
+            method = localize(ctx.field("method", gr.Radio, choices=METHODS, label=T("How to train"),
+                                        elem_id="method"), METHODS)
         with gr.Column(scale=2):
-            with gr.Accordion("Advanced model options", open=False):
-                ctx.field("model.trust_remote_code", gr.Checkbox, label="Trust remote code")
-                ctx.field("model.chat_template", gr.Dropdown, choices=chat_template_choices(),
-                          allow_custom_value=True, label="Chat template")
-                ctx.field("model.revision", gr.Textbox, label="Revision", placeholder="main")
+            with gr.Accordion(T("Advanced model options"), open=False):
+                ctx.field("model.trust_remote_code", gr.Checkbox, label=T("Run code that comes with the model"))
+                templates = chat_template_choices()
+                localize(ctx.field("model.chat_template", gr.Dropdown, choices=templates, allow_custom_value=True,
+                                   label=T("Conversation format (chat template)")), templates)
+                ctx.field("model.revision", gr.Textbox, label=T("Version (revision)"), placeholder="main")
 
     q_visible, l_visible = (u["visible"] for u in method_visibility(ctx.initial.method))
-    with gr.Group(visible=q_visible) as quant_group:
-        gr.Markdown("### Quantization (QLoRA)", elem_classes="ts-section")
+    with gr.Accordion(T("Advanced: compressing the base model (quantization)"), open=False,
+                      visible=q_visible) as quant_group:
         with gr.Row():
-            ctx.field("quantization.bits", gr.Radio, choices=[4, 8, 16], label="Base weight bits")
-            ctx.field("quantization.quant_type", gr.Radio, choices=["nf4", "fp4"], label="4-bit type")
-            ctx.field("quantization.double_quant", gr.Checkbox, label="Double quantization")
-            ctx.field("quantization.compute_dtype", gr.Dropdown,
-                      choices=["auto", "bfloat16", "float16", "float32"], label="Compute dtype")
-    with gr.Group(visible=l_visible) as lora_group:
-        gr.Markdown("### LoRA adapter", elem_classes="ts-section")
+            localize(ctx.field("quantization.bits", gr.Radio, choices=BITS, label=T("Base model precision")), BITS)
+            localize(ctx.field("quantization.quant_type", gr.Radio, choices=QUANT_TYPES,
+                               label=T("4-bit number type")), QUANT_TYPES)
+            ctx.field("quantization.double_quant", gr.Checkbox, label=T("Compress a little more (double quantization)"))
+            localize(ctx.field("quantization.compute_dtype", gr.Dropdown, choices=COMPUTE,
+                               label=T("Number type for the maths (compute dtype)")), COMPUTE)
+    with gr.Accordion(T("Advanced: the add-on's size (LoRA)"), open=False, visible=l_visible) as lora_group:
         with gr.Row():
-            ctx.field("lora.r", gr.Slider, 1, 256, step=1, label="Rank (r)")
-            ctx.field("lora.alpha", gr.Slider, 1, 512, step=1, label="Alpha")
-            ctx.field("lora.dropout", gr.Slider, 0.0, 0.5, step=0.01, label="Dropout")
-        ctx.field("lora.target_modules", gr.Textbox, label="Target modules", placeholder="all-linear")
+            ctx.field("lora.r", gr.Slider, 1, 256, step=1, label=T("Add-on capacity (rank r)"))
+            ctx.field("lora.alpha", gr.Slider, 1, 512, step=1, label=T("Add-on strength (alpha)"))
+            ctx.field("lora.dropout", gr.Slider, 0.0, 0.5, step=0.01, label=T("Dropout"))
+        ctx.field("lora.target_modules", gr.Textbox, label=T("Layers that get the add-on (target modules)"),
+                  placeholder=T("all linear layers"))
 
     handles = ModelHandles(model=model, method=method, quant_group=quant_group, lora_group=lora_group, hint=hint)
 

@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 
 from tunesmith.engine.jobs import RunInfo
 
+from .i18n import T, tr
+
 LIVE_STATES = ("queued", "running", "stopping")
 SMOOTHING = 0.6  # EMA weight of the past; TensorBoard's default slider value
 
@@ -60,12 +62,12 @@ def loss_figure(events: list[dict[str, Any]], title: str = "") -> go.Figure:
     steps, losses, eval_steps, eval_losses = loss_points(events)
     fig = go.Figure()
     if steps:
-        fig.add_trace(go.Scatter(x=steps, y=losses, mode="markers", name="loss",
+        fig.add_trace(go.Scatter(x=steps, y=losses, mode="markers", name=tr("loss"),
                                  marker=dict(color=RAW_COLOUR, size=6)))
-        fig.add_trace(go.Scatter(x=steps, y=ema(losses), mode="lines", name="loss (smoothed)",
+        fig.add_trace(go.Scatter(x=steps, y=ema(losses), mode="lines", name=tr("loss (smoothed)"),
                                  line=dict(color=EMA_COLOUR, width=2.5)))
     if eval_steps:
-        fig.add_trace(go.Scatter(x=eval_steps, y=eval_losses, mode="markers+lines", name="eval loss",
+        fig.add_trace(go.Scatter(x=eval_steps, y=eval_losses, mode="markers+lines", name=tr("eval loss"),
                                  marker=dict(color=EVAL_COLOUR, size=9, symbol="diamond"),
                                  line=dict(color=EVAL_COLOUR, width=1, dash="dot")))
     fig.update_layout(
@@ -73,13 +75,13 @@ def loss_figure(events: list[dict[str, Any]], title: str = "") -> go.Figure:
         height=340,
         margin=dict(l=50, r=20, t=40 if title else 20, b=45),
         title=dict(text=title, x=0.01, font=dict(size=14)) if title else None,
-        xaxis=dict(title="step", rangemode="tozero"),
-        yaxis=dict(title="loss"),
+        xaxis=dict(title=tr("step"), rangemode="tozero"),
+        yaxis=dict(title=tr("loss")),
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"),
         showlegend=bool(steps or eval_steps),
     )
     if not steps and not eval_steps:
-        fig.add_annotation(text="No points yet: the chart fills in as the run logs steps.",
+        fig.add_annotation(text=tr("No points yet: the chart fills in as the run logs steps."),
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                            font=dict(color="#6b7280", size=13))
         fig.update_xaxes(showticklabels=False)
@@ -141,7 +143,8 @@ def summarize(run: RunInfo, events: list[dict[str, Any]]) -> Summary:
 
 def progress_html(s: Summary) -> str:
     pct = 0.0 if s.percent is None else s.percent
-    steps = f"step {s.step} / {s.max_steps}" if s.max_steps else f"step {s.step}"
+    steps = (tr("step {step} / {total}", step=s.step, total=s.max_steps) if s.max_steps
+             else tr("step {step}", step=s.step))
     label = f"{pct:.0f}% · {steps}" if s.percent is not None else steps
     return (
         f'<div class="ts-progress" data-status="{html.escape(s.status)}">'
@@ -151,10 +154,10 @@ def progress_html(s: Summary) -> str:
 
 
 def stats_html(run: RunInfo, s: Summary) -> str:
-    badge = f'<span class="ts-badge ts-{html.escape(s.status)}">{html.escape(s.status)}</span>'
+    badge = f'<span class="ts-badge ts-{html.escape(s.status)}">{html.escape(tr(s.status))}</span>'
     cells = [
-        ("Elapsed", s.elapsed), ("ETA", s.eta), ("Tokens/s", s.tokens_per_s),
-        ("Peak memory", s.peak_mem), ("Last loss", s.last_loss),
+        (tr("Elapsed"), s.elapsed), (tr("Time left"), s.eta), (tr("Speed (tokens/s)"), s.tokens_per_s),
+        (tr("Peak memory"), s.peak_mem), (tr("Last loss"), s.last_loss),
     ]
     grid = "".join(
         f'<div class="ts-stat"><div class="ts-stat-label">{k}</div><div class="ts-stat-value">{html.escape(v)}</div></div>'
@@ -167,7 +170,14 @@ def stats_html(run: RunInfo, s: Summary) -> str:
     )
 
 
+# The page's first view: the marker is translated in the browser (one per string, as Gradio replaces one).
 EMPTY_STATS_HTML = (
-    '<div class="ts-run-head"><span class="ts-badge ts-none">no run</span>'
-    '<span class="ts-run-name">Start a run, or open one from the Runs tab.</span></div>'
+    '<div class="ts-run-head"><span class="ts-badge ts-none">—</span>'
+    f'<span class="ts-run-name">{T("No run yet. Press Start training, or open one from the Runs tab.")}</span></div>'
 )
+
+
+def empty_stats_html() -> str:
+    """The same, translated here (for handlers)."""
+    return ('<div class="ts-run-head"><span class="ts-badge ts-none">—</span><span class="ts-run-name">'
+            + html.escape(tr("No run yet. Press Start training, or open one from the Runs tab.")) + "</span></div>")

@@ -2,20 +2,29 @@
 
 The table is refreshed every few seconds (only sent when it changed). Pick a
 run to open it in the Train monitor, copy its settings back into the form,
-see why it failed, or delete it.
+see why it failed, download its log and settings, or delete it. Pick two or
+more under "Compare runs" to overlay their loss curves and list the settings
+that differ between them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
+import plotly.graph_objects as go
 
-from tunesmith.engine import catalog, jobs
+from tunesmith.engine import catalog, events, jobs
+from tunesmith.engine.errors import RunError
 
-from .context import StudioContext, config_values, user_errors
+from . import monitor
+from .context import StudioContext, config_values
+from .i18n import T, tr
+from .notices import toast_errors
 
 REFRESH_SECONDS = 5.0
 COLUMNS = ["id", "name", "status", "model", "dataset", "steps", "last loss", "created"]
@@ -23,6 +32,10 @@ COLUMNS = ["id", "name", "status", "model", "dataset", "steps", "last loss", "cr
 
 @dataclass
 class RunsHandles:
+    compare: gr.Dropdown
+    compare_chart: gr.Plot
+    compare_table: gr.Dataframe
+    files: gr.File
     table: gr.Dataframe
     run: gr.Dropdown
     open: gr.Button
@@ -42,7 +55,80 @@ def runs_frame() -> pd.DataFrame:
             "" if r.last_loss is None else f"{r.last_loss:.4f}",
             datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M"),
         ])
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=[tr(c) for c in COLUMNS])
+
+
+# ---------------------------------------------------------------------------
+# Comparing runs (pure: unit tested)
+# ---------------------------------------------------------------------------
+
+RUN_FILES = ("config.yaml", "worker.log", "events.jsonl")
+
+
+def run_files(run_id: str | None) -> list[Path]:
+    """The files of a run a person may want to keep: its settings, its log, its metrics."""
+    if not run_id:
+        return []
+    try:
+        run = jobs.get_run(run_id)
+    except RunError:
+        return []
+    return [run.run_dir / f for f in RUN_FILES if (run.run_dir / f).is_file()]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = ", ".join(map(str, v)) if isinstance(v, list) else v
+    return out
+
+
+def settings_diff(configs: dict[str, dict]) -> pd.DataFrame:
+    """One row per setting whose value differs between the runs ({run label: config dict}), one column per run."""
+    flat = {name: _flatten(cfg) for name, cfg in configs.items()}
+    keys = sorted({k for f in flat.values() for k in f})
+    rows = [[k, *(("" if f.get(k) is None else str(f.get(k))) for f in flat.values())]
+            for k in keys if len({str(f.get(k)) for f in flat.values()}) > 1]
+    return pd.DataFrame(rows, columns=[tr("setting"), *flat])
+
+
+def compare_figure(curves: dict[str, list[dict]]) -> go.Figure:
+    """Each run's smoothed training loss as a line and its eval loss as dotted markers, on one chart."""
+    fig = go.Figure()
+    palette = ["#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#0ea5e9", "#a855f7"]
+    for i, (name, evs) in enumerate(curves.items()):
+        colour = palette[i % len(palette)]
+        steps, losses, eval_steps, eval_losses = monitor.loss_points(evs)
+        if steps:
+            fig.add_trace(go.Scatter(x=steps, y=monitor.ema(losses), mode="lines", name=f"{name} · {tr('loss')}",
+                                     line=dict(color=colour, width=2.5)))
+        if eval_steps:
+            fig.add_trace(go.Scatter(x=eval_steps, y=eval_losses, mode="markers+lines",
+                                     name=f"{name} · {tr('eval loss')}",
+                                     marker=dict(color=colour, size=8, symbol="diamond"),
+                                     line=dict(color=colour, width=1, dash="dot")))
+    fig.update_layout(template="plotly_white", height=340, margin=dict(l=50, r=20, t=20, b=45),
+                      xaxis=dict(title=tr("step"), rangemode="tozero"), yaxis=dict(title=tr("loss")),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"))
+    return fig
+
+
+def compare_runs(run_ids: list[str] | None):
+    """(figure, settings-diff table) for two or more runs."""
+    run_ids = list(run_ids or [])
+    if len(run_ids) < 2:
+        raise gr.Error(tr("Pick two or more runs to compare."), print_exception=False)
+    curves, configs = {}, {}
+    for rid in run_ids:
+        run = jobs.get_run(rid)
+        label = run.name if run.name not in curves else f"{run.name} ({run.id})"
+        curves[label] = events.read_events(run.run_dir)
+        configs[label] = jobs.load_config(run).model_dump(mode="json")
+    return compare_figure(curves), settings_diff(configs)
 
 
 def refresh(current: str | None, seen: list | None):
@@ -50,10 +136,11 @@ def refresh(current: str | None, seen: list | None):
     df = runs_frame()
     key = df.values.tolist()
     if key == seen:
-        return gr.skip(), gr.skip(), seen
-    ids = df["id"].tolist()
-    choices = [(f"{row.name} ({row.id}, {row.status})", row.id) for row in df.itertuples()]
-    return df, gr.update(choices=choices, value=current if current in ids else None), key
+        return gr.skip(), gr.skip(), seen, gr.skip()
+    ids = df.iloc[:, 0].tolist()
+    choices = [(f"{name} ({rid}, {status})", rid) for rid, name, status in df.iloc[:, :3].itertuples(index=False)]
+    return (df, gr.update(choices=choices, value=current if current in ids else None), key,
+            gr.update(choices=choices))
 
 
 def run_error(run_id: str | None):
@@ -67,74 +154,96 @@ def run_error(run_id: str | None):
 
 
 def build_runs_tab(ctx: StudioContext) -> RunsHandles:
-    table = gr.Dataframe(value=runs_frame(), headers=COLUMNS, interactive=False, wrap=True, label="Runs",
+    table = gr.Dataframe(value=runs_frame(), headers=COLUMNS, interactive=False, wrap=True, label=T("Runs"),
                          elem_id="runs-table", max_height=420, elem_classes="ts-quiet")
     with gr.Row():
-        run = gr.Dropdown(choices=[], label="Run", info="Or click a row in the table.", elem_id="runs-pick", scale=4,
-                          elem_classes="ts-quiet")
-        refresh_btn = gr.Button("Refresh", size="sm", scale=1, min_width=80)
-        open_btn = gr.Button("Open in Train monitor", variant="primary", scale=2, elem_id="runs-open")
-        reuse = gr.Button("Reuse its settings", scale=2, elem_id="runs-reuse")
-        resume_btn = gr.Button("Resume", scale=1, min_width=90, elem_id="runs-resume")
-        delete = gr.Button("Delete…", variant="stop", scale=1, min_width=90)
+        run = gr.Dropdown(choices=[], label=T("Run"), info=T("Or click a row in the table."), elem_id="runs-pick",
+                          scale=4, elem_classes="ts-quiet")
+        refresh_btn = gr.Button(T("Refresh"), size="sm", scale=1, min_width=80)
+        open_btn = gr.Button(T("Open in Train monitor"), variant="primary", scale=2, elem_id="runs-open")
+        reuse = gr.Button(T("Reuse its settings"), scale=2, elem_id="runs-reuse")
+        resume_btn = gr.Button(T("Resume"), scale=1, min_width=90, elem_id="runs-resume")
+        delete = gr.Button(T("Delete…"), variant="stop", scale=1, min_width=90)
     with gr.Row(visible=False) as confirm_row:
         confirm_text = gr.Markdown()
-        confirm = gr.Button("Yes, delete it and its files", variant="stop")
-        cancel = gr.Button("Cancel")
-    error = gr.Code(label="Why it failed (last lines of worker.log)", language="shell", visible=False,
+        confirm = gr.Button(T("Yes, delete it and its files"), variant="stop")
+        cancel = gr.Button(T("Cancel"))
+    files = gr.File(label=T("Its settings, log and metrics (download)"), file_count="multiple", interactive=False,
+                    visible=False, elem_id="runs-files")
+    error = gr.Code(label=T("Why it failed (last lines of its log)"), language="shell", visible=False,
                     interactive=False, elem_id="runs-error")
+    with gr.Accordion(T("Compare runs"), open=False, elem_id="runs-compare-box"):
+        with gr.Row():
+            compare = gr.Dropdown(choices=[], multiselect=True, label=T("Runs to compare"), scale=4,
+                                  info=T("Pick two or more: their loss curves on one chart, and the settings "
+                                         "that differ."), elem_id="runs-compare")
+            compare_btn = gr.Button(T("Compare"), variant="primary", scale=1, elem_id="runs-compare-btn")
+        compare_chart = gr.Plot(visible=False, show_label=False, elem_id="runs-compare-chart")
+        compare_table = gr.Dataframe(label=T("Settings that differ"), interactive=False, wrap=True, visible=False,
+                                     elem_id="runs-compare-table")
     timer = gr.Timer(REFRESH_SECONDS, active=True)
     seen = gr.State(None)
 
     def pick_row(df: pd.DataFrame, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        return df.iloc[row]["id"] if 0 <= row < len(df) else gr.skip()
+        return df.iloc[row, 0] if 0 <= row < len(df) else gr.skip()
 
+    @toast_errors
     def open_run(run_id: str | None):
         if not run_id:
-            raise gr.Error("Pick a run first.")
+            raise gr.Error(tr("Pick a run first."), print_exception=False)
         return run_id, gr.Tabs(selected="train")
 
+    @toast_errors
     def ask_delete(run_id: str | None):
         if not run_id:
-            raise gr.Error("Pick a run first.")
-        return gr.update(visible=True), f"Delete run **{run_id}** and everything in its folder?"
+            raise gr.Error(tr("Pick a run first."), print_exception=False)
+        return gr.update(visible=True), tr("Delete run **{run}** and everything in its folder?", run=run_id)
 
-    @user_errors
+    @toast_errors
     def reuse_settings(run_id: str | None) -> dict:
         """Fill every tab's form with the run's config (to repeat or tweak it)."""
         if not run_id:
-            raise gr.Error("Pick a run first.")
+            raise gr.Error(tr("Pick a run first."), print_exception=False)
         cfg = jobs.load_config(run_id)
         shown = config_values(cfg, list(ctx.fields))
         out: dict = {ctx.fields[p]: v for p, v in shown.items()}
         out[ctx.applied_overrides] = catalog.recommended_overrides(cfg.model.name_or_path)
         out[ctx.tabs] = gr.Tabs(selected="train")
-        gr.Info(f"Loaded the settings of {run_id}. Change what you like and start a new run.")
+        gr.Info(tr("Loaded the settings of {run}. Change what you like and start a new run.", run=run_id))
         return out
 
-    @user_errors
+    @toast_errors
     def resume_run(run_id: str | None):
         """Continue a stopped or failed run from its newest checkpoint and watch it."""
         if not run_id:
-            raise gr.Error("Pick a run first.")
+            raise gr.Error(tr("Pick a run first."), print_exception=False)
         jobs.resume(run_id)
-        gr.Info(f"Resuming {run_id} from its last checkpoint.")
+        gr.Info(tr("Resuming {run} from its last checkpoint.", run=run_id))
         return run_id, gr.Tabs(selected="train")
 
-    @user_errors
+    @toast_errors
     def do_delete(run_id: str | None, shown: str | None):
         jobs.delete(run_id)
-        gr.Info(f"Deleted run {run_id}.")
+        gr.Info(tr("Deleted run {run}.", run=run_id))
         return gr.update(visible=False), None, (None if shown == run_id else shown)
 
+    def picked(run_id: str | None):
+        found = run_files(run_id)
+        return run_error(run_id), gr.update(value=[str(f) for f in found] or None, visible=bool(found))
+
+    @toast_errors
+    def show_comparison(run_ids: list[str] | None):
+        fig, diff = compare_runs(run_ids)
+        return gr.update(value=fig, visible=True), gr.update(value=diff, visible=True)
+
     # ---- events ---------------------------------------------------------------
-    refresh_outputs = [table, run, seen]
+    refresh_outputs = [table, run, seen, compare]
     timer.tick(refresh, [run, seen], refresh_outputs, show_progress="hidden", concurrency_limit=None)
     refresh_btn.click(lambda cur: refresh(cur, None), run, refresh_outputs)
     ctx.demo.load(refresh, [run, seen], refresh_outputs, show_progress="hidden")
     table.select(pick_row, table, run)
-    run.change(run_error, run, error, show_progress="hidden")
+    run.change(picked, run, [error, files], show_progress="hidden")
     open_btn.click(open_run, run, [ctx.run_id, ctx.tabs])
     resume_btn.click(resume_run, run, [ctx.run_id, ctx.tabs])
     reuse.click(reuse_settings, run, [*ctx.fields.values(), ctx.applied_overrides, ctx.tabs])
@@ -142,5 +251,7 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
     cancel.click(lambda: gr.update(visible=False), None, confirm_row)
     confirm.click(do_delete, [run, ctx.run_id], [confirm_row, run, ctx.run_id]).then(
         lambda cur: refresh(cur, None), run, refresh_outputs)
+    compare_btn.click(show_comparison, compare, [compare_chart, compare_table])
     return RunsHandles(table=table, run=run, open=open_btn, reuse=reuse, resume=resume_btn, delete=delete,
-                       error=error, timer=timer)
+                       error=error, timer=timer, compare=compare, compare_chart=compare_chart,
+                       compare_table=compare_table, files=files)

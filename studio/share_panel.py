@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from .context import StudioContext, user_errors
+from .context import StudioContext
+from .notices import toast_errors
 
 _SERVERS: dict[str, tuple[object, threading.Thread, int]] = {}  # run id -> (uvicorn server, thread, port)
 _LOCK = threading.Lock()
@@ -104,7 +105,7 @@ def build_share_panel(ctx: StudioContext, run: gr.Dropdown) -> ShareHandles:
             stop = gr.Button("Stop serving", elem_id="serve-stop-btn")
         serve_info = gr.Markdown(elem_id="serve-info")
 
-    @user_errors
+    @toast_errors
     def do_push(run_id: str | None, repo_id: str, what: str, tok: str, priv: bool, progress=gr.Progress()):
         from tunesmith.engine import hub
 
@@ -114,7 +115,7 @@ def build_share_panel(ctx: StudioContext, run: gr.Dropdown) -> ShareHandles:
                            quants=["q4_k_m"], progress=lambda f, m: progress(f, desc=m))
         return f"Pushed to [{url}]({url})."
 
-    @user_errors
+    @toast_errors
     def do_serve(run_id: str | None):
         if not run_id:
             raise gr.Error("Pick a run to serve.")

@@ -10,20 +10,30 @@ ends. Polls that find nothing new send nothing to the browser.
 
 Picking a model applies that model's recommended settings to the form (from
 engine.catalog), and undoes the previous model's ones.
+
+A summary card above Start says what will be trained (model, datasets with
+their row counts, method, length), in step with the other tabs. The whole form
+is kept in the browser (gr.BrowserState), so a reload brings it back.
 """
 
 from __future__ import annotations
 
+import functools
+import html
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import gradio as gr
 
 from tunesmith.engine import catalog, events, jobs
-from tunesmith.engine.errors import RunError
+from tunesmith.engine.config import RunConfig
+from tunesmith.engine.errors import RunError, TunesmithError
 
 from . import monitor
-from .context import StudioContext, form_value, override_updates, user_errors
+from .context import StudioContext, form_value, override_updates
+from .i18n import T, localize, tr
+from .notices import toast_errors
 
 POLL_SECONDS = 1.0
 
@@ -39,6 +49,7 @@ class TrainHandles:
     chart: gr.Plot
     error: gr.Code
     timer: gr.Timer
+    summary: gr.Markdown
 
 
 # ---------------------------------------------------------------------------
@@ -53,12 +64,12 @@ def monitor_view(run_id: str | None, seen: tuple | None = None) -> tuple:
     every output is gr.skip() so an idle poll costs nothing.
     """
     if not run_id:
-        return (monitor.EMPTY_STATS_HTML, "", monitor.loss_figure([]), gr.update(value="", visible=False),
+        return (monitor.empty_stats_html(), "", monitor.loss_figure([]), gr.update(value="", visible=False),
                 gr.Timer(active=False), None)
     try:
         run = jobs.get_run(run_id)
     except RunError:
-        return (monitor.EMPTY_STATS_HTML.replace("Start a run", f"Run {run_id} no longer exists. Start a run"),
+        return (tr("Run {run} no longer exists.", run=run_id) + monitor.empty_stats_html(),
                 "", monitor.loss_figure([]), gr.update(value="", visible=False), gr.Timer(active=False), None)
     evs = events.read_events(run.run_dir)
     key = (run.id, len(evs), run.status, run.step)
@@ -98,94 +109,192 @@ def open_initial_run(saved: str | None):
     return run_id, (gr.Tabs(selected="train") if live else gr.skip())
 
 
+LR_SCHEDULES = [("Straight down (linear)", "linear"), ("Smooth curve (cosine)", "cosine"),
+                ("Constant", "constant"), ("Constant after warm-up", "constant_with_warmup")]
+PRECISIONS = [("Automatic", "auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32 (slowest, most exact)", "fp32")]
+KERNELS = [("Where they apply (auto)", "auto"), ("On", "on"), ("Off (stock code)", "off")]
+MEMORY_MODES = [("Automatic", "auto"), ("Fastest", "speed"), ("Least memory", "memory")]
+
+# ---------------------------------------------------------------------------
+# What will be trained, and the form kept across reloads
+# ---------------------------------------------------------------------------
+
+METHOD_NAMES = {"qlora": "QLoRA (4-bit, least memory)", "lora": "LoRA (16-bit)", "full": "Full fine-tune (all weights)"}
+OVERRIDES_KEY = "__overrides__"  # where the saved form keeps the applied recommended settings
+
+
+@functools.lru_cache(maxsize=64)
+def _row_count(ref: str, stamp: float) -> int | None:
+    from tunesmith.engine.data import inspect as data_inspect
+
+    try:
+        return data_inspect.peek_dataset(ref, sample=1).n_rows
+    except (TunesmithError, OSError):
+        return None
+
+
+def row_count(ref: str) -> int | None:
+    """Rows in a dataset or file (cached while its file is unchanged); None when it cannot be read here."""
+    from tunesmith.engine.data.examples import resolve_ref
+
+    try:
+        _, src, _entry = resolve_ref(ref)
+        stamp = Path(str(src)).stat().st_mtime if src and Path(str(src)).exists() else 0.0
+    except (TunesmithError, OSError):
+        return None
+    return _row_count(ref, stamp)
+
+
+def summary_markdown(cfg: RunConfig) -> str:
+    """The card above Start: which model, which datasets (with rows), how."""
+    sets = []
+    for ref in cfg.data.datasets:
+        n = row_count(ref)
+        sets.append(f"**{html.escape(ref)}**" + (tr(" ({n} rows)", n=f"{n:,}") if n is not None else ""))
+    t = cfg.training
+    length = (tr("{n} steps", n=t.max_steps) if t.max_steps else tr("{n} passes over the data", n=f"{t.num_epochs:g}"))
+    lines = [tr("**You will train** {model}", model=f"`{cfg.model.name_or_path}`"),
+             tr("**on** {datasets}", datasets=" + ".join(sets)),
+             tr("**how**: {method}, {length}, learning rate {lr:g}", method=tr(METHOD_NAMES[cfg.method]),
+                length=length, lr=t.learning_rate)]
+    if len(cfg.data.datasets) > 1:
+        lines.append(tr("Several datasets are mixed into one. Remove any you do not want on the Data tab."))
+    if t.early_stopping_patience:
+        lines.append(tr("Stops early when the held-out loss has not improved for {n} checks.",
+                        n=t.early_stopping_patience))
+    return "\n\n".join(lines)
+
+
+def saved_form(ctx: StudioContext, values: dict) -> dict:
+    """The form as the browser keeps it: {dotted path: widget value} plus the applied overrides."""
+    by_comp = {comp: path for path, comp in ctx.fields.items()}
+    out = {by_comp[c]: v for c, v in values.items() if c in by_comp}
+    out[OVERRIDES_KEY] = values.get(ctx.applied_overrides) or {}
+    return out
+
+
+def restored_form(ctx: StudioContext, saved: dict | None) -> dict:
+    """Widget updates that put a saved form back (nothing when none was saved)."""
+    if not saved:
+        return {}
+    out: dict[Any, Any] = {ctx.fields[p]: v for p, v in saved.items() if p in ctx.fields and v is not None}
+    if isinstance(saved.get(OVERRIDES_KEY), dict):
+        out[ctx.applied_overrides] = saved[OVERRIDES_KEY]
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Builder
 # ---------------------------------------------------------------------------
+
+
+def _top_level(ctx: StudioContext, make: Callable[[], Any]) -> Any:
+    """Create a component at the top of the page rather than inside this tab: Gradio mounts a tab's
+    components only once it is opened, and a gr.BrowserState that is not mounted reads as its default
+    on page load (the saved form would come back only after the Train tab had been visited)."""
+    from gradio.context import Context
+
+    inside, Context.block = Context.block, ctx.demo
+    try:
+        return make()
+    finally:
+        Context.block = inside
 
 
 def build_train_tab(ctx: StudioContext) -> TrainHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             with gr.Group():
-                gr.Markdown("### Schedule", elem_classes="ts-section")
+                gr.Markdown(T("### How long"), elem_classes="ts-section")
                 with gr.Row():
-                    ctx.field("training.num_epochs", gr.Number, minimum=0.01, step=0.5, label="Epochs")
+                    ctx.field("training.num_epochs", gr.Number, minimum=0.01, step=0.5,
+                              label=T("Passes over the data (epochs)"))
                     ctx.field("training.max_steps", gr.Number, precision=0, minimum=0,
-                              label="Max steps (0 = use epochs)", elem_id="max-steps")
+                              label=T("Stop after N steps (0 = use passes)"), elem_id="max-steps")
+                ctx.field("training.learning_rate", gr.Number, minimum=0, step=1e-5,
+                          label=T("Learning speed (learning rate)"))
+                ctx.field("training.early_stopping_patience", gr.Number, precision=0, minimum=0,
+                          label=T("Stop early after N checks without progress (0 = off)"), elem_id="early-stopping")
+            with gr.Accordion(T("Advanced: schedule and batch"), open=False):
                 with gr.Row():
-                    ctx.field("training.learning_rate", gr.Number, minimum=0, step=1e-5, label="Learning rate")
-                    ctx.field("training.lr_scheduler", gr.Dropdown,
-                              choices=["linear", "cosine", "constant", "constant_with_warmup"], label="LR schedule")
-                ctx.field("training.warmup_ratio", gr.Slider, 0.0, 0.5, step=0.01, label="Warmup fraction")
-            with gr.Group():
-                gr.Markdown("### Batch", elem_classes="ts-section")
+                    localize(ctx.field("training.lr_scheduler", gr.Dropdown, choices=LR_SCHEDULES,
+                                       label=T("How the learning rate falls (schedule)")), LR_SCHEDULES)
+                    ctx.field("training.warmup_ratio", gr.Slider, 0.0, 0.5, step=0.01,
+                              label=T("Warm-up share of the steps"))
                 with gr.Row():
-                    ctx.field("training.batch_size", gr.Slider, 1, 64, step=1, label="Batch size")
+                    ctx.field("training.batch_size", gr.Slider, 1, 64, step=1, label=T("Examples at once (batch size)"))
                     ctx.field("training.gradient_accumulation", gr.Slider, 1, 64, step=1,
-                              label="Gradient accumulation")
-            with gr.Accordion("Optimizer and precision", open=False):
+                              label=T("Batches per update (gradient accumulation)"))
+            with gr.Accordion(T("Advanced: optimizer and precision"), open=False):
                 with gr.Row():
                     ctx.field("training.optimizer", gr.Dropdown,
                               choices=["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"],
-                              label="Optimizer")
-                    ctx.field("training.weight_decay", gr.Number, minimum=0, step=0.01, label="Weight decay")
+                              label=T("Optimizer"))
+                    ctx.field("training.weight_decay", gr.Number, minimum=0, step=0.01, label=T("Weight decay"))
                 with gr.Row():
-                    ctx.field("training.max_grad_norm", gr.Number, minimum=0, step=0.1, label="Gradient clipping")
-                    ctx.field("training.seed", gr.Number, precision=0, label="Seed")
-                ctx.field("training.precision", gr.Radio, choices=["auto", "bf16", "fp16", "fp32"], label="Precision")
-                ctx.field("training.gradient_checkpointing", gr.Checkbox, label="Gradient checkpointing")
-                ctx.field("kernels", gr.Radio, choices=["auto", "on", "off"], label="Tunesmith kernels")
-                ctx.field("training.memory_mode", gr.Radio, choices=["auto", "speed", "memory"],
-                          label="Kernels: speed or memory")
-            with gr.Accordion("Logging and checkpoints", open=False):
+                    ctx.field("training.max_grad_norm", gr.Number, minimum=0, step=0.1,
+                              label=T("Gradient clipping"))
+                    ctx.field("training.seed", gr.Number, precision=0, label=T("Seed"))
+                localize(ctx.field("training.precision", gr.Radio, choices=PRECISIONS, label=T("Number precision")),
+                         PRECISIONS)
+                ctx.field("training.gradient_checkpointing", gr.Checkbox,
+                          label=T("Save memory by recomputing (gradient checkpointing)"))
+                localize(ctx.field("kernels", gr.Radio, choices=KERNELS, label=T("Tunesmith's fast kernels")), KERNELS)
+                localize(ctx.field("training.memory_mode", gr.Radio, choices=MEMORY_MODES,
+                                   label=T("Kernels: speed or memory")), MEMORY_MODES)
+            with gr.Accordion(T("Advanced: logging and checkpoints"), open=False):
                 with gr.Row():
-                    ctx.field("training.logging_steps", gr.Number, precision=0, minimum=1, label="Log every N steps")
-                    ctx.field("training.save_steps", gr.Number, precision=0, minimum=1, label="Save every N steps")
+                    ctx.field("training.logging_steps", gr.Number, precision=0, minimum=1,
+                              label=T("Chart a point every N steps"))
+                    ctx.field("training.save_steps", gr.Number, precision=0, minimum=1,
+                              label=T("Save progress every N steps"))
                     ctx.field("training.eval_steps", gr.Number, precision=0, minimum=0,
-                              label="Eval every N steps (0 = at saves)")
-            ctx.field("output.run_name", gr.Textbox, label="Run name", placeholder="picked from model and data",
+                              label=T("Check held-out loss every N steps (0 = at saves)"))
+            ctx.field("output.run_name", gr.Textbox, label=T("Run name"), placeholder=T("picked from model and data"),
                       elem_id="run-name")
+            summary = gr.Markdown(elem_id="train-summary", elem_classes="ts-summary")
             with gr.Row():
-                start = gr.Button("Start training", variant="primary", elem_id="start")
-                stop = gr.Button("Stop", variant="stop", elem_id="stop")
-                show_yaml = gr.Button("Show YAML", variant="secondary", elem_id="show-yaml")
-            yaml_box = gr.Code(language="yaml", label="Config (save as run.yaml, then: tunesmith train run.yaml)",
+                start = gr.Button(T("Start training"), variant="primary", elem_id="start")
+                stop = gr.Button(T("Stop"), variant="stop", elem_id="stop")
+                show_yaml = gr.Button(T("Show YAML"), variant="secondary", elem_id="show-yaml")
+            yaml_box = gr.Code(language="yaml", label=T("Settings file (save as run.yaml, then: tunesmith train run.yaml)"),
                                visible=False, interactive=False, elem_id="yaml")
         with gr.Column(scale=3, min_width=380, elem_classes="ts-monitor"):
             # ts-quiet: no "processing 0.1s" flicker on the widgets the timer refreshes (assets/studio.css).
             stats = gr.HTML(monitor.EMPTY_STATS_HTML, elem_id="run-stats", elem_classes="ts-quiet")
             progress = gr.HTML("", elem_id="run-progress", elem_classes="ts-quiet")
-            chart = gr.Plot(monitor.loss_figure([]), label="Training loss", show_label=False, elem_id="loss-chart",
+            chart = gr.Plot(monitor.loss_figure([]), label=T("Training loss"), show_label=False, elem_id="loss-chart",
                             elem_classes="ts-quiet")
-            error = gr.Code(label="Worker log (last lines)", language="shell", visible=False, interactive=False,
+            error = gr.Code(label=T("Worker log (last lines)"), language="shell", visible=False, interactive=False,
                             elem_id="run-error", elem_classes="ts-quiet")
     timer = gr.Timer(POLL_SECONDS, active=False)
     seen = gr.State(None)
+    form_store = _top_level(ctx, lambda: gr.BrowserState({}, storage_key="tunesmith-form"))
 
     # ---- handlers ---------------------------------------------------------------
 
-    @user_errors
-    def start_run(values: dict) -> str:
+    @toast_errors
+    def start_run(values: dict):
         cfg = ctx.config_from(values)
         try:
             run_id = jobs.submit(cfg, dedupe=True)
         except jobs.DuplicateSubmit as e:  # a double click: one run, and say so
             gr.Info(str(e))
-            return e.run_id
-        gr.Info(f"Started run {run_id}. Closing this page does not stop it.")
-        return run_id
+            return e.run_id, saved_form(ctx, values)
+        gr.Info(tr("Started run {run}. Closing this page does not stop it.", run=run_id))
+        return run_id, saved_form(ctx, values)
 
-    @user_errors
+    @toast_errors
     def stop_run(run_id: str | None) -> None:
         if not run_id:
-            raise gr.Error("No run is selected. Open one from the Runs tab.")
+            raise gr.Error(tr("No run is selected. Open one from the Runs tab."), print_exception=False)
         run = jobs.stop(run_id)
         if run.finished:
-            gr.Info(f"Run {run_id} has already {run.status}.")
+            gr.Info(tr("Run {run} has already {status}.", run=run_id, status=tr(run.status)))
         else:
-            gr.Info("Stopping after the current step; the adapter so far is saved.")
+            gr.Info(tr("Stopping after the current step; what it learned so far is saved."))
 
-    @user_errors
+    @toast_errors
     def yaml_text(values: dict):
         return gr.update(value=ctx.config_from(values).to_yaml(), visible=True)
 
@@ -201,13 +310,25 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
             if path in ctx.fields:
                 out[ctx.fields[path]] = form_value(path, value)
         if new:
-            gr.Info("Applied the recommended settings for this model (Train tab). You can still change them.")
+            gr.Info(tr("Applied the recommended settings for this model (Train tab). You can still change them."))
         return out
+
+    def show_summary(values: dict) -> str:
+        try:
+            return summary_markdown(ctx.config_from(values))
+        except TunesmithError as e:  # the form is mid-edit; Start will say what is wrong
+            return tr("Not ready to train: {problem}", problem=str(e).splitlines()[-1].strip())
+
+    def remember(values: dict) -> tuple[str, dict]:
+        return show_summary(values), saved_form(ctx, values)
+
+    def restore(saved: dict | None):
+        return restored_form(ctx, saved) or gr.skip()  # Gradio reads an empty dict as one value
 
     # ---- events -------------------------------------------------------------------
     monitor_outputs = [stats, progress, chart, error, timer, seen]
     # once: clicks while a Start is being handled are dropped by the page (the engine refuses repeats too).
-    start.click(start_run, ctx.config_inputs(), ctx.run_id, trigger_mode="once", concurrency_limit=1)
+    start.click(start_run, ctx.config_inputs(), [ctx.run_id, form_store], trigger_mode="once", concurrency_limit=1)
     stop.click(stop_run, ctx.run_id, None).then(monitor_view, ctx.run_id, monitor_outputs, show_progress="hidden")
     show_yaml.click(yaml_text, ctx.config_inputs(), yaml_box)
     ctx.run_id.change(open_run, ctx.run_id, [*monitor_outputs, ctx.saved_run_id], show_progress="hidden")
@@ -217,7 +338,15 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
     # loaded from a run's config by Runs -> Copy settings).
     model_field.input(apply_recommended, {model_field, ctx.applied_overrides},
                        [ctx.applied_overrides, *ctx.fields.values()], show_progress="hidden")
-    ctx.demo.load(open_initial_run, ctx.saved_run_id, [ctx.run_id, ctx.tabs], show_progress="hidden")
+    # Every edit (by hand, by a model's recommendations, by Reuse settings) updates the card and the
+    # saved form; the form comes back on reload before the card is first drawn.
+    gr.on([f.change for f in ctx.fields.values()], remember, ctx.config_inputs(), [summary, form_store],
+          show_progress="hidden", trigger_mode="always_last")
+    ctx.demo.load(restore, form_store, {*ctx.fields.values(), ctx.applied_overrides}, show_progress="hidden").then(
+        show_summary, ctx.config_inputs(), summary, show_progress="hidden")
+    ctx.demo.load(open_initial_run, ctx.saved_run_id, [ctx.run_id, ctx.tabs], show_progress="hidden").then(
+        lambda run_id: monitor_view(run_id) if not run_id else gr.skip(),  # the empty view, in the page's language
+        ctx.run_id, monitor_outputs, show_progress="hidden")
 
     return TrainHandles(start=start, stop=stop, show_yaml=show_yaml, yaml=yaml_box, stats=stats,
-                        progress=progress, chart=chart, error=error, timer=timer)
+                        progress=progress, chart=chart, error=error, timer=timer, summary=summary)

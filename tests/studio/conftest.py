@@ -38,6 +38,19 @@ def studio_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def studio_url(studio_home: Path, tmp_path_factory):
     """Start `launch()` in a subprocess; yield its URL; stop it (runs it started finish on their own)."""
+    yield from serve_studio(studio_home, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def trained_studio_url(request, tunesmith_home, tmp_path_factory):
+    """A studio over the session's TUNESMITH_HOME, started once the module's `runs` fixture has
+    trained what it needs there."""
+    request.getfixturevalue("runs")
+    yield from serve_studio(tunesmith_home, tmp_path_factory)
+
+
+def serve_studio(studio_home: Path, tmp_path_factory):
+    """Run the studio over `studio_home` until the generator is closed (a fixture body)."""
     port = free_port()
     log = studio_home / "studio.log"
     env = dict(os.environ, TUNESMITH_HOME=str(studio_home), GRADIO_ANALYTICS_ENABLED="False",
@@ -85,7 +98,7 @@ def browser():
 
 @pytest.fixture
 def page(browser, studio_url):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
     pg = ctx.new_page()
     pg.set_default_timeout(30_000)
     pg.goto(studio_url)

@@ -85,7 +85,7 @@ def test_every_config_field_has_a_widget_with_its_help(studio):
     _, ctx = studio
     assert set(ctx.fields) == _leaf_paths()
     for path, comp in ctx.fields.items():
-        assert comp.info == field_help(path), path
+        assert getattr(comp.info, "key", comp.info) == field_help(path), path  # an i18n key: the English help
 
 
 def test_form_starts_at_demo_model_with_its_recommended_settings(studio):
@@ -153,9 +153,9 @@ def test_initial_run_prefers_the_saved_one(home):
 
 def test_runs_table(home):
     run = _fake_run(home)
-    df, picker, key = runs_tab.refresh(None, None)
+    df, picker, key, compare = runs_tab.refresh(None, None)
     assert df.iloc[0]["id"] == run.id and df.iloc[0]["status"] == "completed" and df.iloc[0]["steps"] == "5 / 5"
-    assert picker["choices"][0][1] == run.id
+    assert picker["choices"][0][1] == run.id and compare["choices"] == picker["choices"]
     assert runs_tab.refresh(None, key)[:2] == (gr.skip(), gr.skip())
 
 
@@ -186,7 +186,7 @@ def test_stream_reply_yields_the_growing_reply(monkeypatch):
     assert seen == {"target": "run-1", "messages": history, "max_new_tokens": 64, "temperature": 0.0}
 
 
-def test_engine_errors_become_gr_error(monkeypatch):
+def test_engine_errors_become_a_toast(monkeypatch):
     from tunesmith.engine import infer
 
     def broken(*a, **k):
@@ -194,8 +194,10 @@ def test_engine_errors_become_gr_error(monkeypatch):
         yield  # pragma: no cover
 
     monkeypatch.setattr(infer, "stream_chat", broken)
-    with pytest.raises(gr.Error, match="unknown template"):
-        list(chat_tab.stream_reply("t", [{"role": "user", "content": "hi"}], 8, 0))
+    # A toast with the engine's message, and the chat left as it was (no red "Error" over it).
+    with pytest.warns(UserWarning, match="unknown template"):
+        out = list(chat_tab.stream_reply("t", [{"role": "user", "content": "hi"}], 8, 0))
+    assert out[-1] == gr.skip()
 
 
 def test_chat_target_pick(monkeypatch):
@@ -203,7 +205,7 @@ def test_chat_target_pick(monkeypatch):
 
     targets = [("Base: demo", DEMO_MODEL), ("Run new", "r2"), ("Run old", "r1")]
     monkeypatch.setattr(infer, "chat_targets", lambda: list(targets))
-    upd, known = chat_tab.refresh_targets(None, DEMO_MODEL, None, [])
+    upd, known, _ = chat_tab.refresh_targets(None, DEMO_MODEL, None, [])
     assert upd["value"] == "r2" and known == [DEMO_MODEL, "r2", "r1"]
     # The user's pick survives a refresh while the list is unchanged ...
     assert chat_tab.refresh_targets(DEMO_MODEL, DEMO_MODEL, "r2", known)[0]["value"] == DEMO_MODEL
@@ -211,7 +213,7 @@ def test_chat_target_pick(monkeypatch):
     targets.insert(1, ("Run newest", "r3"))
     assert chat_tab.refresh_targets(DEMO_MODEL, DEMO_MODEL, "r3", known)[0]["value"] == "r3"
     # The Model tab's model is offered as a base too.
-    upd, _ = chat_tab.refresh_targets(None, "Qwen/Qwen3-0.6B", None, [])
+    upd, _, _ = chat_tab.refresh_targets(None, "Qwen/Qwen3-0.6B", None, [])
     assert ("Base: Qwen/Qwen3-0.6B", "Qwen/Qwen3-0.6B") in upd["choices"]
 
 
@@ -224,6 +226,7 @@ def test_export_rows():
          "mean_kl": 0.0012, "tokenization_ok": True}])
     [row] = export_tab.result_rows(gguf)
     assert row["format"] == "gguf q8_0" and row["size"] == "3.0 MB"
-    assert row["fidelity"] == "top-1 agreement 98.5% · mean KL 0.0012 · tokenizer matches"
+    assert row["check"] == "same next word 98.5% of the time · mean KL 0.0012 · tokenizer matches"
+    assert row["file"] == "m-q8_0.gguf"
     [row] = export_tab.result_rows(ExportResult("adapter", Path("/x/adapter"), 2048))
-    assert row == {"format": "adapter", "path": "/x/adapter", "size": "2.0 KB", "fidelity": ""}
+    assert row == {"format": "adapter", "file": "adapter", "size": "2.0 KB", "check": ""}

@@ -138,6 +138,66 @@ def test_engine_errors_show_as_a_message_not_a_traceback(page):
     assert "Traceback" not in msg
 
 
+def _only_toast(page, text: str) -> str:
+    """Wait for a toast containing `text`; assert it is the only one and no widget shows an "Error" badge."""
+    msg = _wait_for(lambda: " ".join(t for t in _toasts(page) if text in t), 30, f"a toast saying {text!r}")
+    assert len(_toasts(page)) == 1, _toasts(page)
+    assert page.locator("span.error").count() == 0, "a widget was replaced by an Error badge"
+    return msg
+
+
+def test_export_with_no_run_says_pick_a_run(page):
+    _open_tab(page, "5 · Export")
+    page.click("#export-btn")
+    assert "Pick a run to export." in _only_toast(page, "Pick a run")
+
+
+def test_no_dataset_is_one_plain_sentence(page):
+    _open_tab(page, "2 · Data")
+    page.locator("#datasets .token-remove, #datasets [aria-label^='Remove']").first.click()
+    _open_tab(page, "3 · Train")
+    page.click("#start")
+    msg = _only_toast(page, "dataset")
+    assert "pick at least one dataset" in msg and "invalid config" not in msg and "Value error" not in msg
+
+
+def test_taken_name_offers_a_free_one(page, tmp_path):
+    f = tmp_path / "support chats.jsonl"
+    f.write_text('{"instruction": "Hi", "output": "Hello!"}\n{"instruction": "Bye", "output": "See you."}\n')
+    _open_tab(page, "2 · Data")
+    for attempt in range(2):
+        page.locator("#upload input[type=file]").set_input_files(str(f))
+        # After the drop the preview and Register are brought into view, with a notice saying so.
+        page.locator("#register-dataset").wait_for()
+        _wait_for(lambda: page.locator("#register-dataset").is_visible(), 30, "the Register button")
+        _wait_for(lambda: _text_input(page, "upload-name").input_value() == "support_chats", 30, "the name")
+        _wait_for(lambda: any("Register dataset" in t for t in _toasts(page)), 30, "the drop notice")
+        page.locator(".toast-close").first.click()
+        _wait_for(lambda: not _toasts(page), 10, "the notice to close")
+        page.click("#register-dataset")
+        if attempt == 0:
+            _wait_for(lambda: any("Added dataset" in t for t in _toasts(page)), 30, "the first registration")
+            page.locator(".toast-close").first.click()
+            _wait_for(lambda: not _toasts(page), 10, "the toast to close")
+    msg = _only_toast(page, "is taken")
+    assert "support_chats_2" in msg
+    _wait_for(lambda: _text_input(page, "upload-name").input_value() == "support_chats_2", 10, "the free name")
+
+
+def test_reload_keeps_the_form_and_the_card_says_what_will_train(page):
+    _open_tab(page, "3 · Train")
+    card = page.locator("#train-summary")
+    _wait_for(lambda: "tunesmith/demo" in card.inner_text() and "identity" in card.inner_text(), 30, "the card")
+    steps = _text_input(page, "max-steps")
+    steps.fill("7")
+    steps.press("Tab")
+    _wait_for(lambda: "7 steps" in card.inner_text(), 30, "the card to follow the form")
+    page.reload()
+    page.wait_for_selector(".ts-header")
+    _open_tab(page, "3 · Train")
+    _wait_for(lambda: _text_input(page, "max-steps").input_value() == "7", 30, "the form after a reload")
+
+
 def test_train_reload_and_chat(page):
     t0 = time.time()
     # A longer run when taking the README screenshot, so the chart has a shape.
