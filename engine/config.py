@@ -36,13 +36,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
-class RopeScalingConfig(_Section):
-    type: Literal["linear", "dynamic", "yarn"] = Field(
-        "linear", description="linear interpolates positions; dynamic (NTK) scales only past the trained length; yarn mixes both."
-    )
-    factor: float = Field(2.0, gt=1.0, le=64.0, description="New context length / the model's trained context length.")
-
-
 class ModelConfig(_Section):
     name_or_path: str = Field(
         DEMO_MODEL,
@@ -57,9 +50,11 @@ class ModelConfig(_Section):
         description="Chat template name (chatml, llama3, qwen, ...); empty uses the tokenizer's own template.",
     )
     # ---- loading options (issue 15) ----
-    rope_scaling: RopeScalingConfig | None = Field(
-        None, description="Stretch RoPE for longer contexts than the model was trained on: {type: linear|dynamic|yarn, factor: 2.0}.",
+    rope_scaling: Literal["none", "linear", "dynamic", "yarn"] = Field(
+        "none", description="Stretch RoPE past the model's trained context: linear interpolates positions, dynamic (NTK) "
+        "scales only past the trained length, yarn mixes both; none = as trained.",
     )
+    rope_factor: float = Field(2.0, gt=1.0, le=64.0, description="With rope_scaling: new context length / the trained one.")
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         "auto", description="Attention code: auto = the library's default (sdpa); flash_attention_2 needs the flash-attn package.",
     )
@@ -141,6 +136,14 @@ class DataConfig(_Section):
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("mix", mode="before")
+    @classmethod
+    def _mix_text(cls, v: Any) -> Any:
+        if isinstance(v, str):  # "0.7, 0.3" from a text box or --set
+            v = v.strip().strip("[]")
+            return [float(x) for x in v.split(",") if x.strip()] if v else None
         return v
 
     @field_validator("mix")

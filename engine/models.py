@@ -91,13 +91,13 @@ def _model_kwargs(src: str, mc: ModelConfig) -> dict:
         if mc.attn_implementation == "flash_attention_2" and not torch.cuda.is_available():
             raise ModelError("model.attn_implementation=flash_attention_2 needs a CUDA GPU; use auto or sdpa.")
         kw["attn_implementation"] = mc.attn_implementation
-    if mc.rope_scaling is not None:
+    if mc.rope_scaling != "none":
         kw["config"] = rope_scaled_config(src, mc)
     return kw
 
 
 def rope_scaled_config(src: str, mc: ModelConfig):
-    """The model's config with model.rope_scaling applied (type and factor; the trained length is
+    """The model's config with model.rope_scaling / rope_factor applied (the trained length is
     kept as original_max_position_embeddings, which yarn and dynamic need)."""
     from transformers import AutoConfig
 
@@ -105,23 +105,23 @@ def rope_scaled_config(src: str, mc: ModelConfig):
         config = AutoConfig.from_pretrained(src, **_hub_kwargs(mc))
     except Exception as e:
         raise _wrap_load_error("config", mc.name_or_path, e) from e
-    rs = mc.rope_scaling
+    kind, factor = mc.rope_scaling, mc.rope_factor
     current = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    if current.get("rope_type", current.get("type")) == rs.type and float(current.get("factor", 0)) == rs.factor:
+    if current.get("rope_type", current.get("type")) == kind and float(current.get("factor", 0)) == factor:
         return config  # a model saved by a run with this scaling (full / freeze) already has it
     trained = getattr(config, "max_position_embeddings", None)
     if not trained:
-        raise ModelError(f"model.rope_scaling: {mc.name_or_path} has no max_position_embeddings to scale; leave rope_scaling empty.")
+        raise ModelError(f"model.rope_scaling: {mc.name_or_path} has no max_position_embeddings to scale; set rope_scaling: none.")
     # transformers >= 5 keeps RoPE settings in rope_parameters (with rope_theta); 4.x in rope_scaling
     params = dict(getattr(config, "rope_parameters", None) or {})
-    params.update({"rope_type": rs.type, "factor": float(rs.factor), "original_max_position_embeddings": trained})
+    params.update({"rope_type": kind, "factor": float(factor), "original_max_position_embeddings": trained})
     if hasattr(config, "rope_parameters"):
         params.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
         config.rope_parameters = params
     else:
         config.rope_scaling = params
-    config.max_position_embeddings = int(trained * rs.factor)
-    log.info("RoPE %s scaling x%s: context %d -> %d tokens", rs.type, rs.factor, trained, config.max_position_embeddings)
+    config.max_position_embeddings = int(trained * factor)
+    log.info("RoPE %s scaling x%s: context %d -> %d tokens", kind, factor, trained, config.max_position_embeddings)
     return config
 
 

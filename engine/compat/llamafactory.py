@@ -209,7 +209,8 @@ def translate(data: dict[str, Any], source: str = "config", base_dir: Path | Non
             refused.append(f"rope_scaling: {v!r} is not supported; use linear, dynamic or yarn")
         else:
             factor = _rope_factor(str(given.get("model_name_or_path", "")), int(given["cutoff_len"]))
-            put("rope_scaling", "model.rope_scaling", {"type": v, "factor": factor})
+            put("rope_scaling", "model.rope_scaling", v)
+            _set(cfg, "model.rope_factor", factor)
             t.notes.append(f"rope_scaling factor {factor} = cutoff_len / the model's context length, as LLaMA-Factory computes it")
     else:
         handled.add("rope_scaling")

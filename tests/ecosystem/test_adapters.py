@@ -117,7 +117,7 @@ def test_neftune_noises_embeddings_only_while_training():
 
 
 def test_rope_scaling_and_attention_implementation_reach_the_model():
-    _, model, _ = _load("model.rope_scaling={type: linear, factor: 2.0}", "model.attn_implementation=eager")
+    _, model, _ = _load("model.rope_scaling=linear", "model.rope_factor=2.0", "model.attn_implementation=eager")
     c = model.config
     params = getattr(c, "rope_parameters", None) or c.rope_scaling
     assert params["rope_type"] == "linear" and params["factor"] == 2.0
@@ -139,6 +139,7 @@ def test_mixing_weights_set_the_proportions():
     assert [len(rows) for _, rows in named] == [40, 40]
     with pytest.raises(ConfigError, match="data.mix has 1 weights for 2 datasets"):
         RunConfig().with_overrides(["data.datasets=[identity,instruct_en_zh]", "data.mix=[1.0]"])
+    assert RunConfig().with_overrides(["data.datasets=[identity,instruct_en_zh]", "data.mix=0.7, 0.3"]).data.mix == [0.7, 0.3]
 
 
 def test_mixing_in_prepare_datasets():
