@@ -119,7 +119,8 @@ def test_defaults_are_llamafactorys_not_tunesmiths():
       "data.val_size": 0.1}),
     ({"mix_strategy": "interleave_under", "interleave_probs": "0.8,0.2"}, {"data.mix": [0.8, 0.2]}),
     ({"report_to": "tensorboard,wandb"}, {"training.report_to": ["tensorboard", "wandb"]}),
-    ({"rope_scaling": "linear", "cutoff_len": 4096}, {"model.rope_scaling": "linear", "model.rope_factor": 2.0}),
+    # the demo model was trained on 1024 tokens: 4096 needs a factor of 4
+    ({"rope_scaling": "linear", "cutoff_len": 4096}, {"model.rope_scaling": "linear", "model.rope_factor": 4.0}),
 ])
 def test_example_variants_map(changes, expect):
     cfg = RunConfig.from_dict(translate(_lf(**changes), "x.yaml").config).model_dump(mode="json")
