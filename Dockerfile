@@ -26,9 +26,10 @@ RUN userdel --remove ubuntu 2>/dev/null; \
 
 WORKDIR /opt/tunesmith
 RUN python3 -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 COPY . .
-RUN TUNESMITH_TORCH=cuda bash install.sh
+# The image is for CUDA machines (no GPU is visible while it builds, so say so); --gguf builds llama.cpp now.
+RUN TUNESMITH_TORCH=cuda bash install.sh --gguf
 
 # Runs, exports, uploads, the run registry and the login's hash live on the volume, so they outlive
 # the container. With no TUNESMITH_AUTH, the first start generates a password, prints it once in the

@@ -9,6 +9,7 @@
     tunesmith export RUN_ID --format adapter|merged|gguf [--quant q4_k_m,q8_0] [--out DIR]
     tunesmith data inspect PATH [--format F] [--json]
     tunesmith doctor [--check] [--rebuild]
+    tunesmith setup gguf [--check]
     tunesmith serve RUN_OR_MODEL_OR_GGUF [--host H] [--port P] [--auth user:password]
     tunesmith push RUN_ID --repo user/name [--format adapter|merged|gguf] [--private]
     tunesmith config convert LLAMAFACTORY.yaml [-o run.yaml]
@@ -29,14 +30,14 @@ from tunesmith import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import chat, config, data, doctor, export, push, runs, serve, train, webui
+    from . import chat, config, data, doctor, export, push, runs, serve, setup, train, webui
     from . import eval as eval_cmd  # the module is named for the command; keep the builtin unshadowed
 
     parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune open LLMs: studio, CLI and YAML on one engine.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in (webui, train, runs, chat, eval_cmd, export, data, doctor, serve, push, config):
+    for mod in (webui, train, runs, chat, eval_cmd, export, data, doctor, setup, serve, push, config):
         mod.register(sub)
     return parser
 
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        raise  # the reader left (`| head`): entry() ends quietly; never an "error:" line for it
     except TunesmithError as e:
         if args.debug:
             raise
@@ -89,7 +92,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()  # a reader that left early (`| head`) shows up here, not at interpreter exit
+    except BrokenPipeError:
+        # The reader of our output went away (head, a closed pager): stop quietly, as Unix tools do.
+        # stdout now points at /dev/null so Python's own flush at exit does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, what the shell reports for `yes | head`
+    sys.exit(code)
 
 
 if __name__ == "__main__":

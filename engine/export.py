@@ -319,6 +319,8 @@ def _export_gguf(run_id: str, out: Path, quants: list[str], progress: Progress) 
             d.update(top1_agreement=r.fidelity.top1_agreement, mean_kl=r.fidelity.mean_kl,
                      tokenization_ok=r.fidelity.tokenization_ok, fidelity_passed=r.fidelity.passed,
                      fidelity=r.fidelity.summary())
+        else:  # llama.cpp support not installed yet: the file is written, its check is still to come
+            d["fidelity"] = "llama.cpp check: not run yet"
         files.append(d)
         if r.fallback:
             notes.append(f"{r.quant}: {r.fallback}")

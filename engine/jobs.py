@@ -32,7 +32,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from . import atomic, events, exits, paths, registry
 from .config import DEMO_MODEL, RunConfig
@@ -368,15 +368,30 @@ def find_run(ref: str) -> RunInfo:
     return resolve_run(ref) or get_run(ref)
 
 
-def resolve_run(ref: str) -> RunInfo | None:
-    """A run by id, unique id prefix, or name; None when `ref` names no run."""
-    runs = registry.all_runs()
+def _say_newest(ref: str, chosen: RunInfo, count: int) -> None:
+    print(f"note: {count} runs are named {ref!r}; using the newest, {chosen.id} (a full id picks another).",
+          file=sys.stderr)
+
+
+def resolve_run(ref: str, note: Callable[[str, RunInfo, int], None] | None = _say_newest) -> RunInfo | None:
+    """A run by id, name, or unique id prefix; None when `ref` names no run.
+
+    A name several runs share (the README's commands, run twice) means the newest of them; `note`
+    says so in one line (stderr by default). An id prefix that fits several runs stays an error.
+    """
+    runs = registry.all_runs()  # newest first
     for r in runs:
         if r.id == ref:
             return _sync(r)
-    matches = [r for r in runs if r.id.startswith(ref) or r.name == ref]
+    named = [r for r in runs if r.name == ref]
+    if named:
+        newest = max(named, key=lambda r: r.created_at)
+        if len(named) > 1 and note is not None:
+            note(ref, newest, len(named))
+        return _sync(newest)
+    matches = [r for r in runs if r.id.startswith(ref)]
     if len(matches) == 1:
         return _sync(matches[0])
     if len(matches) > 1:
-        raise RunError(f"{ref!r} matches {len(matches)} runs ({', '.join(r.id for r in matches[:5])}); use the full id.")
+        raise RunError(f"{ref!r} matches {len(matches)} run ids ({', '.join(r.id for r in matches[:5])}); use the full id.")
     return None

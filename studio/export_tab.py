@@ -27,6 +27,8 @@ from tunesmith.engine.units import human_size
 from .context import StudioContext
 from .i18n import T, localize, tr
 from .notices import toast_errors
+from .llamacpp_panel import build_llamacpp_panel
+from .llamacpp_panel import current_status as current_llamacpp_status
 from .share_panel import build_share_panel
 
 FORMATS = [("Adapter (small, needs the base model)", "adapter"),
@@ -87,7 +89,7 @@ def fidelity_text(f: dict) -> str:
         parts.append(tr("tokenizer matches") if f["tokenization_ok"] else tr("TOKENIZER MISMATCH"))
     if f.get("fidelity_passed") is not None:
         parts.append(tr("meets its target") if f["fidelity_passed"] else tr("BELOW ITS TARGET"))
-    return " · ".join(parts)
+    return " · ".join(parts) or str(f.get("fidelity") or "")  # "llama.cpp check: not run yet"
 
 
 def result_rows(result: Any) -> list[dict]:
@@ -144,6 +146,7 @@ def build_export_tab(ctx: StudioContext) -> ExportHandles:
                                                elem_id="export-quants",
                                                info=T("Smaller files run on smaller machines and answer a little "
                                                       "worse.")), GGUF_QUANTS)
+            llama = build_llamacpp_panel()  # K-quants need llama.cpp: its status and an install button
             with gr.Accordion(T("Advanced"), open=False):
                 out_dir = gr.Textbox(label=T("Output folder on the server (optional)"),
                                      placeholder=T("default: a folder per run under the studio's home"),
@@ -201,5 +204,6 @@ def build_export_tab(ctx: StudioContext) -> ExportHandles:
     export.click(do_export, [run, formats, quants, out_dir], [results, downloads, notes_md])
     run.change(show_existing, run, downloads, show_progress="hidden")
     ctx.demo.load(refresh_runs, refresh_inputs, refresh_outputs, show_progress="hidden")
+    ctx.demo.load(current_llamacpp_status, None, [llama.status, llama.install], show_progress="hidden")
     return ExportHandles(run=run, formats=formats, quants=quants, out_dir=out_dir, export=export, results=results,
                          downloads=downloads, refresh_inputs=refresh_inputs, refresh_outputs=refresh_outputs)

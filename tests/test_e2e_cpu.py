@@ -1,8 +1,9 @@
-"""The Spine end to end on the CPU: QLoRA the demo model on the identity dataset,
-chat with it, export adapter and merged, load both back."""
+"""The Spine end to end on the CPU: QLoRA the demo model on the identity dataset (mixed with general
+data, as assets/demo_identity.yaml does), chat with it, export adapter and merged, load both back."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -18,7 +19,9 @@ def test_identity_finetune_learns_and_exports(demo_run, tmp_path):
     evs = events.read_events(demo_run.run_dir)
     losses = [e["loss"] for e in evs if e["type"] == "train"]
     assert len(losses) >= 5
-    assert min(losses[-3:]) < 0.5 * losses[0], losses
+    # The demo mixes identity rows (new: high loss) with general ones (known: low), so single steps
+    # jump between the two; over 20 steps the loss must fall by half.
+    assert sum(losses[-20:]) < 0.5 * sum(losses[:20]), losses
     train = [e for e in evs if e["type"] == "train"]
     # Throughput: every point has one, and together they account for the tokens seen in the time taken.
     assert all(e["tokens_per_s"] is not None and e["tokens_per_s"] > 0 for e in train), train
@@ -79,7 +82,10 @@ def test_identity_finetune_learns_and_exports(demo_run, tmp_path):
 
 def test_gguf_export_of_the_finetuned_run_keeps_its_answer(demo_run, tmp_path):
     """The GGUF written from the fine-tuned demo run, loaded by llama.cpp, still answers as trained."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the gguf extra) is not installed")
+    if os.environ.get("CI"):  # CI installs llama.cpp support (./test.sh): a missing one must fail, not skip
+        import llama_cpp
+    else:
+        llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp support is not installed (`tunesmith setup gguf`)")
     from transformers import AutoTokenizer
 
     from tunesmith.cli.main import main

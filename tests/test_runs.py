@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from timing import slow_timeout
 from tunesmith.cli.main import main
 from tunesmith.engine import events, jobs
 from tunesmith.engine.catalog import demo_overrides_list
@@ -23,11 +24,11 @@ def test_stop_is_graceful_and_keeps_the_adapter(tunesmith_home):
     run_id = jobs.submit(_demo_cfg("training.max_steps=400", "training.save_steps=1000", "output.run_name=to-stop"))
     t0 = time.time()
     while jobs.get_run(run_id).step < 2:
-        assert time.time() - t0 < 180, jobs.get_run(run_id)
+        assert time.time() - t0 < slow_timeout(60), jobs.get_run(run_id)
         time.sleep(0.3)
     info = jobs.stop(run_id)
     assert info.status in ("stopping", "stopped")
-    info = jobs.wait(run_id, timeout=120)
+    info = jobs.wait(run_id, timeout=slow_timeout(40))
     assert info.status == "stopped"
     assert info.has_adapter  # saved although no checkpoint step was reached
     assert 2 <= info.step < 400
@@ -38,7 +39,7 @@ def test_stop_is_graceful_and_keeps_the_adapter(tunesmith_home):
 def test_failure_is_recorded_with_the_log_tail(tunesmith_home, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run_id = jobs.submit(RunConfig().with_overrides(["model.name_or_path=nobody/no-such-model-xyz", "output.run_name=doomed"]))
-    info = jobs.wait(run_id, timeout=180)
+    info = jobs.wait(run_id, timeout=slow_timeout(60))
     assert info.status == "failed"
     assert "no-such-model-xyz" in info.error
     assert main(["runs"]) == 0
@@ -58,7 +59,7 @@ def test_state_is_rebuilt_from_disk_not_memory(tunesmith_home):
     import sys
 
     run_id = jobs.submit(_demo_cfg("training.max_steps=3", "output.run_name=rebuild"))
-    jobs.wait(run_id, timeout=180)
+    jobs.wait(run_id, timeout=slow_timeout(60))
     jobs._children.clear()  # forget everything this process knew
     code = (
         "from tunesmith.engine import jobs; r = jobs.get_run(%r); "
@@ -86,7 +87,7 @@ def test_cli_train_runs_and_chat(tunesmith_home, tmp_path, capsys):
 def test_validation_split_gives_eval_loss(tunesmith_home):
     run_id = jobs.submit(_demo_cfg("training.max_steps=4", "training.eval_steps=2", "data.val_size=0.1",
                                    "output.run_name=with-eval"))
-    info = jobs.wait(run_id, timeout=180)
+    info = jobs.wait(run_id, timeout=slow_timeout(60))
     assert info.status == "completed", info.error
     evals = [e for e in events.read_events(info.run_dir) if e["type"] == "eval"]
     assert [e["step"] for e in evals] == [2, 4] and all(e["eval_loss"] > 0 for e in evals)
@@ -96,10 +97,10 @@ def test_stopped_run_resumes_from_its_checkpoint(tunesmith_home, capsys):
     run_id = jobs.submit(_demo_cfg("training.max_steps=12", "training.save_steps=3", "output.run_name=resumable"))
     t0 = time.time()
     while jobs.get_run(run_id).step < 5:
-        assert time.time() - t0 < 180, jobs.get_run(run_id)
+        assert time.time() - t0 < slow_timeout(60), jobs.get_run(run_id)
         time.sleep(0.2)
     jobs.stop(run_id)
-    stopped = jobs.wait(run_id, timeout=120)
+    stopped = jobs.wait(run_id, timeout=slow_timeout(40))
     assert stopped.status == "stopped" and stopped.step < 12
 
     assert main(["resume", "resumable"]) == 0

@@ -40,7 +40,8 @@ from tunesmith.engine.errors import ExportError
 from .arch import ModelPlan, plan_model
 from .fidelity import Fidelity, Reference, check_fidelity, check_tokenization
 from .modelfile import ollama_create_command, write_modelfile
-from .quantize import LLAMA_QUANTS, fallback_note, llama_cpp_available, quantize_file
+from .llamacpp_setup import INSTALL_HINT, TYPICAL_TIME, llama_cpp_available
+from .quantize import LLAMA_QUANTS, fallback_note, quantize_file
 from .vocab import GgufVocab, build_vocab
 from .writer import DIRECT_QUANTS, DirectOutput, tensor_type, write_direct, _nbytes
 
@@ -139,12 +140,17 @@ def export_gguf(
     report = progress or (lambda f, m: None)
     if not model_dir.is_dir():
         raise ExportError(f"Model folder {model_dir} does not exist; merge the run first (export format 'merged').")
-    needs_llama = check or any(q in LLAMA_QUANTS for q in wanted)
-    if needs_llama and not llama_cpp_available():
-        raise ExportError(
-            "GGUF quantization and the fidelity check need llama-cpp-python: pip install 'tunesmith[gguf]'. "
-            "Without it, export f32/f16/bf16/q8_0 with check=False."
-        )
+    check_note: str | None = None
+    if not llama_cpp_available():
+        # Tunesmith writes the direct types itself; only the K-quants need llama.cpp before anything is written.
+        need = [q.upper() for q in wanted if q in LLAMA_QUANTS]
+        if need:
+            raise ExportError(
+                f"{', '.join(need)} need llama.cpp support, which is not installed yet: {INSTALL_HINT} installs it "
+                f"({TYPICAL_TIME}). F32, F16, BF16 and Q8_0 export without it."
+            )
+        if check:
+            check, check_note = False, f"llama.cpp check: not run yet (llama.cpp support is not installed; {INSTALL_HINT} installs it)"
 
     report(0.0, "reading config, weights index and tokenizer")
     plan = plan_model(model_dir)
@@ -257,7 +263,7 @@ def export_gguf(
                 fidelity=fidelity.get(q),
                 modelfile=mf,
                 ollama_command=ollama_create_command(mf),
-                notes=[*plan.notes, *vocab.notes, *tok_warnings[:1]],
+                notes=[*([check_note] if check_note and not results else []), *plan.notes, *vocab.notes, *tok_warnings[:1]],
             )
         )
     report(1.0, "done")

@@ -183,7 +183,8 @@ def _load_llama(gguf_path: Path, n_ctx: int = 512, vocab_only: bool = False):
         from llama_cpp import Llama
     except ImportError as e:
         raise ExportError(
-            "The fidelity check needs llama-cpp-python: pip install 'tunesmith[gguf]' (or export with check=False)."
+            "The llama.cpp check needs llama.cpp support (llama-cpp-python): `tunesmith setup gguf` installs it "
+            "(or export with check=False)."
         ) from e
     threads = os.cpu_count() or 1
     log: list[str] = []

@@ -35,14 +35,6 @@ LLAMA_QUANTS: dict[str, tuple[str, int, float]] = {
 }
 
 
-def llama_cpp_available() -> bool:
-    try:
-        import llama_cpp  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
 def _expected_bytes(src: Path, quant: str) -> int:
     # F16/BF16 input: 16 bits per weight
     return int(src.stat().st_size * LLAMA_QUANTS[quant][2] / 16)
@@ -56,10 +48,13 @@ def quantize_file(
     progress: Callable[[float], None] | None = None,
 ) -> None:
     """Quantize src (F16/BF16 GGUF) into dst. Raises ExportError with llama.cpp's last log lines."""
+    # imported here: the child process (this file run as a script) must not import the gguf package (torch)
+    from tunesmith.engine.gguf.llamacpp_setup import INSTALL_HINT, llama_cpp_available
+
     if not llama_cpp_available():
         raise ExportError(
-            f"{quant.upper()} needs llama-cpp-python (llama.cpp's quantizer): pip install 'tunesmith[gguf]'. "
-            "F32, F16, BF16 and Q8_0 export without it."
+            f"{quant.upper()} needs llama.cpp support (llama-cpp-python), which is not installed yet: {INSTALL_HINT} "
+            "installs it. F32, F16, BF16 and Q8_0 export without it."
         )
     threads = threads or os.cpu_count() or 1
     expected = max(_expected_bytes(src, quant), 1)

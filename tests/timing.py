@@ -1,0 +1,45 @@
+"""Timeouts for tests that train: scaled by how busy or slow this machine is right now.
+
+    from timing import slow_timeout
+    jobs.wait(run_id, timeout=slow_timeout(60))   # 60 s of work on the idle reference machine
+
+A plain module, not conftest.py: tests/studio has a conftest of its own, and `from conftest import`
+would find whichever of the two was imported first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+# Best of three runs of a fixed matmul loop on an idle 2-core x86 machine (the CI machine), seconds.
+_REFERENCE_S = 0.25
+_speed: float | None = None
+
+
+def speed_factor() -> float:
+    """How many times slower this machine is right now than the idle 2-core machine the test budgets
+    were measured on (>= 1): the larger of a timed matmul loop and the load average per core."""
+    global _speed
+    if _speed is None:
+        import torch
+
+        a = torch.randn(384, 384)
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(100):
+                a @ a
+            best = min(best, time.perf_counter() - t)
+        try:
+            load = os.getloadavg()[0] / (os.cpu_count() or 1)
+        except OSError:
+            load = 0.0
+        _speed = max(1.0, best / _REFERENCE_S, load)
+    return _speed
+
+
+def slow_timeout(idle_seconds: float, cap: float = 3600.0) -> float:
+    """A timeout for work that takes `idle_seconds` on the idle reference machine: three times that,
+    scaled by how slow this machine is now (another job sharing the cores, a slower CPU)."""
+    return min(cap, 3 * idle_seconds * speed_factor())
