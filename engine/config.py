@@ -202,6 +202,17 @@ class TrainingConfig(_Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Training precision; auto = bf16 on GPUs that support it, fp32 on CPU."
     )
+    padding_free: bool = Field(
+        True, description="Lay the examples of a forward pass end to end, no padding (kept apart by attention; "
+        "models whose attention cannot do that are padded)."
+    )
+    group_by_length: bool = Field(
+        False, description="Order rows so similar lengths train together (fewer forward passes; less random order)."
+    )
+    tokens_per_forward: int | None = Field(
+        None, ge=16, description="Most tokens in one forward pass; empty = chosen from memory_mode (auto: a whole "
+        "optimizer step when it fits; memory: cutoff_len)."
+    )
     # ---- issue 15 ----
     neftune_alpha: float | None = Field(
         None, ge=0.0, le=100.0, description="NEFTune: add uniform noise of this scale to input embeddings while training (5 is common; empty = off).",
@@ -236,6 +247,13 @@ class OutputConfig(_Section):
 
 class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="What to fine-tune.")
+    objective: str = Field(
+        "sft", description="What to learn: sft (replies to prompts), pretrain (every token of the text); "
+        "see engine/objectives/."
+    )
+    objective_settings: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the chosen objective (e.g. beta for a preference loss)."
+    )
     method: Literal["qlora", "lora", "full", "freeze"] = Field(
         "qlora", description="qlora = 4-bit base + LoRA (least memory); lora = 16-bit base + LoRA; full = all weights; "
         "freeze = only the last layers (see freeze).",
@@ -249,6 +267,19 @@ class RunConfig(_Section):
         "auto", description="Tunesmith's Triton kernels: auto uses them where they apply, off runs stock code."
     )
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+
+    @model_validator(mode="after")
+    def _known_objective(self) -> "RunConfig":
+        from .objectives import names, parse_settings
+
+        if self.objective not in names():
+            raise ValueError(f"objective {self.objective!r} is not one of: {', '.join(names())}")
+        try:
+            parse_settings(self.objective, self.objective_settings)
+        except ValidationError as e:
+            bad = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+            raise ValueError(f"objective_settings for {self.objective}: {bad}") from None
+        return self
 
     # ---- YAML round trip -------------------------------------------------
 

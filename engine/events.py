@@ -5,8 +5,10 @@ see a half-written last line while the worker is writing it; it is skipped and
 read on the next poll.
 
 Event kinds (key "type"):
-  train   step, max_steps, loss, lr, grad_norm, epoch, tokens_per_s, peak_mem_gb, elapsed_s, eta_s
-  eval    step, eval_loss
+  train   step, max_steps, loss, lr, grad_norm, epoch, tokens_per_s, tokens_seen, peak_mem_gb,
+          (on GPUs) peak_reserved_gb, elapsed_s, eta_s, and the objective's metrics (sft: token_accuracy,
+          trained_tokens of the logging window)
+  eval    step, eval_loss (+ eval_<metric> of the objective)
   status  status (running|completed|stopped|failed), message
   info    message (what the run decided, e.g. which kernels were applied and why)
 """

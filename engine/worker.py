@@ -6,10 +6,11 @@ Reads RUN_DIR/config.yaml, trains, and writes RUN_DIR/events.jsonl (metrics and
 status), RUN_DIR/adapter/ (or model/ for full fine-tuning) and checkpoints/.
 Its stdout and stderr go to RUN_DIR/worker.log (the job manager redirects them).
 It never touches the database: the job manager reads what it writes.
---resume continues from the newest checkpoint in RUN_DIR/checkpoints (optimizer,
-scheduler and data order included).
+--resume continues from the newest checkpoint in RUN_DIR/checkpoints (trainable
+weights, optimizer, scheduler, RNG and data position), exactly where it stopped.
 Stop: the job manager creates RUN_DIR/STOP; the worker finishes its current
-step, saves the adapter trained so far and exits with status "stopped".
+optimizer step, writes a checkpoint, saves the adapter trained so far and exits
+with status "stopped".
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def run(run_dir: Path, resume: bool = False) -> int:
         recipe.cleanup()
         if trackers is not None:
             trackers.close()
-        msg = "finished" if status == "completed" else "stopped by the user; the adapter trained so far is saved"
+        msg = "finished" if status == "completed" else ("stopped by the user; the adapter trained so far is saved "
+                                                         "(resume continues from the checkpoint written at Stop)")
         if status == "stopped" and not ((run_dir / "adapter").exists() or (run_dir / "model").exists()):
             msg = "stopped by the user before training began"
         events.status(status, msg)

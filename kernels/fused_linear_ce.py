@@ -42,10 +42,11 @@ CHUNK_BYTES = KernelSettings().ce_chunk_bytes  # the default logits of one chunk
 
 @triton.jit
 def _ce_rows_kernel(
-    Z, z_row_stride, LABELS, LOSS, INV_D, n_vocab, ignore_index, softcap,
-    SOFTCAP: tl.constexpr, BLOCK: tl.constexpr,
+    Z, z_row_stride, LABELS, LOSS, CORRECT, INV_D, n_vocab, ignore_index, softcap,
+    SOFTCAP: tl.constexpr, TRACK_CORRECT: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Row-wise: LOSS[row] = lse - z[label]; Z[row] <- dloss/dlogits (already / D)."""
+    """Row-wise: LOSS[row] = lse - z[label]; Z[row] <- dloss/dlogits (already / D);
+    CORRECT[row] = 1 when the label's logit is the row's maximum (token accuracy, TRACK_CORRECT)."""
     row = tl.program_id(0).to(tl.int64)
     z_ptr = Z + row * z_row_stride
     label = tl.load(LABELS + row).to(tl.int64)
@@ -55,6 +56,8 @@ def _ce_rows_kernel(
             offs = start + cols
             tl.store(z_ptr + offs, tl.zeros([BLOCK], dtype=tl.float32).to(Z.dtype.element_ty), mask=offs < n_vocab)
         tl.store(LOSS + row, 0.0)
+        if TRACK_CORRECT:
+            tl.store(CORRECT + row, 0.0)
     else:
         inv_d = tl.load(INV_D).to(tl.float32)
         # pass 1: online max and sum of exp, in fp32
@@ -78,6 +81,9 @@ def _ce_rows_kernel(
         if SOFTCAP:
             z_label = softcap * (2.0 * tl.sigmoid(2.0 * z_label / softcap) - 1.0)
         tl.store(LOSS + row, lse - z_label)
+        if TRACK_CORRECT:
+            # the same fp32 value the maximum was taken over, so equality is exact (ties count as right)
+            tl.store(CORRECT + row, (z_label >= m_row).to(tl.float32))
         # pass 2: dz = (softmax - onehot) / D, written over the logits
         for start in range(0, n_vocab, BLOCK):
             offs = start + cols
@@ -102,8 +108,11 @@ def _chunk_rows(n_rows: int, n_vocab: int, elem: int, chunk_rows: int | None, ch
 
 def fused_linear_ce_forward(h, weight, labels, bias=None, ignore_index=-100, softcap=None,
                             num_items_in_batch=None, chunk_rows=None, need_dw=True, need_db=True,
-                            cdt=None, chunk_bytes: int = CHUNK_BYTES):
-    """(loss, dh, dW or None, db or None) for h (N, H), weight (V, H), labels (N,)."""
+                            cdt=None, chunk_bytes: int = CHUNK_BYTES, correct=None):
+    """(loss, dh, dW or None, db or None) for h (N, H), weight (V, H), labels (N,).
+
+    `correct`, when given, is an fp32 (N,) tensor that receives 1.0 for each row whose label is
+    the argmax of its logits (0.0 elsewhere and for ignored rows): token accuracy without logits."""
     assert h.dim() == 2 and weight.dim() == 2 and h.shape[1] == weight.shape[1], \
         f"hidden {tuple(h.shape)} and head weight {tuple(weight.shape)} do not match"
     assert labels.shape == (h.shape[0],), f"labels {tuple(labels.shape)} vs {h.shape[0]} rows"
@@ -133,8 +142,10 @@ def fused_linear_ce_forward(h, weight, labels, bias=None, ignore_index=-100, sof
         if bias is not None:
             z += bias.to(z.dtype)
         _ce_rows_kernel[(end - start,)](
-            z, z.stride(0), labels[start:end], loss_rows[start:end], inv_d, v, ignore_index,
-            float(softcap or 1.0), SOFTCAP=softcap is not None, BLOCK=block, num_warps=8 if block >= 2048 else 4,
+            z, z.stride(0), labels[start:end], loss_rows[start:end],
+            correct[start:end] if correct is not None else loss_rows[start:end], inv_d, v, ignore_index,
+            float(softcap or 1.0), SOFTCAP=softcap is not None, TRACK_CORRECT=correct is not None, BLOCK=block,
+            num_warps=8 if block >= 2048 else 4,
         )
         torch.matmul(z, w, out=dh[start:end])
         if dw is not None:
@@ -148,12 +159,12 @@ def fused_linear_ce_forward(h, weight, labels, bias=None, ignore_index=-100, sof
 class FusedLinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, labels, bias=None, ignore_index=-100, softcap=None, num_items_in_batch=None,
-                chunk_rows=None, chunk_bytes=CHUNK_BYTES):
+                chunk_rows=None, chunk_bytes=CHUNK_BYTES, correct=None):
         with no_autocast(h):  # GEMMs in autocast's dtype when it is on, like the stock head
             loss, dh, dw, db = fused_linear_ce_forward(
                 h, weight, labels, bias, ignore_index, softcap, num_items_in_batch, chunk_rows,
                 need_dw=weight.requires_grad, need_db=bias is not None and bias.requires_grad,
-                cdt=compute_dtype(h), chunk_bytes=chunk_bytes)
+                cdt=compute_dtype(h), chunk_bytes=chunk_bytes, correct=correct)
         ctx.save_for_backward(dh, dw, db)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         return loss
@@ -166,19 +177,23 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
         dh = dh.mul_(dloss.to(dh.dtype))
         dw = None if dw is None else (dw * dloss).to(wdt)
         db = None if db is None else (db * dloss).to(bdt)
-        return dh, dw, None, db, None, None, None, None, None
+        return dh, dw, None, db, None, None, None, None, None, None
 
 
 def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, bias=None,
                                ignore_index: int = -100, softcap: float | None = None,
                                num_items_in_batch=None, chunk_rows: int | None = None,
-                               chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+                               chunk_bytes: int = CHUNK_BYTES,
+                               correct: torch.Tensor | None = None) -> torch.Tensor:
     """Mean token loss of the LM head on h (..., H) against labels (...), never forming all logits.
-    Rows go in chunks of `chunk_rows`, or of as many rows as `chunk_bytes` of logits hold."""
+    Rows go in chunks of `chunk_rows`, or of as many rows as `chunk_bytes` of logits hold.
+
+    `correct`: optional fp32 tensor with one element per label, filled with 1.0 where the label is
+    the argmax (token accuracy, computed in the same pass; no gradient flows through it)."""
     hidden = h.shape[-1]
     return FusedLinearCrossEntropyFunction.apply(
         h.reshape(-1, hidden), weight, labels.reshape(-1), bias, ignore_index, softcap, num_items_in_batch,
-        chunk_rows, chunk_bytes)
+        chunk_rows, chunk_bytes, correct)
 
 
 def fused_linear_cross_entropy_reference(h, weight, labels, bias=None, ignore_index=-100, softcap=None,

@@ -40,16 +40,13 @@ def test_the_option_is_in_the_one_schema():
     assert "early_stopping_patience: 3" in cfg.to_yaml()
 
 
-def test_the_trainer_callback_stops_training_when_eval_loss_turns_up(tmp_path):
+def test_the_trainer_stops_training_when_eval_loss_turns_up(tmp_path):
     from tunesmith.engine.events import EventWriter, read_events
-    from tunesmith.engine.trainer import MetricsCallback
+    from tunesmith.engine.trainer import early_stop
 
-    cb = MetricsCallback(EventWriter(tmp_path), lambda: False, "cpu", EarlyStopping(patience=2))
-    control = SimpleNamespace(should_training_stop=False)
+    stopper, ev = EarlyStopping(patience=2), EventWriter(tmp_path)
     for step, loss in [(10, 2.0), (20, 1.5), (30, 1.7), (40, 1.9)]:
-        cb.on_log(None, SimpleNamespace(global_step=step), control, logs={"eval_loss": loss})
-        if step < 40:
-            assert not control.should_training_stop
-    assert control.should_training_stop
+        stop = early_stop(stopper, step, loss, ev.write)
+        assert stop == (step == 40)
     info = [e for e in read_events(tmp_path) if e.get("early_stop")]
     assert info and info[0]["best_step"] == 20

@@ -11,7 +11,8 @@ or folder paths, hub ids; concatenated, or mixed by data.mix weights):
     render + tokenize + mask         -> input_ids, assistant_masks (cached by content, tokenize.py)
     truncate to cutoff_len           -> rows left with no trained token are dropped, with a warning
     val_file or val_size split       -> seeded by training.seed
-    packing                          -> + position_ids, seq_lengths (see tokenize.pack)
+    packing                          -> rows of up to cutoff_len tokens, best-fit-decreasing (packing.py),
+                                        + position_ids, seq_lengths
 
 Preference rows train on the chosen reply (SFT); text rows train on every
 token. Raises DataError naming the dataset, file and rows, with the fix.
@@ -26,9 +27,10 @@ from ..config import RunConfig
 from ..errors import DataError
 from .bounds import bound_examples
 from .examples import load_examples
+from .packing import pack_best_fit
 from .registry import get_dataset, rows_for_training
 from .templates import ChatTemplate, resolve_template
-from .tokenize import encode_cached, pack
+from .tokenize import encode_cached
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +98,11 @@ def _tokenize(named: list[tuple[str, list[dict]]], cfg: RunConfig, tokenizer, en
 def _pack(ds, cutoff: int, seed: int):
     import datasets
 
-    ds = ds.shuffle(seed=seed)
-    cols = pack(zip(ds["input_ids"], ds["assistant_masks"]), cutoff)
-    return datasets.Dataset.from_dict(cols)
+    cols = pack_best_fit(zip(ds["input_ids"], ds["assistant_masks"]), cutoff)
+    n, rows = len(ds), len(cols["input_ids"])
+    fill = sum(len(r) for r in cols["input_ids"]) / max(1, rows * cutoff)
+    log.info("packing: %d examples into %d rows of up to %d tokens (%.1f%% full)", n, rows, cutoff, 100 * fill)
+    return datasets.Dataset.from_dict(cols).shuffle(seed=seed)
 
 
 def prepare_datasets(cfg: RunConfig, tokenizer, enable_thinking: bool | None = None, use_cache: bool = True,

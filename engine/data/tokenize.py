@@ -38,10 +38,8 @@ config default, even in train mode), so packed training must run with
 instead (`block_diagonal_mask`), which holds regardless of the cache but costs
 O(L^2) memory and rules out flash-attention. Tests check both give the
 unpacked loss.
-With TRL's SFTTrainer: `SFTConfig(padding_free=True, max_length=None)` (rows
-are already cut to cutoff_len); TRL then rebuilds position_ids from our
-`seq_lengths` column and sends no attention_mask. With padding_free=False it
-adds an all-ones attention_mask and the examples leak (tested).
+data.packing packs best-fit-decreasing instead (engine/data/packing.py); `pack` stays
+for callers that want the rows in order.
 """
 
 from __future__ import annotations

@@ -128,7 +128,8 @@ def test_collate_packed_batch_loss(explicit):
 
 @pytest.mark.slow  # imports TRL (several seconds on 2 cores)
 def test_trl_padding_free_keeps_packed_examples_apart(tokenizer, tmp_path):
-    """The trainer's path: prepare_datasets(packing=True) -> TRL SFTTrainer with padding_free=True.
+    """Packed rows stay usable by TRL: prepare_datasets(packing=True) -> SFTTrainer(padding_free=True).
+    (Tunesmith's own loop takes them through engine.training.batching; tests/training checks that.)
 
     TRL rebuilds position_ids from our seq_lengths column and sends no
     attention_mask, so the loss equals the unpacked loss. (With

@@ -73,3 +73,18 @@ def test_large_logits_are_stable():
     y = torch.tensor([1, 5, 19], device=DEVICE)
     assert_close(fused_linear_cross_entropy(x, w, y), fused_linear_cross_entropy_reference(x, w, y), 1e-3, 1e-5,
                  "loss")
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_correct_marks_rows_whose_label_is_the_argmax(softcap):
+    """Token accuracy from the same pass as the loss: 1 where the label is the argmax, 0 elsewhere."""
+    n, h, v = 12, 16, 40
+    x, w = torch.randn(n, h, device=DEVICE), torch.randn(v, h, device=DEVICE) / 4
+    y = _labels(n, v, 0.25)
+    top = (x @ w.t()).argmax(-1)
+    y[:4] = top[:4]  # some rows right for sure
+    y[4] = -100
+    correct = torch.full((n,), float("nan"), device=DEVICE)
+    fused_linear_cross_entropy(x, w, y, softcap=softcap, chunk_rows=5, correct=correct)
+    want = ((top == y) & (y != -100)).float()
+    assert torch.equal(correct, want)
