@@ -219,8 +219,10 @@ def translate(data: dict[str, Any], source: str = "config", base_dir: Path | Non
     stage = str(take("stage") or "sft")
     if stage not in _STAGES:
         refused.append(f"stage: {stage!r} is not a LLaMA-Factory stage Tunesmith knows (sft, pt)")
+    elif stage == "ppo":
+        refused.append("stage: ppo (RLHF with a reward model) is not supported; use sft, pt or a preference objective")
     elif "objective" in RunConfig.model_fields:
-        put("stage", "objective", _STAGES[stage])
+        put("stage", "objective", _STAGES[stage])  # RunConfig checks that the objective exists
     elif stage not in ("sft", "pt"):
         refused.append(f"stage: {stage} is not supported yet (Tunesmith trains sft and pt); use stage: sft")
     elif stage == "pt":
