@@ -139,6 +139,8 @@ def run_import_info(args: argparse.Namespace) -> int:
     imported, skipped = import_dataset_info(args.path, overwrite=args.replace)
     for e in imported:
         print(f"registered {e.name!r} ({e.format}) -> {e.path or e.hub_id}")
+        for note in e.notes():
+            print(f"  note: {note}")
     for name, why in skipped.items():
         print(f"skipped {name!r}: {why}")
     return 0 if imported else 1

@@ -9,6 +9,7 @@ EXAMPLES = """examples:
   tunesmith export RUN_ID --format adapter --out ./my-adapter
   tunesmith export RUN_ID --format merged
   tunesmith export RUN_ID --format gguf --quant q4_k_m,q8_0,f16
+  tunesmith export RUN_ID --format adapter --push-to-hub me/my-adapter [--private]   # needs HF_TOKEN
 F16/BF16/Q8_0 need nothing more; K-quants (q4_k_m, ...) need llama.cpp support, installed on first use
 (asked at a terminal; elsewhere run `tunesmith setup gguf` first).
 Default output: $TUNESMITH_HOME/exports/RUN_ID/FORMAT
@@ -22,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=["adapter", "merged", "gguf"])
     p.add_argument("--quant", default="f16", help="GGUF types, comma-separated: f32,f16,bf16,q8_0,q6_k,q5_k_m,q4_k_m,q4_0,q3_k_m")
     p.add_argument("--out", help="output folder")
+    p.add_argument("--push-to-hub", metavar="USER/NAME", help="also upload the export, with a model card, to this Hub repo")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo as private")
     p.set_defaults(func=run)
 
 
@@ -44,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
         quants, skipped = _llama_cpp_on_first_use(quants)
         if not quants:
             return 2
+    if args.push_to_hub:
+        from tunesmith.engine import hub
+
+        hub.check_repo_id(args.push_to_hub)  # before minutes of exporting
     try:
         res = export.export_run(info.id, args.format, args.out, quants=quants, progress=progress)
     finally:
@@ -64,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: not written: {', '.join(q.upper() for q in skipped)} (needs llama.cpp support: "
               f"{INSTALL_HINT}, then export again)", file=sys.stderr)
         return 2
+    if args.push_to_hub:
+        hub.write_card(info.id, res.format, res.path, args.push_to_hub)
+        url = hub.push_folder(res.path, args.push_to_hub, private=args.private,
+                              message=f"Tunesmith: {res.format} of run {info.name}")
+        print(f"pushed to {url}")
     return 0
 
 

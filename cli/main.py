@@ -12,6 +12,9 @@
     tunesmith data inspect PATH [--format F] [--json]
     tunesmith doctor [--check] [--rebuild]
     tunesmith setup gguf [--check]
+    tunesmith serve RUN_OR_MODEL_OR_GGUF [--host H] [--port P] [--auth user:password]
+    tunesmith push RUN_ID --repo user/name [--format adapter|merged|gguf] [--private]
+    tunesmith config convert LLAMAFACTORY.yaml [-o run.yaml]
 
 Mistakes (a bad config, an unknown run, a missing file) print one line naming
 the problem and exit with status 2; --debug shows the traceback instead.
@@ -29,14 +32,14 @@ from tunesmith import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import chat, data, doctor, export, queue, runs, scheduler, setup, train, webui
+    from . import chat, config, data, doctor, export, push, queue, runs, scheduler, serve, setup, train, webui
     from . import eval as eval_cmd  # the module is named for the command; keep the builtin unshadowed
 
     parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune open LLMs: studio, CLI and YAML on one engine.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in (webui, train, runs, queue, scheduler, chat, eval_cmd, export, data, doctor, setup):
+    for mod in (webui, train, runs, queue, scheduler, chat, eval_cmd, export, data, doctor, setup, serve, push, config):
         mod.register(sub)
     return parser
 

@@ -11,11 +11,14 @@ EXAMPLES = """examples:
   tunesmith train run.yaml --set training.max_steps=20 --set lora.r=32
   tunesmith train run.yaml --detach        # queue it and return; watch it in the studio or `tunesmith runs`
   tunesmith train run.yaml --gpus 0,1      # two GPUs, one process each (DDP); also --gpus 2 or --gpus auto
+  tunesmith train llama3_lora_sft.yaml --dry-run   # a LLaMA-Factory YAML: print what it becomes, train nothing
 
 Runs wait in a queue until their GPUs are free (one run per GPU; one at a time on a CPU-only machine);
 `tunesmith queue` shows, reorders and cancels them.
 
 The YAML is what the studio's "Show YAML" prints; every field is described in README.md.
+A LLaMA-Factory training YAML is accepted as it is: it is translated (a report
+says what mapped to what) and keys Tunesmith cannot honour are refused by name.
 Ctrl+C asks the run to stop gracefully (the adapter trained so far is saved).
 """
 
@@ -28,16 +31,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override one field, e.g. training.max_steps=20 (repeatable)")
     p.add_argument("--gpus", metavar="auto|N|0,1", help="GPUs to train on (resources.gpus): auto, a count, or indices")
     p.add_argument("--detach", action="store_true", help="queue the run and return at once")
+    p.add_argument("--dry-run", action="store_true", help="print the resulting RunConfig YAML and exit without training")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tunesmith.engine import jobs, scheduler
-    from tunesmith.engine.config import RunConfig
+    from tunesmith.engine.compat import read_config
     from tunesmith.engine.text import printable
+    from tunesmith.engine.trackers import check_available
 
     overrides = list(args.overrides) + ([f"resources.gpus={args.gpus}"] if args.gpus else [])
-    cfg = RunConfig.from_yaml(args.config, overrides=overrides)
+    cfg, translation = read_config(args.config, overrides, register=not args.dry_run)
+    if translation is not None:
+        print(f"{args.config}: LLaMA-Factory config, translated:", file=sys.stderr)
+        print("\n".join(translation.report()), file=sys.stderr)
+    if args.dry_run:
+        print(cfg.to_yaml(), end="")
+        return 0
+    check_available(cfg.training.report_to)
     run_id = jobs.submit(cfg)
     info = jobs.get_run(run_id)
     place = scheduler.positions().get(run_id)

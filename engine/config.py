@@ -49,6 +49,15 @@ class ModelConfig(_Section):
         None,
         description="Chat template name (chatml, llama3, qwen, ...); empty uses the tokenizer's own template.",
     )
+    # ---- loading options (issue 15) ----
+    rope_scaling: Literal["none", "linear", "dynamic", "yarn"] = Field(
+        "none", description="Stretch RoPE past the model's trained context: linear interpolates positions, dynamic (NTK) "
+        "scales only past the trained length, yarn mixes both; none = as trained.",
+    )
+    rope_factor: float = Field(2.0, gt=1.0, le=64.0, description="With rope_scaling: new context length / the trained one.")
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="Attention code: auto = the library's default (sdpa); flash_attention_2 needs the flash-attn package.",
+    )
 
 
 class QuantizationConfig(_Section):
@@ -68,10 +77,34 @@ class LoraConfig(_Section):
         "all-linear", description="Layers that get adapters: all-linear, or names like q_proj,v_proj."
     )
 
+    # ---- LoRA variants (issue 15) ----
+    use_dora: bool = Field(False, description="DoRA: learn each weight's magnitude apart from its direction (more parameters, slower, often better at low rank).")
+    use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r) instead of alpha / r, which keeps high ranks stable.")
+    init: Literal["default", "gaussian", "pissa"] = Field(
+        "default", description="Adapter start: default (B = 0), gaussian (A ~ N(0, 1/r)), or pissa (the weights' top singular vectors: faster start).",
+    )
+
     @field_validator("target_modules", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str) and v != "all-linear":
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+
+class FreezeConfig(_Section):
+    trainable_layers: int = Field(2, ge=1, description="method freeze: train only the last N transformer layers; the rest stays frozen.")
+    trainable_modules: list[str] | Literal["all"] = Field(
+        "all", description="Inside those layers, train only modules whose name contains one of these (e.g. mlp,self_attn); all = whole layers.",
+    )
+    extra_modules: list[str] = Field(
+        default_factory=list, description="Also train these non-layer modules by name (e.g. embed_tokens, lm_head, norm).",
+    )
+
+    @field_validator("trainable_modules", "extra_modules", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "all":
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
 
@@ -94,12 +127,37 @@ class DataConfig(_Section):
     packing: bool = Field(False, description="Pack several short examples into one sequence (kept apart by attention).")
     drop_invalid: bool = Field(False, description="Skip rows with problems instead of stopping with a report.")
 
+    mix: list[float] | None = Field(
+        None, description="Mixing weights, one per dataset in order (e.g. [0.7, 0.3]); empty = all rows of each dataset, concatenated.",
+    )
+
     @field_validator("datasets", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
+
+    @field_validator("mix", mode="before")
+    @classmethod
+    def _mix_text(cls, v: Any) -> Any:
+        if isinstance(v, str):  # "0.7, 0.3" from a text box or --set
+            v = v.strip().strip("[]")
+            return [float(x) for x in v.split(",") if x.strip()] if v else None
+        return v
+
+    @field_validator("mix")
+    @classmethod
+    def _mix_weights(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(w < 0 for w in v) or sum(v) <= 0):
+            raise ValueError("mixing weights must be >= 0 with a positive sum, one per dataset")
+        return v
+
+    @model_validator(mode="after")
+    def _mix_matches(self) -> "DataConfig":
+        if self.mix is not None and len(self.mix) != len(self.datasets):
+            raise ValueError(f"data.mix has {len(self.mix)} weights for {len(self.datasets)} datasets: give one per dataset")
+        return self
 
     @field_validator("datasets")
     @classmethod
@@ -155,6 +213,22 @@ class TrainingConfig(_Section):
         None, ge=16, description="Most tokens in one forward pass; empty = chosen from memory_mode (auto: a whole "
         "optimizer step when it fits; memory: cutoff_len)."
     )
+    # ---- issue 15 ----
+    neftune_alpha: float | None = Field(
+        None, ge=0.0, le=100.0, description="NEFTune: add uniform noise of this scale to input embeddings while training (5 is common; empty = off).",
+    )
+    report_to: list[Literal["none", "tensorboard", "wandb", "mlflow", "trackio", "swanlab"]] = Field(
+        default_factory=list, description="Experiment trackers that also get the metrics (tensorboard, wandb, mlflow, trackio, swanlab; several allowed).",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _split_trackers(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        return [x for x in v if x != "none"] if isinstance(v, list) else v
 
 
 class ResourcesConfig(_Section):
@@ -222,11 +296,13 @@ class RunConfig(_Section):
     objective_settings: dict[str, Any] = Field(
         default_factory=dict, description="Options of the chosen objective (e.g. beta for a preference loss)."
     )
-    method: Literal["qlora", "lora", "full"] = Field(
-        "qlora", description="qlora = 4-bit base + LoRA (least memory); lora = 16-bit base + LoRA; full = all weights."
+    method: Literal["qlora", "lora", "full", "freeze"] = Field(
+        "qlora", description="qlora = 4-bit base + LoRA (least memory); lora = 16-bit base + LoRA; full = all weights; "
+        "freeze = only the last layers (see freeze).",
     )
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig, description="QLoRA quantization.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter shape.")
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig, description="Which weights method freeze trains.")
     data: DataConfig = Field(default_factory=DataConfig, description="Training data.")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Optimization.")
     kernels: Literal["auto", "on", "off"] = Field(
@@ -264,54 +340,67 @@ class RunConfig(_Section):
 
     @classmethod
     def from_yaml_text(cls, text: str, overrides: list[str] | None = None, source: str = "config") -> "RunConfig":
-        if "\x00" in text:
-            raise ConfigError(f"{source}: this is a binary file, not a YAML config. Write one with the studio's "
-                              "Show YAML, or see README.md.")
-        if _nesting(text) > MAX_YAML_DEPTH * 4:
-            raise ConfigError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep; a run config has sections "
-                              "(model:, data:, training: ...) holding plain values.")
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            where = getattr(e, "problem_mark", None)
-            at = f" at line {where.line + 1}" if where is not None else ""
-            problem = getattr(e, "problem", None) or type(e).__name__
-            raise ConfigError(f"{source}: not valid YAML{at} ({problem}). Check indentation and quotes.") from None
-        except RecursionError:
-            raise ConfigError(f"{source}: nested too deeply to be a run config.") from None
-        if data is None:
-            # An empty file would silently train every default; that is never what was meant.
-            raise ConfigError(f"{source}: the config is empty. Give at least model: and data: sections "
-                              "(the studio's Show YAML writes a complete one).")
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping of sections (model:, data:, training: ...), got {type(data).__name__}.")
-        if _depth(data) > MAX_YAML_DEPTH:
-            raise ConfigError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep; a run config has sections "
-                              "(model:, data:, training: ...) holding plain values.")
+        data = parse_config_text(text, source)
         for item in overrides or []:
             apply_override(data, item)
         return cls.from_dict(data, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "RunConfig":
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such config file. Write one with the studio's Show YAML, or see README.md.")
-        if p.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{p}: {p.stat().st_size} bytes is too big for a run config (at most "
-                              f"{MAX_CONFIG_BYTES} bytes); is it a dataset? Datasets go in data.datasets.")
-        try:
-            text = p.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: this is a binary file, not a YAML config (not UTF-8 text). Write one with "
-                              "the studio's Show YAML, or see README.md.") from None
-        return cls.from_yaml_text(text, overrides, source=str(p))
+        return cls.from_yaml_text(read_config_text(path), overrides, source=str(Path(path)))
 
     def with_overrides(self, overrides: list[str]) -> "RunConfig":
         data = self.model_dump(mode="json")
         for item in overrides:
             apply_override(data, item)
         return RunConfig.from_dict(data, "--set")
+
+
+def read_config_text(path: str | Path) -> str:
+    """A config file's text; ConfigError for a missing, oversized or binary file.
+    (engine.compat reads LLaMA-Factory files through this too.)"""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file. Write one with the studio's Show YAML, or see README.md.")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: {p.stat().st_size} bytes is too big for a run config (at most "
+                          f"{MAX_CONFIG_BYTES} bytes); is it a dataset? Datasets go in data.datasets.")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: this is a binary file, not a YAML config (not UTF-8 text). Write one with "
+                          "the studio's Show YAML, or see README.md.") from None
+    return text
+
+
+def parse_config_text(text: str, source: str = "config") -> dict[str, Any]:
+    """YAML text -> the mapping it holds; ConfigError for binary, invalid, empty, non-mapping or too deeply
+    nested text (checked before the parser recurses)."""
+    if "\x00" in text:
+        raise ConfigError(f"{source}: this is a binary file, not a YAML config. Write one with the studio's "
+                          "Show YAML, or see README.md.")
+    if _nesting(text) > MAX_YAML_DEPTH * 4:
+        raise ConfigError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep; a run config has sections "
+                          "(model:, data:, training: ...) holding plain values.")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"{source}: not valid YAML{at} ({problem}). Check indentation and quotes.") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a run config.") from None
+    if data is None:
+        # An empty file would silently train every default; that is never what was meant.
+        raise ConfigError(f"{source}: the config is empty. Give at least model: and data: sections "
+                          "(the studio's Show YAML writes a complete one).")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (model:, data:, training: ...), got {type(data).__name__}.")
+    if _depth(data) > MAX_YAML_DEPTH:
+        raise ConfigError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep; a run config has sections "
+                          "(model:, data:, training: ...) holding plain values.")
+    return data
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -386,5 +475,6 @@ def field_help(path: str) -> str:
         if i == len(parts) - 1:
             return info.description or ""
         ann = info.annotation
-        model = ann  # sections are plain BaseModel subclasses
+        # sections are plain BaseModel subclasses, or Optional[section] (model.rope_scaling)
+        model = next((a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
     return ""

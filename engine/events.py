@@ -20,7 +20,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 EVENTS_FILE = "events.jsonl"
 
@@ -28,6 +28,12 @@ EVENTS_FILE = "events.jsonl"
 class EventWriter:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / EVENTS_FILE
+        # Subscribers get every event after it is on disk (e.g. engine.trackers' TrackerSink).
+        self.sinks: list[Callable[[dict[str, Any]], None]] = []
+
+    def add_sink(self, sink: Callable[[dict[str, Any]], None] | None) -> None:
+        if sink is not None:
+            self.sinks.append(sink)
 
     def write(self, type_: str, **fields: Any) -> None:
         rec = {"type": type_, "time": round(time.time(), 3), **fields}
@@ -37,6 +43,8 @@ class EventWriter:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+        for sink in self.sinks:
+            sink(rec)
 
     def status(self, status: str, message: str = "", **extra: Any) -> None:
         self.write("status", status=status, message=message, **extra)

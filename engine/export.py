@@ -4,7 +4,8 @@
     export_run(run_id, "merged")             # HF folder: AutoModelForCausalLM.from_pretrained loads it
     export_run(run_id, "gguf", quants=["f16", "q4_k_m"])   # llama.cpp / Ollama files (engine.gguf)
 
-The merge adds the LoRA delta (alpha/r * B @ A) to the *original* 16-bit base
+The merge adds the LoRA delta (alpha/r * B @ A; alpha/sqrt(r) for rsLoRA; DoRA
+rescales each output row to its learned magnitude) to the *original* 16-bit base
 weights, one safetensors shard at a time, in fp32 and cast back to the base
 dtype: memory stays around one shard plus the adapter, whatever the model size,
 and nothing goes through dequantized NF4 weights.
@@ -153,27 +154,30 @@ def _base_dir(name_or_path: str, revision: str | None = None) -> Path:
         raise ExportError(f"Cannot get the base model {name_or_path!r} to merge into: {e}") from e
 
 
-def _adapter_deltas(adapter_dir: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float, dict]:
+def _adapter_deltas(adapter_dir: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]], float, dict]:
+    """{base weight name: (A, B, DoRA magnitude or None)}, the LoRA scale (alpha/r, or alpha/sqrt(r)
+    for rsLoRA), and adapter_config.json."""
     from safetensors.torch import load_file
 
     acfg = json.loads((adapter_dir / "adapter_config.json").read_text())
     if acfg.get("peft_type", "LORA") != "LORA":
         raise ExportError(f"{adapter_dir}: only LoRA adapters can be merged (got {acfg.get('peft_type')}).")
-    if acfg.get("use_dora"):
-        raise ExportError(f"{adapter_dir}: DoRA adapters are not supported by the merge yet.")
     sd = load_file(str(adapter_dir / "adapter_model.safetensors"))
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for k, v in sd.items():
         m = re.match(r"^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$", k)
+        dora = re.match(r"^base_model\.model\.(.+)\.lora_magnitude_vector(?:\.default)?(?:\.weight)?$", k)
         if m:
             pairs.setdefault(m.group(1) + ".weight", {})[m.group(2)] = v
+        elif dora:  # [issue 15] DoRA: the learned magnitude of each output row
+            pairs.setdefault(dora.group(1) + ".weight", {})["M"] = v
         elif ".lora_embedding_" in k or "modules_to_save" in k:
             raise ExportError(f"{adapter_dir}: tensor {k} (embedding LoRA / modules_to_save) is not supported by the merge.")
     out = {}
     for name, ab in pairs.items():
-        if set(ab) != {"A", "B"}:
-            raise ExportError(f"{adapter_dir}: {name} has an incomplete LoRA pair.")
-        out[name] = (ab["A"], ab["B"])
+        if set(ab) - {"M"} != {"A", "B"} or bool(acfg.get("use_dora")) != ("M" in ab):
+            raise ExportError(f"{adapter_dir}: {name} has an incomplete LoRA pair (or DoRA magnitude).")
+        out[name] = (ab["A"], ab["B"], ab.get("M"))
     r = acfg["r"]
     alpha = acfg.get("lora_alpha", r)
     scale = alpha / math.sqrt(r) if acfg.get("use_rslora") else alpha / r
@@ -212,8 +216,10 @@ def merge_to_dir(run_id: str, out_dir: Path, progress: Progress | None = None) -
                 for name in f.keys():
                     t = f.get_tensor(name)
                     if name in deltas:
-                        a, b = deltas[name]
+                        a, b, mag = deltas[name]
                         w = t.float() + scale * (b.float() @ a.float())
+                        if mag is not None:  # DoRA: W' = m * (W + sBA) / ||W + sBA|| per output row
+                            w = (mag.float() / torch.linalg.norm(w, dim=1)).unsqueeze(1) * w
                         t = w.to(t.dtype)
                         used.add(name)
                     tensors[name] = t.contiguous()

@@ -99,10 +99,16 @@ def stream_chat(
     target: str, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0
 ) -> Iterator[str]:
     """Yield the reply as text pieces while it is generated."""
-    from transformers import TextIteratorStreamer
-
     model, tok = get_model(target)
     input_ids = build_prompt_ids(tok, messages).to(model.device)
+    yield from stream_generate(model, tok, input_ids, max_new_tokens, temperature, top_p)
+
+
+def stream_generate(model, tok, input_ids: torch.Tensor, max_new_tokens: int = 256, temperature: float = 0.0,
+                    top_p: float = 1.0) -> Iterator[str]:
+    """Yield the text generated after `input_ids` (a 1 x n tensor on the model's device), piece by piece."""
+    from transformers import TextIteratorStreamer
+
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     gen_kwargs = dict(
         input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,

@@ -81,6 +81,9 @@ def validate(cfg: RunConfig) -> None:
     models.check_model_source(cfg.model)
     check_target_modules(cfg)
     check_data_sources(cfg)
+    from .trackers import check_available  # [issue 15] a chosen tracker that is not installed
+
+    check_available(cfg.training.report_to)
 
 
 def check_data_sources(cfg: RunConfig) -> None:
@@ -99,6 +102,10 @@ def check_data_sources(cfg: RunConfig) -> None:
         if source and is_hub_id(source) and not Path(source).exists():
             continue
         load_examples(ref, format=fmt).usable(drop_invalid=cfg.data.drop_invalid)
+        # [issue 15] registered KTO or image/video/audio data is refused before a run exists
+        from .data.registry import get_dataset, rows_for_training
+
+        rows_for_training(get_dataset(ref), [], cfg.training.seed, getattr(cfg, "objective", "sft"))
 
 
 # A second identical submit within this many seconds is a double click, not a new run.

@@ -81,6 +81,50 @@ def _hub_kwargs(mc: ModelConfig) -> dict:
     return kw
 
 
+def _model_kwargs(src: str, mc: ModelConfig) -> dict:
+    """from_pretrained kwargs for the model itself: hub options, attention implementation, RoPE scaling.
+
+    Training and inference both use this, so a model trained with RoPE scaling is chatted with
+    (and served) with the same positions."""
+    kw = _hub_kwargs(mc)
+    if mc.attn_implementation != "auto":
+        if mc.attn_implementation == "flash_attention_2" and not torch.cuda.is_available():
+            raise ModelError("model.attn_implementation=flash_attention_2 needs a CUDA GPU; use auto or sdpa.")
+        kw["attn_implementation"] = mc.attn_implementation
+    if mc.rope_scaling != "none":
+        kw["config"] = rope_scaled_config(src, mc)
+    return kw
+
+
+def rope_scaled_config(src: str, mc: ModelConfig):
+    """The model's config with model.rope_scaling / rope_factor applied (the trained length is
+    kept as original_max_position_embeddings, which yarn and dynamic need)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(src, **_hub_kwargs(mc))
+    except Exception as e:
+        raise _wrap_load_error("config", mc.name_or_path, e) from e
+    kind, factor = mc.rope_scaling, mc.rope_factor
+    current = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if current.get("rope_type", current.get("type")) == kind and float(current.get("factor", 0)) == factor:
+        return config  # a model saved by a run with this scaling (full / freeze) already has it
+    trained = getattr(config, "max_position_embeddings", None)
+    if not trained:
+        raise ModelError(f"model.rope_scaling: {mc.name_or_path} has no max_position_embeddings to scale; set rope_scaling: none.")
+    # transformers >= 5 keeps RoPE settings in rope_parameters (with rope_theta); 4.x in rope_scaling
+    params = dict(getattr(config, "rope_parameters", None) or {})
+    params.update({"rope_type": kind, "factor": float(factor), "original_max_position_embeddings": trained})
+    if hasattr(config, "rope_parameters"):
+        params.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
+        config.rope_parameters = params
+    else:
+        config.rope_scaling = params
+    config.max_position_embeddings = int(trained * factor)
+    log.info("RoPE %s scaling x%s: context %d -> %d tokens", kind, factor, trained, config.max_position_embeddings)
+    return config
+
+
 def _wrap_load_error(what: str, mc_name: str, e: Exception) -> ModelError:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     hint = ""
@@ -123,7 +167,7 @@ def load_for_training(cfg: RunConfig):
     hw = detect_hardware()
     src = resolve_model_path(mc.name_or_path)
     tok = load_tokenizer(mc, src)
-    kwargs = _hub_kwargs(mc)
+    kwargs = _model_kwargs(src, mc)
     compute = hw.compute_dtype
     if cfg.training.precision != "auto":
         compute = PRECISION_DTYPES[cfg.training.precision]
@@ -144,7 +188,8 @@ def load_for_training(cfg: RunConfig):
     else:
         # Full fine-tuning keeps fp32 master weights (autocast does bf16 math);
         # LoRA keeps the frozen base in the compute dtype and PEFT puts adapters in fp32.
-        kwargs["dtype"] = torch.float32 if cfg.method == "full" else compute
+        # freeze trains whole layers like full: fp32 master weights for them too
+        kwargs["dtype"] = torch.float32 if cfg.method in ("full", "freeze") else compute
         if hw.device == "cuda":
             kwargs["device_map"] = {"": _cuda_index()}
     model = _from_pretrained(src, mc, kwargs)
@@ -177,7 +222,7 @@ def load_for_inference(source: str, mc: ModelConfig | None = None):
     hw = detect_hardware()
     src = resolve_model_path(source)
     tok = load_tokenizer(mc, src)
-    kwargs = _hub_kwargs(mc)
+    kwargs = _model_kwargs(src, mc)
     kwargs["dtype"] = hw.compute_dtype
     if hw.device == "cuda":
         kwargs["device_map"] = {"": 0}

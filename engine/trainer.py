@@ -50,8 +50,9 @@ from typing import Any, Callable
 
 import torch
 
-from . import atomic, models
+from . import adapters, atomic, models
 from .config import RunConfig
+from .early_stopping import EarlyStopping
 from .events import EventWriter
 from .training import dist
 from .training.batching import Layout, epoch_order, forward_groups, steps_per_epoch
@@ -158,6 +159,8 @@ class Recipe:
         from .distributed import sync_from_rank0
 
         sync_from_rank0(self.model)  # several processes: every rank starts from rank 0's adapter
+        if cfg.training.neftune_alpha:  # [issue 15]
+            adapters.enable_neftune(self.model, cfg.training.neftune_alpha)
         self.fused = False
         self.plan = None
         self._plan_batches()
@@ -177,11 +180,11 @@ class Recipe:
         self._kernel_memory_plan = self._kernels_expected(model)
         if self._kernel_memory_plan:
             gc = False  # the plan applies per-layer checkpointing after patch()
-        if cfg.method == "full":
+        if cfg.method in ("full", "freeze"):
             if gc:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            return model
-        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+            return adapters.build_adapter(model, cfg)  # [issue 15] freeze: only the last N layers train
+        from peft import prepare_model_for_kbit_training
 
         if cfg.method == "qlora" and cfg.quantization.bits in (4, 8) and self._kernel_memory_plan:
             # prepare_model_for_kbit_training would copy norms, embeddings and the head to fp32 (GiBs
@@ -194,15 +197,7 @@ class Recipe:
             )
         elif gc:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        lc = cfg.lora
-        peft_cfg = LoraConfig(
-            r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
-            bias="none", task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, peft_cfg)
-        trainable, total = model.get_nb_trainable_parameters()
-        log.info("LoRA: %s trainable of %s parameters (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-        return model
+        return adapters.build_adapter(model, cfg)  # [issue 15] LoRA / DoRA / rsLoRA / PiSSA
 
     def _plan_batches(self) -> None:
         """Kernels, memory plan and batch shapes, decided together and said in the run log."""
@@ -509,12 +504,12 @@ class Recipe:
 
     def save(self) -> Path | None:
         """Write adapter/ (LoRA, PEFT format) or model/ (full) atomically, with the tokenizer (rank 0)."""
-        name = "model" if self.cfg.method == "full" else "adapter"
+        name = "model" if self.cfg.method in ("full", "freeze") else "adapter"
         final = self.run_dir / name
         if not dist.is_main():
             return None
         with atomic.atomic_dir(final, overwrite=True) as tmp:
-            self.model.save_pretrained(str(tmp), safe_serialization=True)
+            adapters.save_adapter(self.model, tmp, self.cfg)  # [issue 15] PiSSA saved as plain LoRA; portable base id
             self.tokenizer.save_pretrained(str(tmp))
             self.objective.save_extra(self.model, tmp)
         log.info("saved %s to %s", name, final)

@@ -58,6 +58,12 @@ def run(run_dir: Path, resume: bool = False) -> int:
             if ckpt is not None:
                 drop_after(run_dir, checkpoint_step(ckpt))
         events.status("running", "resuming" if resume else "starting")
+        from .trackers import open_sink  # [issue 15] training.report_to
+
+        trackers = open_sink(cfg, run_dir)
+        events.add_sink(trackers)
+        for name, why in (trackers.failed.items() if trackers else ()):
+            events.write("info", message=f"tracker {name} could not start ({why}); training continues without it")
 
         recipe = Recipe(cfg, run_dir, events, stop_requested)
         try:
@@ -67,6 +73,8 @@ def run(run_dir: Path, resume: bool = False) -> int:
         except StopRequested:
             status = "stopped"
         recipe.cleanup()
+        if trackers is not None:
+            trackers.close()
         msg = "finished" if status == "completed" else ("stopped by the user; the adapter trained so far is saved "
                                                          "(resume continues from the checkpoint written at Stop)")
         if status == "stopped" and not ((run_dir / "adapter").exists() or (run_dir / "model").exists()):

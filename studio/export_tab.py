@@ -29,6 +29,7 @@ from .i18n import T, localize, tr
 from .notices import toast_errors
 from .llamacpp_panel import build_llamacpp_panel
 from .llamacpp_panel import current_status as current_llamacpp_status
+from .share_panel import build_share_panel
 
 FORMATS = [("Adapter (small, needs the base model)", "adapter"),
            ("Merged model (Hugging Face folder)", "merged"),
@@ -158,6 +159,7 @@ def build_export_tab(ctx: StudioContext) -> ExportHandles:
                                 elem_id="export-downloads")
             notes_md = gr.Markdown()
     known = gr.State([])
+    build_share_panel(ctx, run)  # [issue 15] push to the Hub / serve: studio/share_panel.py
 
     @toast_errors
     def do_export(run_id: str | None, fmts: list[str], qs: list[str], out: str, progress=gr.Progress()):

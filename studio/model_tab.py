@@ -16,6 +16,7 @@ from tunesmith.engine import catalog
 from tunesmith.engine.config import DEMO_MODEL
 from tunesmith.engine.data import template_names
 
+from .variants_panel import build_variant_fields
 from .context import StudioContext
 from .i18n import T, localize, tr
 from .gpu_panel import build_gpu_picker
@@ -27,7 +28,8 @@ def chat_template_choices() -> list[tuple[str, str]]:
 
 METHODS = [("QLoRA: small add-on, 4-bit base (least memory)", "qlora"),
            ("LoRA: small add-on, 16-bit base", "lora"),
-           ("Full: change every weight (most memory)", "full")]
+           ("Full: change every weight (most memory)", "full"),
+           ("Freeze: train only the last layers", "freeze")]
 BITS = [("4-bit", 4), ("8-bit", 8), ("16-bit (no compression)", 16)]
 QUANT_TYPES = [("NF4 (standard)", "nf4"), ("FP4", "fp4")]
 COMPUTE = [("Automatic", "auto"), ("bfloat16", "bfloat16"), ("float16", "float16"), ("float32", "float32")]
@@ -45,7 +47,7 @@ class ModelHandles:
 def method_visibility(method: str) -> tuple[dict, dict]:
     """(quantization group, LoRA group) updates: 4-bit settings only matter for
     QLoRA, adapter settings not for full fine-tuning."""
-    return gr.update(visible=method == "qlora"), gr.update(visible=method != "full")
+    return gr.update(visible=method == "qlora"), gr.update(visible=method not in ("full", "freeze"))
 
 
 DEMO_HINT = ("**Demo model** — a tiny model embedded in Tunesmith. It trains in a minute on a CPU "
@@ -100,6 +102,7 @@ def build_model_tab(ctx: StudioContext) -> ModelHandles:
         ctx.field("lora.target_modules", gr.Textbox, label=T("Layers that get the add-on (target modules)"),
                   placeholder=T("all linear layers"))
 
+    build_variant_fields(ctx)  # [issue 15] studio/variants_panel.py
     handles = ModelHandles(model=model, method=method, quant_group=quant_group, lora_group=lora_group, hint=hint)
 
     # ---- events ---------------------------------------------------------------

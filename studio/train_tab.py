@@ -121,7 +121,8 @@ MEMORY_MODES = [("Automatic", "auto"), ("Fastest", "speed"), ("Least memory", "m
 # What will be trained, and the form kept across reloads
 # ---------------------------------------------------------------------------
 
-METHOD_NAMES = {"qlora": "QLoRA (4-bit, least memory)", "lora": "LoRA (16-bit)", "full": "Full fine-tune (all weights)"}
+METHOD_NAMES = {"qlora": "QLoRA (4-bit, least memory)", "lora": "LoRA (16-bit)", "full": "Full fine-tune (all weights)",
+                "freeze": "Freeze (only the last layers)"}
 OVERRIDES_KEY = "__overrides__"  # where the saved form keeps the applied recommended settings
 
 

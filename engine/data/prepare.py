@@ -3,7 +3,7 @@
     train_ds, eval_ds = prepare_datasets(cfg, tokenizer)
 
 Steps, per entry of cfg.data.datasets (bundled names, registered names, file
-or folder paths, hub ids; mixed by concatenation):
+or folder paths, hub ids; concatenated, or mixed by data.mix weights):
 
     load + check rows (examples.py)  -> rows with errors stop here unless data.drop_invalid
     max_samples                      -> the first N usable rows of each dataset
@@ -30,6 +30,7 @@ from ..errors import DataError
 from .bounds import bound_examples
 from .examples import load_examples
 from .packing import pack_best_fit
+from .registry import get_dataset, rows_for_training
 from .templates import ChatTemplate, resolve_template
 from .tokenize import encode_cached
 
@@ -58,6 +59,8 @@ def _examples_for(refs: list[str], cfg: RunConfig, apply_max: bool) -> list[tupl
             log.warning("dataset %s: KTO labels: %d of %d rows are marked undesirable and are left out; supervised "
                         "training learns the %d desirable replies only (pick objective kto to learn from both)",
                         es.name, bad, bad + len(usable), len(usable))
+        # [issue 15] a registered entry's kto_tag / media columns / num_samples (LLaMA-Factory keys)
+        usable = rows_for_training(get_dataset(ref), usable, cfg.training.seed, getattr(cfg, "objective", "sft"))
         if apply_max and cfg.data.max_samples is not None:
             usable = usable[: cfg.data.max_samples]
         out.append((es.name, usable))
@@ -125,7 +128,12 @@ def prepare_datasets(cfg: RunConfig, tokenizer, enable_thinking: bool | None = N
     problems (unless data.drop_invalid), and empty results.
     """
     d = cfg.data
-    train = _tokenize(_examples_for(d.datasets, cfg, True), cfg, tokenizer, enable_thinking, use_cache, progress)
+    named = _examples_for(d.datasets, cfg, True)
+    if d.mix is not None:  # [issue 15] mixing ratios across datasets
+        from .mix import mix_examples
+
+        named = mix_examples(named, d.mix, cfg.training.seed)
+    train = _tokenize(named, cfg, tokenizer, enable_thinking, use_cache, progress)
     val = None
     if d.val_file:
         if d.val_size:

@@ -22,6 +22,15 @@ An entry looks like LLaMA-Factory's, so people can bring theirs unchanged:
       "description": "...", "language": ["en", "zh"]       # Tunesmith extras, optional
     }
 
+LLaMA-Factory keys that change what a dataset means are kept, never dropped:
+`columns.kto_tag` (a KTO desirable/undesirable label per row) is stored and
+supervised training refuses the dataset (it would learn the undesirable
+replies too) until a KTO objective exists; `columns.images` / `videos` /
+`audios` (multimodal rows) are refused at import and at training, naming the
+column (the `<image>` placeholders must not be trained as text);
+`num_samples` draws that many rows (seeded; with repeats past the dataset's
+size, as LLaMA-Factory does) whenever the dataset is used for training.
+
 `register_upload(path, name, format=..., mapping=...)` stores a person's
 column mapping the same way (`llamafactory_info(mapping)` builds the keys).
 
@@ -64,12 +73,26 @@ class DatasetEntry:
     split: str = "train"
     mapping: ColumnMapping | None = None  # from columns/tags; None = detect
     source: str = "bundled"  # bundled | user
+    kto_tag: str | None = None  # column holding KTO's desirable (true) / undesirable (false) label
+    media: dict[str, str] = field(default_factory=dict)  # images/videos/audios -> column (unsupported)
+    num_samples: int | None = None  # rows drawn for training (LLaMA-Factory's num_samples)
+
+    def notes(self) -> list[str]:
+        """What a person should know about this entry beyond its format (shown by import-info)."""
+        out = []
+        if self.kto_tag:
+            out.append(f"KTO labels in column {self.kto_tag!r} kept (kto_tag); supervised training refuses this "
+                       "dataset until the kto objective exists")
+        if self.num_samples is not None:
+            out.append(f"num_samples {self.num_samples}: training draws that many rows")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "path": self.path, "format": self.format, "description": self.description,
             "language": list(self.language), "hub_id": self.hub_id, "subset": self.subset,
-            "split": self.split, "source": self.source,
+            "split": self.split, "source": self.source, "kto_tag": self.kto_tag, "media": dict(self.media),
+            "num_samples": self.num_samples,
         }
 
 
@@ -123,11 +146,47 @@ def entry_from_info(name: str, info: dict[str, Any], base: Path, source: str) ->
     if columns or tags:
         mapping = ColumnMapping.from_llamafactory(fmt, formatting, columns, tags)
     lang = info.get("language") or []
+    num = info.get("num_samples")
+    if num is not None and (not isinstance(num, int) or isinstance(num, bool) or num < 1):
+        raise DataError(f"dataset_info entry {name!r}: num_samples must be a positive whole number, got {num!r}.")
     return DatasetEntry(
         name=name, path=path, format=fmt, description=str(info.get("description") or ""),
         language=[lang] if isinstance(lang, str) else list(lang), hub_id=hub,
         subset=info.get("subset"), split=str(info.get("split") or "train"), mapping=mapping, source=source,
+        kto_tag=str(columns["kto_tag"]) if columns.get("kto_tag") else None,
+        media={k: str(columns[k]) for k in MEDIA_COLUMNS if columns.get(k)}, num_samples=num,
     )
+
+
+MEDIA_COLUMNS = ("images", "videos", "audios")
+
+
+def media_refusal(entry: DatasetEntry) -> str:
+    cols = ", ".join(f"{k}: {v!r}" for k, v in entry.media.items())
+    return (f"image/video/audio datasets are not supported yet (columns {cols}); training on its text alone "
+            "would teach the <image>/<video>/<audio> placeholders as words")
+
+
+def rows_for_training(entry: DatasetEntry | None, rows: list, seed: int, objective: str = "sft") -> list:
+    """The rows a registered dataset gives a training run: refuses media and (for supervised
+    objectives) KTO-labelled datasets, and applies num_samples. Raises DataError naming the dataset."""
+    if entry is None:
+        return rows
+    if entry.media:
+        raise DataError(f"dataset {entry.name!r}: {media_refusal(entry)}.")
+    if entry.kto_tag and objective != "kto":
+        raise DataError(f"dataset {entry.name!r} is KTO data (each reply labelled good or bad in column "
+                        f"{entry.kto_tag!r}); supervised training would learn the bad replies too. Use a dataset "
+                        "without kto_tag; the kto objective is not in Tunesmith yet.")
+    if entry.num_samples is not None and rows:
+        import random
+
+        rng = random.Random(seed)
+        n = entry.num_samples
+        idx = rng.sample(range(len(rows)), min(n, len(rows)))
+        idx += [rng.randrange(len(rows)) for _ in range(n - len(idx))]  # repeats past the dataset's size
+        rows = [rows[i] for i in idx]
+    return rows
 
 
 def list_datasets() -> list[DatasetEntry]:
@@ -168,13 +227,17 @@ def register_dataset(name: str, info: dict[str, Any], overwrite: bool = False) -
     return entry
 
 
-def import_dataset_info(path: str | Path, overwrite: bool = False) -> tuple[list[DatasetEntry], dict[str, str]]:
-    """Register every entry of a LLaMA-Factory dataset_info.json, unchanged except for absolute paths.
+def import_dataset_info(path: str | Path, overwrite: bool = False,
+                        only: list[str] | None = None) -> tuple[list[DatasetEntry], dict[str, str]]:
+    """Register every entry (or the names in `only`) of a LLaMA-Factory dataset_info.json,
+    unchanged except for absolute paths.
 
     Relative file_name values are resolved against that file's folder. Returns
     (imported entries, {skipped name: reason}); entries that cannot work here
-    (ModelScope or script datasets, missing files, name clashes) are skipped
-    with a reason, and nothing is written unless at least one entry imports.
+    (ModelScope or script datasets, image/video/audio datasets, missing files,
+    name clashes) are skipped with a reason, and nothing is written unless at
+    least one entry imports. Every key of an imported entry is kept (kto_tag,
+    num_samples, ...); `entry.notes()` says what they mean here.
     """
     src = Path(path)
     if src.is_dir():
@@ -188,9 +251,19 @@ def import_dataset_info(path: str | Path, overwrite: bool = False) -> tuple[list
     bundled = _read_info(bundled_info_path())
     imported: list[DatasetEntry] = []
     skipped: dict[str, str] = {}
+    if only is not None:
+        missing = [n for n in only if n not in infos]
+        if missing:
+            raise DataError(f"{src}: no entries named {', '.join(missing)}.")
+        infos = {n: infos[n] for n in only}
     for name, info in infos.items():
         if not isinstance(info, dict):
             skipped[name] = "not an object"
+            continue
+        media = [k for k in MEDIA_COLUMNS if (info.get("columns") or {}).get(k)]
+        if media:
+            cols = ", ".join(f"{k}: {info['columns'][k]!r}" for k in media)
+            skipped[name] = f"image/video/audio datasets are not supported yet (columns {cols})"
             continue
         if not info.get("file_name") and not info.get("hf_hub_url"):
             skipped[name] = "only file_name and hf_hub_url sources are supported (not ms_hub_url / script_url)"

@@ -1,10 +1,15 @@
-"""Ollama Modelfile next to a GGUF: FROM, TEMPLATE (Go template), stop tokens, default PARAMETERs.
+"""Ollama Modelfile next to a GGUF: FROM, TEMPLATE (Go template), SYSTEM, stop tokens, default PARAMETERs.
 
 Ollama templates are Go text/template, HF chat templates are Jinja; there is no general
 translation. We recognise the chat format by rendering the HF template on a probe conversation and
 comparing it with what each known format (ChatML, Llama 3, Gemma, Mistral [INST]) produces for
 the same messages. On a match we write that format's Go template; otherwise we write no TEMPLATE
-and say so in the file: Ollama then falls back to the chat template stored in the GGUF.
+and say so in the file. Ollama does not run the Jinja template stored in the GGUF: without a
+TEMPLATE it guesses one of its own built-in templates from it, or sends the bare prompt.
+
+Many chat templates insert a default system prompt when the conversation has none (Qwen's
+"You are a helpful assistant."); a Go template only renders the messages it is given, so that
+default becomes the Modelfile's SYSTEM line, and Ollama sends what the model was trained on.
 """
 
 from __future__ import annotations
@@ -118,6 +123,40 @@ def detect_chat_format(tokenizer) -> ChatFormat | None:
     return None
 
 
+_PROBE_USER = "Hi there"
+
+
+def default_system_prompt(tokenizer, fmt: ChatFormat) -> str | None:
+    """The system text the HF template inserts when a conversation has no system message, or None.
+
+    Rendered on a one-turn conversation and read back through the matched format's system
+    markers (or, for formats without a system role, as the text before the user's words)."""
+    try:
+        hf = tokenizer.apply_chat_template([{"role": "user", "content": _PROBE_USER}], tokenize=False,
+                                           add_generation_prompt=True)
+    except Exception:
+        return None
+    if not isinstance(hf, str):
+        return None
+    bos = tokenizer.bos_token
+    if bos and hf.startswith(bos):
+        hf = hf[len(bos):]
+    hf = hf.lstrip()
+    if fmt.system is not None:
+        start, end = fmt.system
+        if not hf.startswith(start):
+            return None
+        body = hf[len(start):]
+        cut = body.find(end)
+        return body[:cut] if cut > 0 else None
+    head = fmt.user[0]
+    if not hf.startswith(head):
+        return None
+    body = hf[len(head):]
+    cut = body.find(fmt.system_join + _PROBE_USER)
+    return body[:cut] if cut > 0 else None
+
+
 def _default_parameters(model_dir: Path, context_length: int | None) -> list[tuple[str, object]]:
     gen: dict = {}
     path = Path(model_dir) / "generation_config.json"
@@ -135,6 +174,13 @@ def _default_parameters(model_dir: Path, context_length: int | None) -> list[tup
     # 4096 is Ollama-friendly on a laptop; larger contexts cost KV-cache memory per token
     params.append(("num_ctx", min(context_length or 4096, 4096)))
     return params
+
+
+def _modelfile_string(text: str) -> str:
+    """A Modelfile argument: triple-quoted (newlines and quotes kept as they are)."""
+    if '"""' in text:
+        text = text.replace('"""', '\\"\\"\\"')
+    return f'"""{text}"""'
 
 
 def ollama_name(text: str) -> str:
@@ -183,9 +229,15 @@ def write_modelfile(
     ]
     if fmt is not None:
         lines += [f"# Chat format: {fmt.name} (matched against the model's chat template)", f'TEMPLATE """{fmt.go_template()}"""', ""]
+        system = default_system_prompt(tok, fmt)
+        if system:
+            lines += ["# The chat template's default system prompt (used when a chat sends none), as in training",
+                      f"SYSTEM {_modelfile_string(system)}", ""]
     else:
-        lines += ["# No TEMPLATE: the chat template is not one we can translate to Ollama's Go templates;",
-                  "# Ollama uses the chat template stored in the GGUF (tokenizer.chat_template).", ""]
+        lines += ["# No TEMPLATE: the chat template is not one we can translate to Ollama's Go templates.",
+                  "# Ollama does not run the template stored in the GGUF; it guesses one of its built-in",
+                  "# templates from it or sends the bare prompt. Write a Go template here for the model's chat",
+                  "# format, or serve the GGUF with llama.cpp (llama-server --jinja uses the stored template).", ""]
     lines += [f"PARAMETER stop {json.dumps(s, ensure_ascii=False)}" for s in stops]
     lines += [f"PARAMETER {k} {v}" for k, v in _default_parameters(model_dir, context_length)]
     tmp = path.with_name(f".{path.name}.partial")

@@ -1,0 +1,35 @@
+"""Fixtures for tests/ecosystem: a quick run with a real LoRA adapter (no worker)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunesmith.engine import adapters, jobs, models
+from tunesmith.engine.config import RunConfig
+from tunesmith.engine.events import EventWriter
+
+
+@pytest.fixture(scope="session")
+def adapter_run(tunesmith_home):
+    """A run with a real (freshly initialised, briefly nudged) LoRA adapter and a few metrics events,
+    written in-process the way the trainer writes them: no worker, so it is quick."""
+    cfg = RunConfig().with_overrides(["method=lora", "lora.r=4", "lora.alpha=8", "output.run_name=hub-push",
+                                      "data.datasets=[identity]"])
+    run_id = jobs.submit(cfg, start=False)
+    run = jobs.get_run(run_id)
+    model, tok, _ = models.load_for_training(cfg)
+    model = adapters.build_adapter(model, cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.01 * torch.randn_like(p))
+    adapters.save_adapter(model, run.run_dir / "adapter", cfg)
+    tok.save_pretrained(str(run.run_dir / "adapter"))
+    ev = EventWriter(run.run_dir)
+    ev.write("train", step=1, max_steps=2, loss=2.0)
+    ev.write("train", step=2, max_steps=2, loss=1.25)
+    ev.write("eval", step=2, eval_loss=1.5)
+    return run
+
+

@@ -1,0 +1,41 @@
+"""The merge (and so the GGUF export, which converts the merged folder) keeps DoRA and rsLoRA
+adapters' outputs: merged logits equal the PEFT model's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunesmith.engine import adapters, export, jobs, models
+from tunesmith.engine.config import RunConfig
+
+
+@pytest.mark.parametrize("variant", [["lora.use_dora=true"], ["lora.use_rslora=true"],
+                                     ["lora.use_dora=true", "lora.use_rslora=true"]])
+def test_merged_model_matches_the_adapter(tunesmith_home, tmp_path, variant):
+    from transformers import AutoModelForCausalLM
+
+    cfg = RunConfig().with_overrides(["method=lora", "lora.r=4", "lora.alpha=16", "data.datasets=[identity]", *variant])
+    run = jobs.get_run(jobs.submit(cfg, start=False))
+    model, tok, _ = models.load_for_training(cfg)
+    pm = adapters.build_adapter(model, cfg)
+    with torch.no_grad():  # stand-in for training: move B and the DoRA magnitudes off their start
+        for n, p in pm.named_parameters():
+            if "lora_B" in n or "magnitude" in n:
+                p.add_(0.05 * torch.randn_like(p))
+    adapters.save_adapter(pm, run.run_dir / "adapter", cfg)
+    tok.save_pretrained(str(run.run_dir / "adapter"))
+    ids = tok(["Who are you? 你是谁？"], return_tensors="pt")["input_ids"]
+    pm.eval()
+    with torch.no_grad():
+        want = pm(ids).logits
+    merged = export.merge_to_dir(run.id, tmp_path / "merged")
+    got = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32).eval()
+    with torch.no_grad():
+        got_logits = got(ids).logits
+    # the merged weights are stored in the base's bf16: ~3 significant digits
+    err = (got_logits - want).abs().max().item()
+    assert err < 0.05, err
+    with torch.no_grad():  # and the adapter did change the model far more than that: the check is not vacuous
+        with pm.disable_adapter():
+            assert (pm(ids).logits - want).abs().max().item() > 10 * err

@@ -1,0 +1,75 @@
+"""training.report_to: trackers get the run's train/eval events (engine.trackers via EventWriter sinks)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tunesmith.engine import trackers
+from tunesmith.engine.config import RunConfig
+from tunesmith.engine.errors import ConfigError
+from tunesmith.engine.events import EventWriter, read_events
+
+
+def test_tensorboard_event_files_are_written_and_readable(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = RunConfig().with_overrides(["training.report_to=[tensorboard]"])
+    sink = trackers.open_sink(cfg, tmp_path)
+    events = EventWriter(tmp_path)
+    events.add_sink(sink)
+    events.status("running", "training")
+    for step, loss in ((1, 2.5), (2, 2.0), (3, 1.5)):
+        events.write("train", step=step, loss=loss, lr=1e-4, grad_norm=0.5, tokens_per_s=None)
+    events.write("eval", step=3, eval_loss=1.75)
+    sink.close()
+    assert len(read_events(tmp_path)) == 5  # events.jsonl is unchanged by the sink
+    acc = EventAccumulator(str(tmp_path / trackers.TENSORBOARD_DIR))
+    acc.Reload()
+    assert [(s.step, s.value) for s in acc.Scalars("train/loss")] == [(1, 2.5), (2, 2.0), (3, 1.5)]
+    assert [(s.step, s.value) for s in acc.Scalars("eval/loss")] == [(3, 1.75)]
+    assert "train/tokens_per_s" not in acc.Tags()["scalars"]  # None values are not invented as 0
+
+
+def test_report_to_parses_lists_and_none():
+    assert RunConfig().training.report_to == []
+    assert RunConfig().with_overrides(["training.report_to=none"]).training.report_to == []
+    assert RunConfig().with_overrides(["training.report_to=tensorboard,wandb"]).training.report_to == ["tensorboard", "wandb"]
+    with pytest.raises(ConfigError, match="training.report_to"):
+        RunConfig().with_overrides(["training.report_to=[neptune]"])
+    assert trackers.open_sink(RunConfig(), "/nonexistent") is None
+
+
+@pytest.mark.parametrize("name", ["wandb", "mlflow", "trackio", "swanlab"])
+def test_missing_tracker_package_is_named(name):
+    if importlib.util.find_spec(name) is not None:
+        pytest.skip(f"{name} is installed here")
+    with pytest.raises(ConfigError, match=f"pip install {name}$"):
+        trackers.check_available([name])
+
+
+def test_a_failing_tracker_is_dropped_not_fatal(tmp_path, caplog):
+    class Broken:
+        def log(self, metrics, step):
+            raise ConnectionError("server went away")
+
+        def close(self):
+            pass
+
+    seen = []
+
+    class Good:
+        def log(self, metrics, step):
+            seen.append((step, metrics))
+
+        def close(self):
+            pass
+
+    sink = trackers.TrackerSink({"broken": Broken(), "good": Good()})
+    events = EventWriter(tmp_path)
+    events.add_sink(sink)
+    events.write("train", step=1, loss=1.0)
+    events.write("train", step=2, loss=0.5)
+    assert [s for s, _ in seen] == [1, 2] and "broken" not in sink.trackers
+    assert "tracker broken failed" in caplog.text
