@@ -106,7 +106,7 @@ PIP=("$PYTHON" -m pip)
 
 # Nothing changed since the last successful install of these parts: start at once.
 # The stamp holds one line per part installed ("HASH core", "HASH test", ...) for this pyproject/install.sh.
-HASH="$(cat pyproject.toml setup.py install.sh 2>/dev/null | cksum | cut -d' ' -f1)"
+HASH="$(cat pyproject.toml install.sh | cksum | cut -d' ' -f1)"
 STAMP="$VENV/.tunesmith-installed"
 installed() { [ -f "$STAMP" ] && grep -qxF "$HASH $1" "$STAMP"; }
 UP_TO_DATE=1

@@ -174,10 +174,11 @@ def rows_for_training(entry: DatasetEntry | None, rows: list, seed: int, objecti
         return rows
     if entry.media:
         raise DataError(f"dataset {entry.name!r}: {media_refusal(entry)}.")
-    if entry.kto_tag and objective != "kto":
+    if entry.kto_tag and objective != "kto" and not all("kto_label" in r for r in rows if isinstance(r, dict)):
+        # labels we could not read: supervised training might learn the bad replies as good ones
         raise DataError(f"dataset {entry.name!r} is KTO data (each reply labelled good or bad in column "
-                        f"{entry.kto_tag!r}); supervised training would learn the bad replies too. Use a dataset "
-                        "without kto_tag; the kto objective is not in Tunesmith yet.")
+                        f"{entry.kto_tag!r}), but its rows' labels could not be read; supervised training would "
+                        "learn the bad replies too. Pick objective kto, or check the kto_tag column.")
     if entry.num_samples is not None and rows:
         import random
 

@@ -52,7 +52,7 @@ def test_import_keeps_kto_tag_and_refuses_media(fresh_home, lf_info, capsys):
     assert "note: KTO labels in column 'label' kept" in out
 
 
-def test_training_honours_num_samples_and_refuses_kto(fresh_home, lf_info):
+def test_training_honours_num_samples_and_kto_labels(fresh_home, lf_info):
     from tunesmith.engine import models
     from tunesmith.engine.config import RunConfig
     from tunesmith.engine.data import import_dataset_info, prepare_datasets
@@ -64,8 +64,9 @@ def test_training_honours_num_samples_and_refuses_kto(fresh_home, lf_info):
     assert len(train) == 4
     train, _ = prepare_datasets(cfg.with_overrides(["data.datasets=[big_alpaca]"]), tok, use_cache=False)
     assert len(train) == 25  # past the file's 10 rows, repeated as LLaMA-Factory does
-    with pytest.raises(DataError, match="kto_demo.*KTO data.*'label'"):
-        prepare_datasets(cfg.with_overrides(["data.datasets=[kto_demo]"]), tok, use_cache=False)
+    # supervised training on KTO data learns the desirable replies only (the undesirable ones are left out)
+    train, _ = prepare_datasets(cfg.with_overrides(["data.datasets=[kto_demo]"]), tok, use_cache=False)
+    assert len(train) == 3
     # an entry with a media column written by hand is refused at training too
     info = json.loads((fresh_home / "dataset_info.json").read_text())
     info["hand_mllm"] = {"file_name": str(lf_info.parent / "alpaca.json"), "columns": {"prompt": "instruction",
@@ -73,14 +74,3 @@ def test_training_honours_num_samples_and_refuses_kto(fresh_home, lf_info):
     (fresh_home / "dataset_info.json").write_text(json.dumps(info))
     with pytest.raises(DataError, match="hand_mllm.*image/video/audio datasets are not supported yet"):
         prepare_datasets(cfg.with_overrides(["data.datasets=[hand_mllm]"]), tok, use_cache=False)
-
-
-def test_submit_refuses_kto_data_before_a_run_exists(fresh_home, lf_info):
-    from tunesmith.engine import jobs
-    from tunesmith.engine.config import RunConfig
-    from tunesmith.engine.data import import_dataset_info
-
-    import_dataset_info(lf_info)
-    with pytest.raises(DataError, match="kto_demo"):
-        jobs.submit(RunConfig().with_overrides(["data.datasets=[kto_demo]"]), start=False)
-    assert jobs.list_runs() == []
