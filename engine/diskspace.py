@@ -20,8 +20,9 @@ import os
 import shutil
 from pathlib import Path
 
+# "unexpected pos": torch.save's zip writer when a write came up short, which on a local disk means it is full
 _FULL_TEXT = ("no space left on device", "disk quota exceeded", "file write failed", "database or disk is full",
-              "os error 28")
+              "os error 28", "unexpected pos")
 BALLAST = ".tunesmith-reserve"
 BALLAST_BYTES = 1 << 20
 

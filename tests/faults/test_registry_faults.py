@@ -19,11 +19,14 @@ def _finished_run(name: str, status: str = "completed", steps: int = 3) -> str:
     """A run as a worker leaves it: folder, config, metrics and a final status (no training needed)."""
     run_id = jobs.submit(demo_cfg(f"output.run_name={name}", f"training.max_steps={steps}"), start=False)
     run_dir = jobs.get_run(run_id).run_dir
+    registry.update(run_id, status="running", started_at=time.time())  # as the scheduler marks a run it starts
     w = events.EventWriter(run_dir)
     w.status("running", "starting")
     for step in range(1, steps + 1):
         w.write("train", step=step, max_steps=steps, loss=2.0 / step)
     w.status(status, "finished" if status == "completed" else "ValueError: boom")
+    registry.update(run_id, status=status, finished_at=time.time(), step=steps,  # as the scheduler settles it
+                    last_loss=2.0 / steps)
     return run_id
 
 
