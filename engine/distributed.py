@@ -93,6 +93,9 @@ def peer_lost(e: BaseException) -> bool:
 class NullEvents:
     """What ranks other than 0 get instead of an EventWriter: they never write the run folder."""
 
+    def add_sink(self, sink) -> None:
+        pass
+
     def write(self, type_: str, **fields) -> None:
         pass
 

@@ -60,7 +60,8 @@ def run(run_dir: Path, resume: bool = False) -> int:
         events.status("running", "resuming" if resume else "starting")
         from .trackers import open_sink  # [issue 15] training.report_to
 
-        trackers = open_sink(cfg, run_dir)
+        # Rank 0 alone reports (as it alone writes events): one tracker run per training run.
+        trackers = open_sink(cfg, run_dir) if rank.is_main else None
         events.add_sink(trackers)
         for name, why in (trackers.failed.items() if trackers else ()):
             events.write("info", message=f"tracker {name} could not start ({why}); training continues without it")
