@@ -57,6 +57,11 @@ def _is_int(path: str) -> bool:
     return ann is int or int in typing.get_args(ann) and float not in typing.get_args(ann)
 
 
+def _is_float(path: str) -> bool:
+    ann = _field_info(path).annotation
+    return ann is float or float in typing.get_args(ann)
+
+
 def default_value(path: str) -> Any:
     """The RunConfig default for a dotted path."""
     node: Any = RunConfig()
@@ -84,6 +89,8 @@ def to_config_value(path: str, value: Any) -> Any:
 def form_value(path: str, value: Any) -> Any:
     """A config value as its widget shows it (the inverse of `to_config_value`)."""
     if value is None:
+        if _is_float(path):
+            return None  # a gr.Number shows None as empty; "" would fail its preprocessing
         return 0 if _is_int(path) else ""
     if isinstance(value, list) and path == "resources.gpus":
         return "[" + ", ".join(str(v) for v in value) + "]"  # "[1]" is GPU 1; "1" would be a count
