@@ -84,7 +84,11 @@ def to_config_value(path: str, value: Any) -> Any:
 def form_value(path: str, value: Any) -> Any:
     """A config value as its widget shows it (the inverse of `to_config_value`)."""
     if value is None:
-        return 0 if _is_int(path) else ""
+        if _is_int(path):
+            return 0
+        # An unset optional float (training.neftune_alpha) is a gr.Number: empty is None there;
+        # "" is not a number, and Gradio refuses it when it comes back as the field's value.
+        return None if float in typing.get_args(_field_info(path).annotation) else ""
     if isinstance(value, list) and path == "resources.gpus":
         return "[" + ", ".join(str(v) for v in value) + "]"  # "[1]" is GPU 1; "1" would be a count
     if isinstance(value, list):
