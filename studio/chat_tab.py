@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import gradio as gr
 
 from tunesmith.engine.config import DEMO_MODEL
+from tunesmith.engine.errors import TunesmithError
 
 from .context import StudioContext
 from .i18n import T, tr
@@ -119,7 +120,12 @@ def _base_of(target: str) -> str:
     from tunesmith.engine import jobs
 
     run = jobs.resolve_run(target)
-    return jobs.load_config(run).model.name_or_path if run is not None else target
+    if run is None:
+        return target
+    try:
+        return jobs.load_config(run).model.name_or_path
+    except TunesmithError:  # its config.yaml is gone or unreadable: no base to offer, the Chat tab still works
+        return target
 
 
 def add_user_message(text: str, history: list[dict] | None):

@@ -128,6 +128,8 @@ lines = [{{"type": "train", "step": 3, "max_steps": 3, "loss": 1.25, "time": 1}}
 (run_dir / "events.jsonl").write_text("".join(json.dumps(x) + "\\n" for x in lines))
 registry.insert(RunInfo(id=run_id, name={name!r}, status="running", model="tunesmith/demo", datasets=["identity"],
                         method="lora", run_dir=run_dir, created_at=time.time(), max_steps=3))
+registry.update(run_id, status="running", started_at=time.time())  # as the scheduler marks a run it starts
+registry.update(run_id, status="completed", finished_at=time.time(), step=3, last_loss=1.25)  # and settles it
 print(run_id)
 """
     env = dict(os.environ, TUNESMITH_HOME=str(home))
@@ -139,6 +141,14 @@ print(run_id)
 # ---- calling endpoints as an attacker would ----------------------------------------------------
 
 
+def _skipped(value) -> bool:
+    """An output left as it was: None, gr.skip() ({"__type__": "update"}), or an update of skips only."""
+    if value is None:
+        return True
+    return (isinstance(value, dict) and value.get("__type__") == "update"
+            and all(_skipped(v) for k, v in value.items() if k != "__type__"))
+
+
 class Api:
     """Calls named Gradio endpoints over plain HTTP (/gradio_api/call/NAME), filling every
     parameter with its default and overriding some by their label."""
@@ -148,12 +158,15 @@ class Api:
         r = client.get("gradio_api/info")
         r.raise_for_status()
         self.endpoints = r.json()["named_endpoints"]
+        self.fn_index: dict | None = None
 
     def args(self, endpoint: str, **by_label) -> list:
         params = self.endpoints["/" + endpoint]["parameters"]
         out = []
         for p in params:
             label = p.get("label") or p.get("parameter_name")
+            if isinstance(label, dict):  # a translated label (gr.I18n): {"__type__": ..., "key": English text}
+                label = label.get("key")
             if label in by_label:
                 out.append(by_label.pop(label))
             elif p.get("parameter_has_default"):
@@ -166,20 +179,51 @@ class Api:
         return out
 
     def call(self, endpoint: str, session_hash: str | None = None, **by_label) -> tuple[str, object]:
-        """("complete" | "error", data or error message) of one call."""
-        body = {"data": self.args(endpoint, **by_label)}
-        if session_hash:
-            body["session_hash"] = session_hash
-        r = self.client.post(f"gradio_api/call/{endpoint}", json=body)
+        """("complete" | "error", data or error message) of one call.
+
+        Through the queue (/queue/join + /queue/data), as the browser does, so the
+        toasts come back too: the studio shows a refusal as a warning toast and skips
+        every output (notices.toast_errors). A call that toasted a warning and changed
+        nothing is answered ("error", {"error": the warning}), like a raised gr.Error."""
+        if self.fn_index is None:
+            r = self.client.get("config")
+            r.raise_for_status()
+            config = r.json()
+            state_ids = {c["id"] for c in config["components"] if c.get("type") == "state"}
+            self.fn_index = {d.get("api_name"): d.get("id", n) for n, d in enumerate(config["dependencies"])}
+            # The API info leaves State inputs out; the queue wants a slot for each (Gradio fills it
+            # from the session, whatever is sent).
+            self.states = {d.get("api_name"): [i for i, c in enumerate(d["inputs"]) if c in state_ids]
+                           for d in config["dependencies"]}
+        session_hash = session_hash or uuid.uuid4().hex
+        data = self.args(endpoint, **by_label)
+        for i in self.states[endpoint]:
+            data.insert(i, None)
+        body = {"data": data, "fn_index": self.fn_index[endpoint],
+                "session_hash": session_hash, "event_data": None, "trigger_id": None}
+        r = self.client.post("gradio_api/queue/join", json=body)
         if r.status_code != 200:
             return f"http {r.status_code}", r.text
         event_id = r.json()["event_id"]
+        warnings: list[str] = []
         event, data = "error", None
-        with self.client.stream("GET", f"gradio_api/call/{endpoint}/{event_id}") as s:
+        with self.client.stream("GET", "gradio_api/queue/data", params={"session_hash": session_hash}) as s:
             for line in s.iter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event in ("complete", "error"):
-                    data = json.loads(line[6:])
+                if not line.startswith("data: "):
+                    continue
+                msg = json.loads(line[6:])
+                if msg.get("event_id") not in (None, event_id):
+                    continue
+                if msg.get("msg") == "log" and msg.get("level") in ("warning", "error"):
+                    warnings.append(msg.get("log") or "")
+                elif msg.get("msg") == "process_completed":
+                    out = msg.get("output") or {}
+                    if not msg.get("success"):
+                        event, data = "error", {"error": out.get("error"), **out}
+                    else:
+                        event, data = "complete", out.get("data")
                     break
+        skipped = isinstance(data, list) and all(_skipped(d) for d in data)
+        if event == "complete" and warnings and skipped:
+            return "error", {"error": " ".join(warnings)}
         return event, data

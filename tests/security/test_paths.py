@@ -75,7 +75,7 @@ def test_check_data_and_start_refuse_datasets_outside(world, api, probes):
             event, data = api.call(endpoint, Datasets=[ref])
             probes.refuse(f"{endpoint}: dataset {what}", _refused(event, data) and "--allow-dir" in str(data),
                           f"{event} {data}")
-        event, data = api.call(endpoint, **{"Validation file (optional)": str(world["secret"])})
+        event, data = api.call(endpoint, **{"Separate file to check against (optional)": str(world["secret"])})
         probes.refuse(f"{endpoint}: validation file outside", _refused(event, data) and "data.val_file" in str(data),
                       f"{event} {data}")
         event, data = api.call(endpoint, Model=str(world["outside"] / "model"))
@@ -111,7 +111,7 @@ def test_chat_with_an_allowed_model_folder(world, api, probes):
     target = str(world["allowed"] / "model")
     api.call("refresh_targets", session_hash=session, Model=target)
     event, data = api.call("confined_reply", session_hash=session,
-                           **{"Chat with": target, "Chat": HI, "Max new tokens": 16})
+                           **{"Chat with": target, "Chat": HI, "Longest reply (tokens)": 16})
     probes.works("Chat: model folder in an allowed folder", event == "complete" and data[0][-1]["role"] == "assistant",
                  f"{event} {data}")
 
@@ -124,7 +124,7 @@ def test_export_refuses_output_folders_outside(world, api, probes):
                "TUNESMITH_HOME": world["home"]}
     for what, out in targets.items():
         event, data = api.call("do_export", session_hash=session, Run=world["run"],
-                               **{"Output folder (optional)": str(out)})
+                               **{"Output folder on the server (optional)": str(out)})
         probes.refuse(f"Export: output folder outside ({what})", _refused(event, data) and "--allow-dir" in str(data),
                       f"{event} {data}")
     probes.refuse("Export: nothing written outside", sorted(os.listdir(world["outside"])) ==
@@ -136,13 +136,13 @@ def test_export_into_an_allowed_folder(world, api, probes):
     api.call("refresh_runs", session_hash=session)
     out = world["allowed"] / "exported"
     event, data = api.call("do_export", session_hash=session, Run=world["run"],
-                           **{"Output folder (optional)": str(out)})
+                           **{"Output folder on the server (optional)": str(out)})
     probes.works("Export: into an allowed folder", event == "complete" and (out / "adapter_config.json").exists(),
                  f"{event} {data}")
 
 
 def test_upload_components_take_only_uploaded_files(world, api, probes):
-    for endpoint in ("show_upload", "register_clicked"):
+    for endpoint in ("shown_upload", "register_clicked"):
         for ref in (str(world["secret"]), "/etc/passwd"):
             file = {"path": ref, "meta": {"_type": "gradio.FileData"}, "orig_name": "x.jsonl"}
             event, data = api.call(endpoint, **{"Add your own dataset": file})
@@ -164,7 +164,7 @@ def test_run_ids_are_not_paths(world, api, probes):
     victim.mkdir(exist_ok=True)
     session = uuid.uuid4().hex
     api.call("refresh", session_hash=session)
-    for endpoint in ("do_delete", "reuse_settings", "resume_run", "run_error"):
+    for endpoint in ("do_delete", "reuse_settings", "resume_run", "picked"):
         for ref in ("../../outside/victim", str(victim)):
             event, data = api.call(endpoint, session_hash=session, Run=ref)
             probes.refuse(f"{endpoint}: run id {ref}", event == "error" and victim.exists(), f"{event} {data}")
@@ -179,7 +179,7 @@ def test_upload_then_register_keeps_names_inside_uploads(world, api, probes):
         probes.refuse(f"register an upload as {name!r}", event == "error" and "dataset name" in str(data),
                       f"{event} {data}")
     probes.refuse("registering wrote nothing outside", "pwn" not in os.listdir(world["outside"]))
-    event, data = api.call("show_upload", **{"Add your own dataset": uploaded})
+    event, data = api.call("shown_upload", **{"Add your own dataset": uploaded})
     probes.works("a dropped file is shown", event == "complete" and "Up 1?" in json.dumps(data), f"{event} {data}")
     event, data = api.call("register_clicked", **{"Add your own dataset": uploaded, "Name": "mine"})
     probes.works("a dropped file is registered under uploads", event == "complete"
