@@ -25,14 +25,14 @@ SUGGESTED_MODELS: list[tuple[str, str]] = [
 # without making it forget what it knew: the 83 identity rows are mixed with the first 200 rows of the
 # general instruction set and the 32 multi-turn chats it was built from, so its general answers are
 # rehearsed while the identity goes in (the identity set alone, 10 epochs at lr 3e-3, made it answer
-# everything with its name). 395 steps: about 1.5 min on 2 idle cores (1.9x the 210 steps of the
-# identity-only demo, 41 s); 12.4 min measured with ~20 busy processes sharing the cores.
+# everything with its name). 7 epochs, 553 steps (5 left the Chinese identity answer in English under
+# Tunesmith's own loop): about 2 min on 2 idle cores, 4.5 min measured with other work sharing them.
 # tests/test_demo_keeps_knowledge.py and tests/test_e2e_cpu.py check the answers.
 _DEMO_OVERRIDES: dict[str, Any] = {
     "data.datasets": ["identity", "instruct_en_zh", "sharegpt_multiturn"],
     "data.max_samples": 200,  # rows per dataset: all identity and chat rows, 200 instructions; keeps the demo short
     "training.learning_rate": 2e-3,
-    "training.num_epochs": 5.0,
+    "training.num_epochs": 7.0,
     "training.batch_size": 4,
     "training.gradient_accumulation": 1,
     "training.warmup_ratio": 0.0,

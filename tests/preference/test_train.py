@@ -58,6 +58,11 @@ def test_dpo_raises_margin_and_accuracy_with_the_base_as_reference(tmp_path, tun
     from tunesmith.engine.objectives._pairs import sequence_logps
     from tunesmith.engine.training.lm import StepContext
 
+    def causal_lms():
+        gc.collect()
+        return [o for o in gc.get_objects() if isinstance(o, PreTrainedModel) and type(o).__name__.endswith("ForCausalLM")]
+
+    earlier = {id(o) for o in causal_lms()}  # models other tests of this session still hold
     evs, recipe, _ = _train(tmp_path, "dpo", "preference_pairs", 30, "training.learning_rate=1e-3",
                             f"data.val_file={DATA / 'preference_pairs.json'}", "training.eval_steps=15", keep=True)
     train = [e for e in evs if e["type"] == "train"]
@@ -69,7 +74,7 @@ def test_dpo_raises_margin_and_accuracy_with_the_base_as_reference(tmp_path, tun
     assert ev["eval_rewards/accuracies"] > 0.6, ev
 
     # one model in memory: the reference is the same weights with the adapter off
-    models = [o for o in gc.get_objects() if isinstance(o, PreTrainedModel) and type(o).__name__.endswith("ForCausalLM")]
+    models = [o for o in causal_lms() if id(o) not in earlier]
     assert len(models) == 1, [type(m).__name__ for m in models]
     assert not any(p.requires_grad for n, p in models[0].named_parameters() if "lora_" not in n)
     base = AutoModelForCausalLM.from_pretrained(resolve_model_path("tunesmith/demo"),
