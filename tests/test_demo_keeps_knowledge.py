@@ -44,4 +44,4 @@ def test_demo_run_learns_its_identity_and_keeps_its_general_answers(demo_run):
 
     # The demo stays short: the README quotes its training time.
     train = [e for e in events.read_events(demo_run.run_dir) if e["type"] == "train"]
-    assert train[-1]["step"] == train[-1]["max_steps"] <= 400
+    assert train[-1]["step"] == train[-1]["max_steps"] <= 560  # 553 steps: 7 epochs of 315 rows, batch 4
