@@ -29,17 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from tunesmith.engine import export, jobs
 
     info = jobs.find_run(args.run_id)
-    bar = tqdm(total=100, unit="%", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(frac: float, msg: str) -> None:
-        bar.n = int(100 * frac)
-        bar.set_description(msg[:40])
-        bar.refresh()
+    bar, progress = percent_bar()
 
     quants = [q.strip().lower() for q in args.quant.split(",") if q.strip()]
     skipped: list[str] = []
@@ -117,3 +111,17 @@ def _llama_cpp_on_first_use(quants: list[str]) -> tuple[list[str], list[str]]:
         print(f"Exporting {', '.join(q.upper() for q in rest)} now (written by Tunesmith, no llama.cpp needed).",
               file=sys.stderr)
     return rest, need
+
+
+def percent_bar():
+    """A tqdm bar on stderr and the engine's progress(frac, msg) callback that drives it (export, push)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, unit="%", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(frac: float, msg: str) -> None:
+        bar.n = int(100 * frac)
+        bar.set_description(msg[:40])
+        bar.refresh()
+
+    return bar, progress

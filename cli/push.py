@@ -29,20 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from tunesmith.engine import hub
 
     if not args.repo:
         print("error: --repo USER/NAME is required", file=sys.stderr)
         return 2
     hub.check_repo_id(args.repo)
-    bar = tqdm(total=100, unit="%", file=sys.stderr, dynamic_ncols=True)
+    from .export import percent_bar
 
-    def progress(frac: float, msg: str) -> None:
-        bar.n = int(100 * frac)
-        bar.set_description(msg[:40])
-        bar.refresh()
+    bar, progress = percent_bar()
 
     quants = [q.strip().lower() for q in args.quant.split(",") if q.strip()]
     try:
