@@ -125,12 +125,17 @@ def child(args) -> None:
     configs = CPU_CONFIGS if args.cpu else CONFIGS
     for method, mode in configs:
         for batch in args.batches:
+            if time.time() > args.deadline:
+                print("RESULT " + json.dumps({"method": method, "memory_mode": mode, "batch": batch, "cutoff": args.cutoff,
+                                              "error": "skipped: out of the --budget time"}), flush=True)
+                continue
             try:
                 res = run_config(Path(args.model_dir), work / args.data, work / "fit-home" / "bench-runs", method, mode,
                                  batch, args.cutoff, args.steps, args.cpu)
             except Exception as e:  # noqa: BLE001 - the parent records why a configuration could not run
                 traceback.print_exc()
-                res = {"method": method, "memory_mode": mode, "batch": batch, "error": f"{type(e).__name__}: {e}"[:1500]}
+                res = {"method": method, "memory_mode": mode, "batch": batch, "cutoff": args.cutoff,
+                       "error": f"{type(e).__name__}: {e}"[:1500]}
             print("RESULT " + json.dumps(res), flush=True)
 
 
@@ -141,7 +146,8 @@ def table(results: list[dict], cpu: bool) -> str:
     for r in results:
         head = f"| {r['shape']} | {r['method']} | {r['memory_mode']} | {r['batch']} x {r.get('cutoff', '')} |"
         if "error" in r:
-            lines.append(f"{head} | | failed: {r['error'][:100]} | |")
+            note = r["error"] if r["error"].startswith("skipped") else f"failed: {r['error'][:100]}"
+            lines.append(f"{head} | | {note} | |")
             continue
         err = f"{r['error_pct']:+.1f}" if r["error_pct"] is not None else "-"
         lines.append(f"{head} {r['estimate_gib']:.2f} | {r['measured_gib']:.2f} | {err} | {r['estimate_plan']} |")
@@ -163,10 +169,12 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--cpu", action="store_true", help="train on the CPU (needs --tiny)")
     ap.add_argument("--tiny", action="store_true", help="the demo model instead of the 1B/8B shapes")
-    ap.add_argument("--timeout", type=int, default=400, help="seconds per shape")
+    ap.add_argument("--budget", type=int, default=290,
+                    help="seconds for everything: configurations not started by then are reported skipped")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--deadline", type=float, default=float("inf"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.batches = [int(b) for b in str(args.batches).split(",") if b]
     args.cutoff = args.cutoff or (128 if args.tiny else 2048)
@@ -187,6 +195,8 @@ def main() -> None:
     rows = make_long_rows(max(args.batches) * args.steps + 4, tok, args.cutoff)
     (work / data).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     shapes = ["tiny"] if args.tiny else [s for s in args.shapes.split(",") if s]
+    if unknown := [s for s in shapes if s != "tiny" and s not in SHAPES]:
+        ap.error(f"--shapes: no shape {', '.join(unknown)}; bench_sft.py builds {', '.join(SHAPES)}")
     results: list[dict] = []
     out = {"versions": versions(), "settings": {"batches": args.batches, "cutoff": args.cutoff, "steps": args.steps,
                                                 "configs": CPU_CONFIGS if args.cpu else CONFIGS, "cpu": args.cpu},
@@ -197,14 +207,16 @@ def main() -> None:
         print(f"[{shape}] model folder ready in {time.time() - t:.0f} s", flush=True)
         cmd = [sys.executable, __file__, "--child", shape, "--model-dir", str(model_dir), "--work", str(work),
                "--data", data, "--batches", ",".join(map(str, args.batches)), "--cutoff", str(args.cutoff),
-               "--steps", str(args.steps)] + (["--cpu", "--tiny"] if args.cpu else [])
+               "--steps", str(args.steps), "--deadline", str(t_all + args.budget)] + (["--cpu", "--tiny"] if args.cpu else [])
         # cwd=work: a repo checkout's kernels/ folder must not shadow Hugging Face's `kernels` package
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=str(work))
+            # a run already started may finish past the budget; one that hangs is cut off
+            p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(work),
+                               timeout=max(60, t_all + args.budget + 180 - time.time()))
             stdout, tail = p.stdout, (p.stdout + p.stderr)[-3000:]
         except subprocess.TimeoutExpired as e:
             stdout = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-            tail = f"timed out after {args.timeout} s\n" + stdout[-3000:]
+            tail = "timed out\n" + stdout[-3000:]
         got = [json.loads(x[7:]) for x in stdout.splitlines() if x.startswith("RESULT ")]
         for r in got:
             r["shape"] = shape
@@ -220,8 +232,9 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     print(json.dumps(out["versions"]))
-    print(f"\nbench_fit: {'CPU smoke run, ' if args.cpu else ''}{args.steps} steps per run, "
-          f"{out['wall_s']:.0f} s in all\n")
+    where = "CPU smoke run" if args.cpu else out["versions"].get("gpu", "GPU")
+    print(f"\nbench_fit ({where}, torch {out['versions']['torch']}): {args.steps} optimizer steps per run, "
+          f"gradient accumulation 1, {out['wall_s']:.0f} s in all. `python3 bench/bench_fit.py --json fit.json`\n")
     print(table(results, args.cpu))
 
 
