@@ -400,6 +400,12 @@ ZH: dict[str, str] = {
         "用于训练的 GPU：auto（一块空闲 GPU）、数量（2：任意两块空闲 GPU，每块一个进程），或编号如 [0, 1] 或 [1]。运行会在队列中等待，直到它们空闲。",
     "Training processes (default: one per GPU). On a machine without GPUs, 2+ runs data-parallel CPU processes over gloo: slow, for trying the multi-GPU path.":
         "训练进程数（默认每块 GPU 一个）。在没有 GPU 的机器上，2 个以上会通过 gloo 运行数据并行的 CPU 进程：较慢，用于试用多 GPU 路径。",
+    "Several GPUs": "多块 GPU",
+    "Automatic (FSDP only when one GPU is too small)": "自动（仅当一块 GPU 放不下时用 FSDP）",
+    "DDP: a whole copy per GPU": "DDP：每块 GPU 一份完整模型",
+    "FSDP: sharded across the GPUs (LoRA/QLoRA)": "FSDP：分片到各块 GPU（LoRA/QLoRA）",
+    "Several GPUs: ddp gives each GPU the whole model (fastest); fsdp shards weights, adapter and optimizer across them (LoRA/QLoRA, for models one GPU cannot hold); auto picks fsdp only when the fit check says one GPU is too small.":
+        "多块 GPU：ddp 让每块 GPU 持有完整模型（最快）；fsdp 把权重、适配器和优化器分片到各块 GPU（LoRA/QLoRA，用于一块 GPU 放不下的模型）；auto 仅在显存估算显示一块 GPU 不够时选择 fsdp。",
     # ---- batching (engine.training)
     "No padding between examples": "示例之间不填充",
     "Group examples of similar length": "把长度相近的示例放在一起",
