@@ -14,8 +14,8 @@ Failure: torchrun's agent stops every rank when one dies and exits non-zero; the
 manager reports the run failed with worker.log's tail, where each line names its rank.
 A rank blocked in a collective whose peer died gets an error within TIMEOUT.
 
-What it does not know: FSDP (sharding a model too big for one GPU) is not built; every
-rank holds the whole model, as DDP does.
+Whether the ranks each hold the whole model (DDP) or shard it (FSDP) is the trainer's
+choice (engine/training/fsdp.py, resources.strategy); the process group is the same.
 """
 
 from __future__ import annotations
