@@ -322,6 +322,9 @@ class RunConfig(_Section):
         if self.resources.strategy == "fsdp" and self.method not in ("lora", "qlora"):
             raise ValueError(f"resources.strategy: fsdp shards LoRA and QLoRA runs only; method {self.method} "
                              "needs strategy ddp (or auto)")
+        if self.resources.strategy == "fsdp" and self.objective == "grpo":
+            raise ValueError("resources.strategy: fsdp cannot shard grpo (each process generates answers of its own "
+                             "length); use strategy ddp")
         if self.resources.strategy == "fsdp" and self.method == "qlora" and self.quantization.bits == 8:
             raise ValueError("resources.strategy: fsdp shards 4-bit QLoRA, not 8-bit; set quantization.bits 4 "
                              "or strategy ddp")

@@ -110,6 +110,14 @@ def sync_from_rank0(model) -> None:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
+    import torch
+
+    nccl = dist.get_backend() == "nccl"
     for p in model.parameters():
         if p.requires_grad:
-            dist.broadcast(p.data, src=0)
+            if nccl and p.device.type == "cpu":  # a model loaded on the CPU for FSDP to shard: NCCL sends GPU tensors
+                t = p.data.to(torch.device("cuda", torch.cuda.current_device()))
+                dist.broadcast(t, src=0)
+                p.data.copy_(t.cpu())
+            else:
+                dist.broadcast(p.data, src=0)

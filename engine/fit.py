@@ -304,8 +304,9 @@ def choose_strategy(cfg: RunConfig, world: int, gpu_bytes: int | None,
         return "single", "one process"
     if req != "auto":
         return req, f"resources.strategy is {req}"
-    if cfg.method not in ("lora", "qlora") or (cfg.method == "qlora" and cfg.quantization.bits == 8):
-        return "ddp", "FSDP here shards LoRA and 4-bit QLoRA runs only"
+    if cfg.method not in ("lora", "qlora") or (cfg.method == "qlora" and cfg.quantization.bits == 8) \
+            or cfg.objective == "grpo":
+        return "ddp", "FSDP here shards LoRA and 4-bit QLoRA runs only (not grpo)"
     if gpu_bytes is None:
         return "ddp", "no GPU: CPU processes have no GPU memory to save by sharding"
     if shape is None:

@@ -161,7 +161,7 @@ class Recipe:
         from .distributed import sync_from_rank0
 
         sync_from_rank0(self.model)  # several processes: every rank starts from rank 0's adapter
-        self.model = fsdp.shard(self.model, self.strategy, self.hw)
+        self.model = fsdp.shard(self.model, self.strategy, self.hw, cfg.training.precision)
         if cfg.training.neftune_alpha:  # [issue 15]
             adapters.enable_neftune(self.model, cfg.training.neftune_alpha)
         self.fused = False
@@ -382,9 +382,12 @@ class Recipe:
             denom = max(1, sum(items[i] for i in take))
             mine = take[rank::world]
             groups = forward_groups([lengths[i] for i in mine], self.capacity, t.batch_size)
-            for g in groups:
-                batch = self._to_device(self.objective.collate([rows[mine[j]] for j in g], self.layout), device)
+            for g in fsdp.even_passes(groups, self.strategy, device):
+                picked = [rows[mine[j]] for j in g] if g is not None else [rows[take[0]]]
+                batch = self._to_device(self.objective.collate(picked, self.layout), device)
                 loss, part = self.objective.loss(ctx, batch, denom)
+                if g is None:  # FSDP: a pass only to match the peers' gathers; it adds nothing
+                    loss, part, batch["n_tokens"] = loss * 0, {}, 0
                 (scaler.scale(loss) if scaler else loss).backward()
                 tokens_seen += batch["n_tokens"] * world
                 window_tokens += batch["n_tokens"] * world
@@ -472,9 +475,13 @@ class Recipe:
         sums: dict[str, Any] = {}
         self.model.eval()
         try:
-            for g in forward_groups(lengths, cap if self.layout.padding_free else None, self.cfg.training.batch_size):
-                batch = self._to_device(self.objective.collate([rows[mine[j]] for j in g], layout), device)
+            groups = forward_groups(lengths, cap if self.layout.padding_free else None, self.cfg.training.batch_size)
+            for g in fsdp.even_passes(groups, self.strategy, device):
+                picked = [rows[mine[j]] for j in g] if g is not None else [rows[0]]
+                batch = self._to_device(self.objective.collate(picked, layout), device)
                 _, part = self.objective.loss(ctx, batch, 1.0)
+                if g is None:  # FSDP: a pass only to match the peers' gathers
+                    continue
                 for k, v in part.items():
                     if v is not None:
                         sums[k] = sums[k] + v if k in sums else v

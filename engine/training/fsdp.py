@@ -3,7 +3,7 @@
     strategy = fsdp.choose(cfg)                       # single | ddp | fsdp, and why (rank 0 decides)
     cfg = fsdp.adjust(cfg, strategy, say)             # what FSDP changes in the run, said in the run log
     model, tok, hw = models.load_for_training(cfg, fsdp=strategy.sharded)
-    model = fsdp.shard(model, strategy, hw)           # after PEFT wrapping and sync_from_rank0
+    model = fsdp.shard(model, strategy, hw, precision)  # after PEFT wrapping and sync_from_rank0
     ckpt = fsdp.gather_checkpoint(model, optimizer)   # every rank calls it; rank 0 gets the full tensors
     full = fsdp.gather_trainable(model)               # the adapter's weights, whole, on rank 0
 
@@ -22,6 +22,10 @@ fp32; QLoRA loads with bnb_4bit_quant_storage = the compute dtype so the packed 
 (Params4bit) shard like any bf16 tensor, and bitsandbytes restores each layer's quantization
 state from its module when FSDP hands it back an unsharded plain tensor.
 
+Every FSDP forward pass gathers weights from all ranks, so all ranks run as many passes a step
+(and an evaluation): a rank whose rows fit in fewer passes runs extra ones that add nothing
+(`even_passes`).
+
 Checkpoints and the adapter are gathered whole (torch.distributed.checkpoint.state_dict with
 full_state_dict=True, cpu_offload=True): the files are the same as a one-process run's
 (trainable.pt by parameter name; optimizer.pt keyed by parameter name), rank 0 writes them, and a
@@ -34,8 +38,9 @@ CUDA graphs; FSDP keeps only a shard there), so the stock path with gradient che
 
 What it does not know: loading. Every rank reads the whole model before sharding it: LoRA into
 CPU memory (then only its shard goes to the GPU), QLoRA quantized on its own GPU (the NF4 weights
-must fit one GPU at load time). Full fine-tuning and 8-bit QLoRA are not sharded (config.py
-refuses strategy fsdp for them; auto picks DDP). Tested on CPU with gloo; the GPU path follows
+must fit one GPU at load time). Full fine-tuning, 8-bit QLoRA and GRPO (whose ranks generate
+answers of different lengths) are not sharded (config.py refuses strategy fsdp for them; auto
+picks DDP). Tested on CPU with gloo; the GPU path follows
 the same code with NCCL.
 """
 
@@ -139,8 +144,9 @@ def _decoder(model: torch.nn.Module) -> tuple[torch.nn.Module, list[torch.nn.Mod
     return dec, list(layers)
 
 
-def shard(model: torch.nn.Module, strategy: Strategy, hw) -> torch.nn.Module:
-    """Wrap the decoder layers and the decoder with fully_shard (a no-op unless `strategy` is fsdp)."""
+def shard(model: torch.nn.Module, strategy: Strategy, hw, precision: str = "auto") -> torch.nn.Module:
+    """Wrap the decoder layers and the decoder with fully_shard (a no-op unless `strategy` is fsdp).
+    `precision` (training.precision) sets the dtype layers are gathered and computed in on GPUs."""
     if not strategy.sharded:
         return model
     from torch.distributed.device_mesh import init_device_mesh
@@ -149,9 +155,15 @@ def shard(model: torch.nn.Module, strategy: Strategy, hw) -> torch.nn.Module:
     device = torch.device("cuda", torch.cuda.current_device()) if hw.device == "cuda" else torch.device("cpu")
     mesh = init_device_mesh(device.type, (dist.world(),))
     mp = MixedPrecisionPolicy()
-    if hw.device == "cuda" and hw.compute_dtype != torch.float32:
-        mp = MixedPrecisionPolicy(param_dtype=hw.compute_dtype, reduce_dtype=torch.float32)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(precision, hw.compute_dtype)
+    if hw.device == "cuda" and dtype != torch.float32:
+        mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
     dec, layers = _decoder(model)
+    for m in model.modules():
+        if getattr(m, "support_avx512bf16_for_cpu", False):
+            # bitsandbytes repacks a CPU NF4 weight in place for inference (eval mode) and marks its
+            # module's quantization state so; FSDP gathers the unpacked bytes again for the next pass
+            m.support_avx512bf16_for_cpu = False
     units = []
     for layer in layers:
         fully_shard(layer, mesh=mesh, mp_policy=mp)
@@ -176,6 +188,17 @@ def shard(model: torch.nn.Module, strategy: Strategy, hw) -> torch.nn.Module:
     log.info("fsdp: %d decoder layers + the decoder sharded over %d ranks (%d parameters sharded)",
              len(layers), dist.world(), n)
     return model
+
+
+def even_passes(groups: list, strategy: Strategy, device) -> list:
+    """`groups` plus None for each forward pass a peer makes beyond this rank's own: every FSDP
+    forward gathers weights from all ranks, so all must run as many (a rank runs a None pass on
+    any row and adds nothing from it). Unchanged unless sharded."""
+    if not strategy.sharded:
+        return groups
+    n = torch.tensor([len(groups)], dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(n, op=torch.distributed.ReduceOp.MAX)
+    return list(groups) + [None] * (int(n.item()) - len(groups))
 
 
 def _options(**kw):
