@@ -13,7 +13,7 @@ What is timed is what users run, on the same generated chat dataset:
   unsloth           Unsloth's FastLanguageModel (4-bit) + get_peft_model(use_gradient_checkpointing=
                     "unsloth") + its patched SFTTrainer, adamw_8bit (packing on: TRL's packing under it)
   tunesmith-auto    `tunesmith train` (engine.jobs -> worker -> engine.trainer) with memory_mode auto
-  tunesmith-speed   the same with memory_mode speed
+  tunesmith-speed   the same with memory_mode speed (the same plan as auto unless auto changes)
   tunesmith-memory  the same with memory_mode memory
 Each method runs in a process of its own (Unsloth patches transformers on import). Packing off and
 on (data.packing; for TRL-based methods packing=True), 1B and 8B shapes.
@@ -67,7 +67,7 @@ SHAPES = {
                rope_theta=500000.0, rope_scaling={**LLAMA3_ROPE, "factor": 8.0}, max_position_embeddings=131072),
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-METHODS = ["stock", "unsloth", "tunesmith-auto", "tunesmith-speed", "tunesmith-memory"]
+METHODS = ["stock", "unsloth", "tunesmith-auto", "tunesmith-memory"]  # also: tunesmith-speed
 PACKED_METHODS = ["unsloth", "tunesmith-auto"]
 BS, GA, CUTOFF, LR, SEED, LOG_STEPS = 2, 4, 2048, 2e-4, 42, 10
 GiB = 1024**3

@@ -187,9 +187,8 @@ class TrainingConfig(_Section):
     )
     memory_mode: Literal["auto", "speed", "memory"] = Field(
         "auto",
-        description="With Tunesmith kernels on a GPU: auto = cutoff-long passes replayed as CUDA graphs (fastest on "
-        "chat data); speed = the largest eager passes that fit free GPU memory; memory = least memory (every "
-        "layer checkpointed, offloaded to CPU RAM).",
+        description="With Tunesmith kernels on a GPU: auto/speed = fastest settings that fit free GPU memory; "
+        "memory = least memory (every layer checkpointed, offloaded to CPU RAM).",
     )
     seed: int = Field(42, ge=0, lt=2**32, description="Random seed for data order and adapter init (0 to 2^32-1).")
     logging_steps: int = Field(1, ge=1, description="Write a metrics point every N optimizer steps.")
@@ -211,8 +210,8 @@ class TrainingConfig(_Section):
         False, description="Order rows so similar lengths train together (fewer forward passes; less random order)."
     )
     tokens_per_forward: int | None = Field(
-        None, ge=16, description="Most tokens in one forward pass; empty = chosen from memory_mode (auto and memory: "
-        "cutoff_len; speed: a whole optimizer step when it fits)."
+        None, ge=16, description="Most tokens in one forward pass; empty = chosen from memory_mode (auto: a whole "
+        "optimizer step when it fits; memory: cutoff_len)."
     )
     # ---- issue 15 ----
     neftune_alpha: float | None = Field(

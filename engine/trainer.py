@@ -13,8 +13,8 @@ Features and the RunConfig fields that drive them:
 - padding-free forward passes (examples end to end, kept apart by attention) where the
   model's attention allows, else padded — `training.padding_free`; length-grouped order —
   `training.group_by_length`; tokens per forward pass — `training.tokens_per_forward`
-  (default from `training.memory_mode`: auto and memory = cutoff_len, padded to one fixed size
-  so the layers' CUDA graphs replay; speed = a whole optimizer step in one pass when it fits)
+  (default from `training.memory_mode`: auto = a whole optimizer step in one pass when it
+  fits, memory = cutoff_len); fixed-size passes when CUDA graphs replay
 - Tunesmith's Triton kernels through tunesmith.kernels.patch and its memory plan — `kernels`,
   `training.memory_mode`; the LM head and loss fused (no logits) when they apply
 - optimizer (AdamW, 8-bit AdamW on GPUs, SGD, Adafactor), schedule with warmup, gradient
@@ -214,10 +214,6 @@ class Recipe:
         why = ""
         if t.tokens_per_forward:
             capacity, why = t.tokens_per_forward, "training.tokens_per_forward"
-        elif self._kernel_memory_plan and t.memory_mode == "auto" and self._graphed(row_cap):
-            # auto: fixed cutoff-long passes so the layers' CUDA graphs replay on real data
-            # (kernels.plan_memory); a step's rows best-fit into as few of them as they need
-            capacity, why = row_cap, "auto: cutoff_len, replayed as CUDA graphs"
         elif self._kernel_memory_plan and t.memory_mode != "memory":
             capacity, why = whole_step, "a whole optimizer step per pass"
         elif self._kernel_memory_plan:
@@ -272,13 +268,6 @@ class Recipe:
         grouping = (f"passes of up to {capacity} tokens ({why}), best-fit from each step's rows"
                     if padding_free else f"{t.batch_size} rows per pass")
         self._info(f"batching: {shape}; {grouping}; loss: {self.lm.describe()}")
-
-    def _graphed(self, tokens: int) -> bool:
-        try:
-            from tunesmith.kernels import graphed_passes
-        except ImportError:  # an older kernels API: no graphed auto plan
-            return False
-        return graphed_passes(tokens)
 
     def _fit_capacity(self, capacity: int, micro: int, why: str) -> tuple[int, str]:
         """auto/speed: one pass per step only when it fits with no checkpointing; else the largest

@@ -21,11 +21,10 @@ process-wide, so two models in one process run with their own settings.
 Kernels never import tunesmith.engine. See kernels/patching.py for what
 patch() does and does not do, kernels/memory_plan.py for the plan.
 """
-from .memory_plan import (apply_memory_plan, choose_plan, graphed_passes, graphed_plan, nf4_cache_bytes, plan_memory,
-                          tune_memory)
+from .memory_plan import apply_memory_plan, choose_plan, nf4_cache_bytes, plan_memory, tune_memory
 from .model_parts import unwrap_model
 from .patching import PatchReport, patch, set_settings, settings_of, unpatch
 from .settings import KernelSettings
 
-__all__ = ["patch", "unpatch", "tune_memory", "plan_memory", "apply_memory_plan", "choose_plan", "graphed_passes", "graphed_plan",
+__all__ = ["patch", "unpatch", "tune_memory", "plan_memory", "apply_memory_plan", "choose_plan",
            "nf4_cache_bytes", "KernelSettings", "set_settings", "settings_of", "PatchReport", "unwrap_model"]

@@ -10,15 +10,7 @@
 a model patched already.
 
 prefer:
-  "auto": on CUDA, for passes of up to MAX_GRAPH_TOKENS tokens, every layer
-      checkpointed to pinned host memory with its forward and backward replayed
-      as CUDA graphs, plus the dequantized NF4 weights kept when they fit. The
-      caller gives it fixed-size passes (engine: cutoff-long, padded) so the graphs
-      replay on real data. Real chat steps are short (a few thousand tokens): the
-      host work of eager layers outlasts their GPU work, and graphs remove it
-      (bench/RESULTS.md: on an H200 this beat "speed" on chat data at 1B and 8B).
-      Without CUDA graphs (TUNESMITH_CUDA_GRAPHS=0, longer passes) auto is speed;
-  "speed": the fastest eager settings that fit free memory, in this order: no
+  "auto"/"speed": the fastest settings that fit free memory, in this order: no
       checkpointing with the dequantized NF4 weights kept (no dequantization per
       step), no checkpointing, the fewest checkpointed layers, all layers
       checkpointed and offloaded;
@@ -38,9 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from .checkpoint import CheckpointPlan, apply_checkpointing, layer_activation_bytes, plan_checkpointing
-from .layer_graphs import MAX_GRAPH_TOKENS, enabled_by_env, wants_forward_graphs, wants_graphs
-from .model_parts import decoder_layers, unwrap_model
+from .checkpoint import CheckpointPlan, apply_checkpointing, plan_checkpointing
+from .layer_graphs import wants_forward_graphs, wants_graphs
 from .patching import release_weight_cache, set_settings
 from .settings import KernelSettings
 
@@ -52,13 +43,9 @@ def plan_memory(model: torch.nn.Module, tokens_per_step: int, prefer: str = "aut
     use). plan.summary() says what and why."""
     release_weight_cache(model)
     cuda = torch.cuda.is_available()
-    free = torch.cuda.mem_get_info()[0] if cuda else None
-    if prefer == "auto" and graphed_passes(tokens_per_step, cuda):
-        plan = graphed_plan(model, tokens_per_step, free)
-    else:
-        plan = choose_plan(model, tokens_per_step, prefer, free)
-        plan.graphs = wants_graphs(plan.checkpointed, tokens_per_step, cuda)
-        plan.graph_forward = wants_forward_graphs(plan.graphs, plan.offload, prefer)
+    plan = choose_plan(model, tokens_per_step, prefer, torch.cuda.mem_get_info()[0] if cuda else None)
+    plan.graphs = wants_graphs(plan.checkpointed, tokens_per_step, cuda)
+    plan.graph_forward = wants_forward_graphs(plan.graphs, plan.offload, prefer)
     plan.settings = KernelSettings.for_mode(prefer, cache_nf4_weights=plan.weight_cache_bytes > 0)
     return plan
 
@@ -75,33 +62,6 @@ def tune_memory(model: torch.nn.Module, tokens_per_step: int, prefer: str = "aut
     """plan_memory + apply_memory_plan: pick and apply checkpointing, the LM-head chunk size and
     the NF4 weight cache for this model (see the module docstring). Call after patch()."""
     return apply_memory_plan(model, plan_memory(model, tokens_per_step, prefer))
-
-
-def graphed_passes(tokens_per_pass: int, cuda: bool | None = None) -> bool:
-    """Does auto mode replay layers as CUDA graphs for passes of this many tokens? Then the caller
-    should give it passes of one fixed size (graphs replay only shapes they have seen)."""
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    return cuda and enabled_by_env() and 0 < tokens_per_pass <= MAX_GRAPH_TOKENS
-
-
-def graphed_plan(model: torch.nn.Module, tokens_per_pass: int, free_bytes: int | None) -> CheckpointPlan:
-    """auto's plan for fixed-size passes: every layer checkpointed and offloaded, forward and
-    backward as CUDA graphs, the NF4 weights kept dequantized when they fit beside one layer's
-    recompute, the LM-head chunk and a 2 GiB reserve."""
-    layers = decoder_layers(model)
-    n = len(layers)
-    plan = CheckpointPlan(n, n, True, "auto: fixed-size passes, replayed as CUDA graphs")
-    plan.graphs = plan.graph_forward = n > 0
-    need = nf4_cache_bytes(model)
-    if need and free_bytes is not None and n:
-        cfg = unwrap_model(model).config
-        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        full, _ = layer_activation_bytes(cfg, tokens_per_pass)
-        lora = sum(p.numel() for p in model.parameters() if p.requires_grad) * 12
-        transient = 3 * full + tokens_per_pass * cfg.hidden_size * 4 + 256 * 1024**2 + lora + 2 * 1024**3
-        if need + transient <= free_bytes:
-            plan.weight_cache_bytes = need
-    return plan
 
 
 def choose_plan(model: torch.nn.Module, tokens_per_step: int, prefer: str,

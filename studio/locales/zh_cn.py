@@ -94,8 +94,8 @@ ZH: dict[str, str] = {
     "Optimizer; adamw_8bit saves memory on GPUs.": "优化器；adamw_8bit 在 GPU 上更省显存。",
     "Recompute activations in backward to save memory (stock path; with kernels, memory_mode decides).":
         "反向传播时重新计算激活以节省显存（普通路径；使用加速内核时由内存模式决定）。",
-    "With Tunesmith kernels on a GPU: auto = cutoff-long passes replayed as CUDA graphs (fastest on chat data); speed = the largest eager passes that fit free GPU memory; memory = least memory (every layer checkpointed, offloaded to CPU RAM).":
-        "在 GPU 上使用 Tunesmith 内核时：自动 = 按截断长度分段并以 CUDA 图重放（对话数据上最快）；最快 = 在空闲显存内用最大的直接计算批次；最省内存 = 每一层都重算并卸载到 CPU 内存。",
+    "With Tunesmith kernels on a GPU: auto/speed = fastest settings that fit free GPU memory; memory = least memory (every layer checkpointed, offloaded to CPU RAM).":
+        "在 GPU 上使用 Tunesmith 内核时：自动/最快 = 在空闲显存内选最快的设置；最省内存 = 每一层都重算并卸载到 CPU 内存。",
     "Random seed for data order and adapter init.": "数据顺序和附加模块初始化的随机种子。",
     "Random seed for data order and adapter init (0 to 2^32-1).": "数据顺序和附加模块初始化的随机种子（0 到 2^32-1）。",
     "Write a metrics point every N optimizer steps.": "每 N 步记录一个指标点。",
@@ -408,8 +408,8 @@ ZH: dict[str, str] = {
         "把一次前向传播中的示例首尾相接、不做填充（由注意力机制隔开；不支持这样做的模型会改为填充）。",
     "Order rows so similar lengths train together (fewer forward passes; less random order).":
         "让长度相近的样本一起训练（前向传播次数更少；顺序没那么随机）。",
-    "Most tokens in one forward pass; empty = chosen from memory_mode (auto and memory: cutoff_len; speed: a whole optimizer step when it fits).":
-        "一次前向传播的最多 token 数；留空 = 按 memory_mode 选择（auto 和 memory：cutoff_len；speed：放得下时整个优化步）。",
+    "Most tokens in one forward pass; empty = chosen from memory_mode (auto: a whole optimizer step when it fits; memory: cutoff_len).":
+        "一次前向传播的最多 token 数；留空 = 按 memory_mode 选择（auto：放得下时整个优化步；memory：cutoff_len）。",
     "### What to learn": "### 学什么",
     "Objective": "训练目标",
     "What to learn: sft (replies to prompts), pretrain (every token of the text), dpo / orpo / simpo / kto (preferences), reward (a reward model), grpo (rewarded answers); see engine/objectives/.":

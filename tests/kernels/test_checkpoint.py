@@ -215,20 +215,3 @@ def test_layer_graphs_replay_what_eager_computes(offload):
     assert graphs.captures == 4 and graphs.replays == 8  # the 16-token step dropped them; 12 again: eager once
     # the first (no-grad) pass of offloaded checkpoints is graphed too; kept inputs are not
     assert (graphs.fwd_captures, graphs.fwd_replays) == ((4, 8) if offload else (0, 0))
-
-
-def test_auto_replays_fixed_size_passes_as_graphs_and_keeps_weights_when_they_fit(monkeypatch):
-    """auto on CUDA: every layer checkpointed to host, forward and backward graphed, the NF4 weights
-    kept only when they fit; longer passes or TUNESMITH_CUDA_GRAPHS=0 fall back to the eager plan."""
-    from tunesmith.kernels import graphed_passes, graphed_plan, nf4_cache_bytes
-
-    model, _ = nf4_llama()
-    plan = graphed_plan(model, 2048, 80 * GiB)
-    assert plan.checkpointed == plan.n_layers > 0 and plan.offload and plan.graphs and plan.graph_forward
-    assert plan.weight_cache_bytes == nf4_cache_bytes(model) > 0
-    assert "forward and backward as CUDA graphs" in plan.summary() and "kept dequantized" in plan.summary()
-    assert graphed_plan(model, 2048, nf4_cache_bytes(model)).weight_cache_bytes == 0  # no room beside it
-    assert graphed_passes(2048, cuda=True) and not graphed_passes(2048, cuda=False)
-    assert not graphed_passes(40000, cuda=True)  # long passes hide the host work: eager plan
-    monkeypatch.setenv("TUNESMITH_CUDA_GRAPHS", "0")
-    assert not graphed_passes(2048, cuda=True)
