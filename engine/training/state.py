@@ -56,7 +56,11 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+    """A copy of the trainable weights on the CPU (FSDP's shards stay sharded where they are)."""
+    from .fsdp import is_dtensor
+
+    return {n: p.detach().clone() if is_dtensor(p) else p.detach().to("cpu", copy=True)
+            for n, p in model.named_parameters() if p.requires_grad}
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer, scheduler,
