@@ -164,3 +164,12 @@ def test_fsdp_is_refused_for_what_it_cannot_shard():
         RunConfig().with_overrides(["quantization.bits=8", "resources.strategy=fsdp"])
     with pytest.raises(ConfigError, match="resources.strategy"):
         RunConfig().with_overrides(["resources.strategy=zero"])
+
+
+def test_the_studio_strategy_choices_are_values_the_config_takes():
+    from tunesmith.studio import gpu_panel
+
+    assert [v for _, v in gpu_panel.STRATEGIES] == ["auto", "ddp", "fsdp"]
+    for _, value in gpu_panel.STRATEGIES:
+        assert RunConfig().with_overrides([f"resources.strategy={value}"]).resources.strategy == value
+    assert "resources.strategy" in gpu_panel.FIT_FIELDS  # the fit line follows it
