@@ -347,6 +347,9 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
                           label=T("Learning speed (learning rate)"))
                 ctx.field("training.early_stopping_patience", gr.Number, precision=0, minimum=0,
                           label=T("Stop early after N checks without progress (0 = off)"), elem_id="early-stopping")
+            from .recommend_panel import build_recommend_panel  # [issue 14] fills the form from engine.recommend
+
+            build_recommend_panel(ctx)
             with gr.Accordion(T("Advanced: schedule and batch"), open=False):
                 with gr.Row():
                     localize(ctx.field("training.lr_scheduler", gr.Dropdown, choices=LR_SCHEDULES,
