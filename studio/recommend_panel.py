@@ -31,7 +31,7 @@ _PANELS: dict[int, RecommendPanel] = {}
 
 
 def build_recommend_panel(ctx: StudioContext) -> RecommendPanel:
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=False):
         button = gr.Button(T("Use recommended settings"), size="sm", scale=0, min_width=220, elem_id="recommend")
         gr.Markdown(T("Sets the learning speed, passes, rank and batch from published guides for your data's "
                       "size, and says why."), elem_classes="ts-hint")
