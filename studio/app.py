@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import gradio as gr
+import pandas as pd
 from starlette.middleware import Middleware
 
 from tunesmith.engine import catalog, paths
@@ -36,9 +37,9 @@ from .context import StudioContext, config_from_form
 from .data_tab import build_data_tab
 from .evaluate_tab import build_evaluate_tab
 from .evaluate_tab import refresh as refresh_eval
-from .export_tab import build_export_tab, refresh_runs
+from .export_tab import RESULT_COLUMNS, build_export_tab, refresh_runs
 from .guard import AccessPolicy, RequestGuard
-from .i18n import I18N, T, language_switch, wire_language_switch
+from .i18n import I18N, T, language_switch, tr, wire_language_switch
 from .login import LOGIN_FILE_ENV, login_from_file
 from .gpu_panel import wire_fit_lines
 from .guide import build_guide, empty_note, wire_guide
@@ -135,6 +136,9 @@ def build_studio(confine: Confinement | None = None) -> tuple[gr.Blocks, StudioC
                                       runs.table.change],
                    [chat.send.click, chat.message.submit], chat.target)
         wire_language_switch(demo, lang)
+        # The Export table's headers are drawn before the page's language is known: redraw them in it.
+        gr.on([demo.load, lang.change], lambda code: pd.DataFrame(columns=[tr(c, code) for c in RESULT_COLUMNS]),
+              lang, export.results, show_progress="hidden")
     return demo, ctx
 
 

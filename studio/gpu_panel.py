@@ -46,7 +46,8 @@ def fit_text(ctx: StudioContext, values: dict) -> str:
     except TunesmithError:
         return ""  # the form has a mistake; Start names it
     try:
-        return fit.fit_line(cfg, gpus.list_gpus())
+        # The engine's fixed lines have Chinese entries; lines with numbers stay as the engine wrote them.
+        return tr(fit.fit_line(cfg, gpus.list_gpus()))
     except Exception:  # noqa: BLE001 - a hint must never put an error in the browser
         return ""
 

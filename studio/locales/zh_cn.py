@@ -541,4 +541,6 @@ ZH.update({
     'auto (no CUDA GPU found: trains on the CPU)': '自动（没有找到 CUDA GPU：在 CPU 上训练）',
     'auto: the free GPU with the most free memory': '自动：空闲显存最多的 GPU',
     'all {n} GPUs, one process each (DDP)': '全部 {n} 个 GPU，每个一个进程（DDP）',
+    'No CUDA GPU here: the run trains on the CPU (no GPU memory check).': '这里没有 CUDA GPU：在 CPU 上训练（不检查显存）。',
+    "Memory estimate unavailable (the model's config.json could not be read).": '无法估算内存（读不到模型的 config.json）。',
 })

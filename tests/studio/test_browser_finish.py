@@ -275,9 +275,9 @@ def test_zh_cn_page_is_chinese_and_the_switch_persists(browser, finish_url):
             assert not _english_left(text), (tab, _english_left(text))
             shot(page, f"zh-{tab.split()[-1]}")
         assert "开始训练" in "".join(seen) and "检查数据" in "".join(seen)
-        if shot := __import__("os").environ.get("TUNESMITH_SCREENSHOT_ZH"):
+        if zh_shot := __import__("os").environ.get("TUNESMITH_SCREENSHOT_ZH"):
             page.get_by_role("tab", name="3 · 训练").click()
-            page.screenshot(path=shot, full_page=True)
+            page.screenshot(path=zh_shot, full_page=True)
         # The switch changes the page in place, and the choice survives a reload.
         page.locator("#lang-switch label", has_text="English").click()
         page.wait_for_function("() => document.body.innerText.includes('Compare runs')")  # the Runs tab, in English
