@@ -34,3 +34,10 @@ def test_the_chat_tab_offers_and_streams_an_exported_gguf(exported_gguf):
     # Greedy decoding: the same question gets the same answer, from the cached model.
     again = list(chat_tab.stream_reply(exported_gguf, history, 24, 0.0))[-1][-1]["content"]
     assert again == reply
+
+
+def test_the_cli_chats_with_the_same_file(exported_gguf, capsys):
+    from tunesmith.cli.main import main
+
+    assert main(["chat", exported_gguf, "-m", "What is the capital of France?", "--max-new-tokens", "16"]) == 0
+    assert capsys.readouterr().out.strip()
