@@ -72,3 +72,13 @@ def test_settings_are_validated_with_the_field_named():
         RunConfig.model_validate({**base, "objective_settings": {"loss_type": "ppo"}})
     with pytest.raises(ValueError, match="needs a pattern"):
         RunConfig.model_validate({**base, "objective_settings": {"rewards": [{"name": "regex"}]}})
+
+
+def test_min_completion_length_may_not_exceed_the_max():
+    base = {"objective": "grpo", "data": {"datasets": ["arithmetic"]}}
+    cfg = RunConfig.model_validate({**base, "objective_settings": {"max_completion_length": 8,
+                                                                    "min_completion_length": 8}})
+    assert cfg.objective_settings["min_completion_length"] == 8
+    with pytest.raises(ValueError, match="min_completion_length"):
+        RunConfig.model_validate({**base, "objective_settings": {"max_completion_length": 8,
+                                                                 "min_completion_length": 9}})
