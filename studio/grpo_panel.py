@@ -29,7 +29,7 @@ from tunesmith.engine import events, jobs
 from tunesmith.engine.errors import RunError
 
 from . import monitor
-from .i18n import T, tr
+from .i18n import T, localize, tr
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,12 @@ PICKER: tuple[PickerRow, ...] = (
               "runs inside the training worker with your rights, so name only files you wrote or checked.",
               "path", "Python file (.py)"),
 )
-PATTERN_PRESETS = [r"<answer>.+?</answer>", r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$", r"\d+\.?\s*$"]
-OPTION_DEFAULTS: dict[str, Any] = {"pattern": PATTERN_PRESETS[0], "text": "", "max_chars": 200, "path": ""}
+# Presets of the pattern box, named in words; any other regular expression can be typed in.
+PATTERN_PRESETS = [("An answer inside <answer>...</answer>", r"<answer>.+?</answer>"),
+                   ("Thinking in <think>...</think>, then an answer in tags",
+                    r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$"),
+                   ("Ends with a number", r"\d+\.?\s*$")]
+OPTION_DEFAULTS: dict[str, Any] = {"pattern": PATTERN_PRESETS[0][1], "text": "", "max_chars": 200, "path": ""}
 SAMPLE_COLUMNS = ["Step", "Prompt", "Completion", "Answer", "Reward", "Score per reward"]
 
 
@@ -147,8 +151,9 @@ def setting_editor(objective: str, key: str, current: Any = None) -> gr.State | 
                 widgets.append(gr.Number(value=values[i + 1], label=T("Weight"), step=0.1, scale=1, min_width=90,
                                          elem_id=f"reward-{row.name}-weight"))
                 if row.option == "pattern":
-                    widgets.append(gr.Dropdown(choices=PATTERN_PRESETS, value=values[i + 2], allow_custom_value=True,
-                                               label=T(row.option_label), scale=3, elem_id="reward-regex-pattern"))
+                    widgets.append(localize(gr.Dropdown(choices=PATTERN_PRESETS, value=values[i + 2],
+                                                        allow_custom_value=True, label=T(row.option_label), scale=3,
+                                                        elem_id="reward-regex-pattern"), PATTERN_PRESETS))
                 elif row.option == "max_chars":
                     widgets.append(gr.Number(value=values[i + 2], label=T(row.option_label), precision=0, minimum=1,
                                              scale=3, elem_id="reward-length-target"))

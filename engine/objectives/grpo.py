@@ -68,7 +68,8 @@ class GRPOSettings(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Sample only from the most likely tokens holding this much probability.")
     beta: float = Field(0.0, ge=0, description="Weight of the KL penalty keeping the model near the base (0 = none, faster).")
     epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the probability ratio (lower side).")
-    epsilon_high: float | None = Field(None, gt=0, description="Upper clip range (DAPO uses 0.28); empty = epsilon.")
+    # 0 means "not set" too: the studio's number box sends 0 when left empty
+    epsilon_high: float | None = Field(None, ge=0, description="Upper clip range (DAPO uses 0.28); 0 or empty = epsilon.")
     loss_type: Literal["grpo", "dr_grpo", "dapo"] = Field(
         "grpo", description="grpo: mean per completion; dr_grpo: no length bias; dapo: mean per token.")
     scale_rewards: bool = Field(True, description="Divide advantages by the group's reward std (Dr. GRPO turns it off).")
@@ -306,7 +307,7 @@ class GRPO(Objective):
 
         lp = grid(logp)
         ref_g = grid(ref) if ref is not None else None
-        eps_hi = s.epsilon_high if s.epsilon_high is not None else s.epsilon
+        eps_hi = s.epsilon_high or s.epsilon
         per_tok, kl, clipped = policy_loss(lp, lp.detach(), adv.to(ctx.device), mask, s.epsilon, eps_hi, s.beta, ref_g)
         loss = aggregate(per_tok, mask, s.loss_type, s.max_completion_length, denom)
 

@@ -472,6 +472,9 @@ ZH: dict[str, str] = {
     "1 when the reply matches the pattern (a regular expression; pick one or type your own), else 0.":
         "回复符合该模式（正则表达式；可选一个预设或自己输入）时得 1，否则得 0。",
     "Pattern (regular expression)": "模式（正则表达式）",
+    "An answer inside <answer>...</answer>": "答案在 <answer>...</answer> 中",
+    "Thinking in <think>...</think>, then an answer in tags": "先在 <think>...</think> 中思考，再在标签中作答",
+    "Ends with a number": "以数字结尾",
     "Contains a text": "包含某段文字",
     "1 when the reply contains the text, ignoring case, else 0.": "回复包含该文字（忽略大小写）时得 1，否则得 0。",
     "Text to look for": "要查找的文字",

@@ -82,3 +82,22 @@ def test_min_completion_length_may_not_exceed_the_max():
     with pytest.raises(ValueError, match="min_completion_length"):
         RunConfig.model_validate({**base, "objective_settings": {"max_completion_length": 8,
                                                                  "min_completion_length": 9}})
+
+
+def test_the_run_log_says_why_vllm_is_not_used(monkeypatch):
+    import importlib.util
+
+    from tunesmith.engine.objectives import grpo
+
+    assert grpo.vllm_unused_reason("cpu") is None  # vLLM is a CUDA thing: nothing to say on a CPU
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert "not installed" in grpo.vllm_unused_reason("cuda")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert "not built" in grpo.vllm_unused_reason("cuda")
+
+
+def test_epsilon_high_zero_means_the_same_as_epsilon():
+    # the studio's number box sends 0 when left empty
+    cfg = RunConfig.model_validate({"objective": "grpo", "data": {"datasets": ["arithmetic"]},
+                                    "objective_settings": {"epsilon_high": 0}})
+    assert cfg.objective_settings["epsilon_high"] == 0
