@@ -227,6 +227,10 @@ def run_tunesmith(a, model_dir: Path, data: Path, reward_file: Path) -> dict:
            "rewards": [e["reward"] for e in train.values()],
            "peak_gib": torch.cuda.max_memory_allocated() / GiB if torch.cuda.is_available() else None,
            "notes": [e["message"] for e in evs if e["type"] == "info"]}
+    from tunesmith.engine.objectives.grpo import vllm_unused_reason
+
+    if why := vllm_unused_reason("cuda" if torch.cuda.is_available() else "cpu"):
+        out["notes"].append(f"vLLM not used: {why}")
     recipe.cleanup()
     return out
 
