@@ -24,6 +24,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
+import yaml
 
 from tunesmith.engine import events, jobs
 from tunesmith.engine.errors import RunError
@@ -124,6 +125,20 @@ def rewards_from_picker(values: list[Any]) -> list[dict]:
     return out
 
 
+def picker_refill(value: Any, shown: list[Any]) -> list[Any]:
+    """New picker values (None = leave that widget) for a rewards list someone else put in the
+    picker's state: the objective section refilling its settings writes YAML text. The picker's own
+    edits (lists) are left alone, so nothing is rewritten under the user's cursor."""
+    if not isinstance(value, str):
+        return [None] * len(shown)
+    try:
+        rewards = yaml.safe_load(value) or []
+        want = picker_values(rewards if isinstance(rewards, list) else [])
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return [None] * len(shown)
+    return [None if w == v else w for w, v in zip(want, shown)]
+
+
 # ---------------------------------------------------------------------------
 # The picker (built inside the Train tab's GRPO settings)
 # ---------------------------------------------------------------------------
@@ -161,14 +176,26 @@ def setting_editor(objective: str, key: str, current: Any = None) -> gr.State | 
                     widgets.append(gr.Textbox(value=values[i + 2], label=T(row.option_label), scale=3,
                                               elem_id=f"reward-{row.name}-{row.option}"))
             i += widgets_per_row(row)
-    state = gr.State(rewards)
+    state = PickerState(rewards)
 
     def update(*vals):
         return rewards_from_picker(list(vals))
 
+    def follow(value: Any, *shown):
+        return [gr.skip() if v is None else v for v in picker_refill(value, list(shown))]
+
     for w in widgets:
         w.change(update, widgets, state, show_progress="hidden")
+    state.change(follow, [state, *widgets], widgets, show_progress="hidden")
     return state
+
+
+class PickerState(gr.State):
+    """The rewards list the picker edits. A State has no `input` event of its own; the picker's edits
+    are its input, so `input` listens to its changes (the objective section wires settings by either)."""
+
+    def input(self, *args: Any, **kwargs: Any):
+        return self.change(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------

@@ -80,3 +80,13 @@ def test_samples_frame_has_the_latest_samples():
     df = grpo_panel.samples_frame(_events())
     assert list(df.columns) == grpo_panel.SAMPLE_COLUMNS
     assert df.iloc[0]["Completion"] == "1 + 2 = 3." and df.iloc[0]["Score per reward"] == "regex 1"
+
+
+def test_the_picker_follows_settings_put_back_as_yaml_but_not_its_own_edits():
+    shown = picker_values([{"name": "numeric_match"}])
+    assert grpo_panel.picker_refill([{"name": "format"}], shown) == [None] * len(shown)  # its own edit
+    back = grpo_panel.picker_refill("- name: format\n  weight: 0.5\n", shown)
+    assert back[:2] == [False, None]  # numeric_match unticked, its weight left as shown
+    assert rewards_from_picker([s if b is None else b for s, b in zip(shown, back)]) == [
+        {"name": "format", "weight": 0.5}]
+    assert grpo_panel.picker_refill("rewards: [unclosed", shown) == [None] * len(shown)
