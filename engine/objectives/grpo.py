@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..rewards import RewardChoice, build_rewards, score
 from . import Objective, register
@@ -68,7 +68,7 @@ class GRPOSettings(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Sample only from the most likely tokens holding this much probability.")
     beta: float = Field(0.0, ge=0, description="Weight of the KL penalty keeping the model near the base (0 = none, faster).")
     epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the probability ratio (lower side).")
-    # 0 means "not set" too: the studio's number box sends 0 when left empty
+    # 0 and "" mean "not set" too: what the studio's number box sends when left empty
     epsilon_high: float | None = Field(None, ge=0, description="Upper clip range (DAPO uses 0.28); 0 or empty = epsilon.")
     loss_type: Literal["grpo", "dr_grpo", "dapo"] = Field(
         "grpo", description="grpo: mean per completion; dr_grpo: no length bias; dapo: mean per token.")
@@ -79,6 +79,11 @@ class GRPOSettings(BaseModel):
     prompt_column: str | None = Field(None, description="Column with the prompt; empty = detect.")
     answer_column: str | None = Field(None, description="Column with the reference answer; empty = detect.")
     system_prompt: str | None = Field(None, description="A system message put before every prompt (e.g. the answer format).")
+
+    @field_validator("epsilon_high", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v  # an emptied number box
 
     @model_validator(mode="after")
     def _check(self) -> "GRPOSettings":

@@ -497,4 +497,8 @@ ZH: dict[str, str] = {
     "Answer": "答案",
     "Reward": "奖励",
     "Score per reward": "各奖励得分",
+    # GRPO settings this branch added or reworded (shown once the settings' labels are translated)
+    "Min completion length": "最短生成长度",
+    "Fewest tokens before a completion may end (0 = any).": "回答至少要有多少个 token 才能结束（0 = 不限）。",
+    "Upper clip range (DAPO uses 0.28); 0 or empty = epsilon.": "裁剪范围上限（DAPO 用 0.28）；0 或留空 = 与 epsilon 相同。",
 }

@@ -101,3 +101,6 @@ def test_epsilon_high_zero_means_the_same_as_epsilon():
     cfg = RunConfig.model_validate({"objective": "grpo", "data": {"datasets": ["arithmetic"]},
                                     "objective_settings": {"epsilon_high": 0}})
     assert cfg.objective_settings["epsilon_high"] == 0
+    from tunesmith.engine.objectives.grpo import GRPOSettings
+
+    assert GRPOSettings(epsilon_high="").epsilon_high is None
