@@ -125,18 +125,30 @@ def rewards_from_picker(values: list[Any]) -> list[dict]:
     return out
 
 
-def picker_refill(value: Any, shown: list[Any]) -> list[Any]:
-    """New picker values (None = leave that widget) for a rewards list someone else put in the
-    picker's state: the objective section refilling its settings writes YAML text. The picker's own
+HISTORY = 8  # the picker's recent writes, to tell an echo of one from a real refill
+
+
+def picker_refill(value: Any, shown: list[Any], history: list[list[dict]]) -> tuple[Any, list[Any]]:
+    """(state value or None, new picker values with None = leave that widget) for what was put in the
+    picker's state. The objective section refilling its settings writes YAML text: the picker then
+    shows it, unless it is one of the picker's own earlier lists coming back late (`history`, newest
+    last) while the user kept editing; then the newest list is put back instead. The picker's own
     edits (lists) are left alone, so nothing is rewritten under the user's cursor."""
+    keep = [None] * len(shown)
     if not isinstance(value, str):
-        return [None] * len(shown)
+        return None, keep
     try:
         rewards = yaml.safe_load(value) or []
         want = picker_values(rewards if isinstance(rewards, list) else [])
     except (yaml.YAMLError, AttributeError, TypeError, ValueError):
-        return [None] * len(shown)
-    return [None if w == v else w for w, v in zip(want, shown)]
+        return None, keep
+    same = rewards_from_picker  # compared as the picker would write them (weights filled in, one of each)
+    seen = [same(picker_values(h)) for h in history]
+    if seen and same(want) == seen[-1]:
+        return None, keep
+    if same(want) in seen:  # a stale echo of an earlier edit: the newest edit stands
+        return history[-1], keep
+    return None, [None if w == v else w for w, v in zip(want, shown)]
 
 
 # ---------------------------------------------------------------------------
@@ -177,16 +189,19 @@ def setting_editor(objective: str, key: str, current: Any = None) -> gr.State | 
                                               elem_id=f"reward-{row.name}-{row.option}"))
             i += widgets_per_row(row)
     state = PickerState(rewards)
+    history = gr.State([rewards])
 
-    def update(*vals):
-        return rewards_from_picker(list(vals))
+    def update(past: list, *vals):
+        now = rewards_from_picker(list(vals))
+        return now, (past + [now])[-HISTORY:]
 
-    def follow(value: Any, *shown):
-        return [gr.skip() if v is None else v for v in picker_refill(value, list(shown))]
+    def follow(value: Any, past: list, *shown):
+        put_back, values = picker_refill(value, list(shown), past)
+        return [gr.skip() if put_back is None else put_back, *(gr.skip() if v is None else v for v in values)]
 
     for w in widgets:
-        w.change(update, widgets, state, show_progress="hidden")
-    state.change(follow, [state, *widgets], widgets, show_progress="hidden")
+        w.change(update, [history, *widgets], [state, history], show_progress="hidden")
+    state.change(follow, [state, history, *widgets], [state, *widgets], show_progress="hidden")
     return state
 
 

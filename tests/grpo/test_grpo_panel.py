@@ -83,10 +83,17 @@ def test_samples_frame_has_the_latest_samples():
 
 
 def test_the_picker_follows_settings_put_back_as_yaml_but_not_its_own_edits():
-    shown = picker_values([{"name": "numeric_match"}])
-    assert grpo_panel.picker_refill([{"name": "format"}], shown) == [None] * len(shown)  # its own edit
-    back = grpo_panel.picker_refill("- name: format\n  weight: 0.5\n", shown)
-    assert back[:2] == [False, None]  # numeric_match unticked, its weight left as shown
+    mine = [{"name": "numeric_match", "weight": 1.0}]
+    shown = picker_values(mine)
+    keep = [None] * len(shown)
+    assert grpo_panel.picker_refill([{"name": "format"}], shown, [mine]) == (None, keep)  # its own edit
+    # a run's settings put back: the picker shows them
+    put_back, back = grpo_panel.picker_refill("- name: format\n  weight: 0.5\n", shown, [mine])
+    assert put_back is None and back[:2] == [False, None]  # numeric_match unticked, its weight left as shown
     assert rewards_from_picker([s if b is None else b for s, b in zip(shown, back)]) == [
         {"name": "format", "weight": 0.5}]
-    assert grpo_panel.picker_refill("rewards: [unclosed", shown) == [None] * len(shown)
+    # the picker's own earlier list coming back late: the newest edit stays, and is put back
+    newer = [{"name": "numeric_match", "weight": 1.0}, {"name": "regex", "weight": 1.0, "pattern": "x"}]
+    assert grpo_panel.picker_refill("- name: numeric_match\n  weight: 1.0\n", picker_values(newer),
+                                    [mine, newer]) == (newer, keep)
+    assert grpo_panel.picker_refill("rewards: [unclosed", shown, [mine]) == (None, keep)

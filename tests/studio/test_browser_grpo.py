@@ -63,12 +63,20 @@ def test_grpo_with_two_picked_rewards_fills_the_chart_and_the_samples_table(page
     def picked():
         if _toasts(page):  # the form does not make a valid config: say why
             raise AssertionError(f"Show YAML: {_toasts(page)}")
-        cfg = _shown_yaml(page)
+        try:
+            cfg = _shown_yaml(page)
+        except AssertionError:  # the YAML did not change yet
+            return None
+        seen.append(cfg.objective_settings)
         names = [r["name"] for r in cfg.objective_settings.get("rewards", [])]
         return cfg if cfg.objective == "grpo" and names == ["numeric_match", "regex", "length_penalty"] \
             and cfg.objective_settings.get("max_completion_length") == 8 else None
 
-    cfg = _wait_for(picked, 40, "the picked rewards in the YAML")
+    seen: list[dict] = []
+    try:
+        cfg = _wait_for(picked, 40, "the picked rewards in the YAML")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last shown: {seen[-1:]}") from None
     assert cfg.data.datasets == ["arithmetic"] and cfg.method == "lora"
     assert cfg.objective_settings["rewards"][1]["pattern"] == r"\d"
     assert cfg.objective_settings["rewards"][2]["max_chars"] == 40
