@@ -453,6 +453,54 @@ ZH: dict[str, str] = {
     'Experiment trackers': '实验跟踪工具',
     'Freeze: train only the last layers': '冻结：只训练最后几层',
     'Freeze (only the last layers)': '冻结（只训练最后几层）',
+    # GRPO reward picker
+    "**Rewards**: tick what makes an answer good. Each reward scores every sampled answer; the weights say how much each one counts in the total.":
+        "**奖励**：勾选哪些特征让回答算好。每个奖励都会给每个采样的回答打分；权重决定它在总分里占多少。",
+    "Right number": "数字正确",
+    "1 when the last number of the answer equals the number in the answer column (GSM8K's '#### 42' works), else 0.":
+        "回答里最后一个数字等于答案列中的数字时得 1（支持 GSM8K 的 '#### 42'），否则得 0。",
+    "Exact answer": "答案完全一致",
+    "1 when the answer (inside <answer>...</answer> if there is one, else the whole reply) equals the answer column, ignoring case and spaces, else 0.":
+        "回答（有 <answer>...</answer> 时取其中内容，否则取整个回复）与答案列相同（忽略大小写和空格）时得 1，否则得 0。",
+    "Thinks, then answers": "先思考，再作答",
+    "1 when the reply is thinking inside <think>...</think> followed by the answer inside <answer>...</answer>, else 0.":
+        "回复先在 <think>...</think> 中思考、随后在 <answer>...</answer> 中给出答案时得 1，否则得 0。",
+    "Answer in tags": "答案放在标签里",
+    "1 when the reply puts an answer inside <answer>...</answer>, else 0.":
+        "回复在 <answer>...</answer> 中给出答案时得 1，否则得 0。",
+    "Matches a pattern": "符合模式",
+    "1 when the reply matches the pattern (a regular expression; pick one or type your own), else 0.":
+        "回复符合该模式（正则表达式；可选一个预设或自己输入）时得 1，否则得 0。",
+    "Pattern (regular expression)": "模式（正则表达式）",
+    "An answer inside <answer>...</answer>": "答案在 <answer>...</answer> 中",
+    "Thinking in <think>...</think>, then an answer in tags": "先在 <think>...</think> 中思考，再在标签中作答",
+    "Ends with a number": "以数字结尾",
+    "Contains a text": "包含某段文字",
+    "1 when the reply contains the text, ignoring case, else 0.": "回复包含该文字（忽略大小写）时得 1，否则得 0。",
+    "Text to look for": "要查找的文字",
+    "Shorter is better": "越短越好",
+    "From 0 down to -1: minus the reply's length over the target length, so shorter replies score higher.":
+        "从 0 到 -1：回复长度除以目标长度再取负，回复越短得分越高。",
+    "Target length (characters)": "目标长度（字符）",
+    "Your Python function": "你自己的 Python 函数",
+    "For engineers: a .py file with def reward(prompt, completion, **row) -> float. Trusted code: it runs inside the training worker with your rights, so name only files you wrote or checked.":
+        "供工程师使用：一个定义了 def reward(prompt, completion, **row) -> float 的 .py 文件。它是受信任的代码：以你的权限在训练进程中运行，所以只填写你自己写的或检查过的文件。",
+    "Python file (.py)": "Python 文件（.py）",
+    "Weight": "权重",
+    "Recent sampled answers and their scores": "最近采样的回答及其得分",
+    "completion length (tokens)": "回答长度（token）",
+    "KL to the base model": "与基座模型的 KL",
+    "tokens": "token 数",
+    "Step": "步",
+    "Prompt": "提示",
+    "Completion": "回答",
+    "Answer": "答案",
+    "Reward": "奖励",
+    "Score per reward": "各奖励得分",
+    # GRPO settings this branch added or reworded (shown once the settings' labels are translated)
+    "Min completion length": "最短生成长度",
+    "Fewest tokens before a completion may end (0 = any).": "回答至少要有多少个 token 才能结束（0 = 不限）。",
+    "Upper clip range (DAPO uses 0.28); 0 or empty = epsilon.": "裁剪范围上限（DAPO 用 0.28）；0 或留空 = 与 epsilon 相同。",
 }
 
 # ---- studio2 (issue 14): GGUF chat, recommended settings, first-time guide, empty states, Share panel, GPUs ----
