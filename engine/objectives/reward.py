@@ -55,7 +55,8 @@ def last_token_index(batch: dict) -> torch.Tensor:
 @register
 class Reward(PairObjective):
     name = "reward"
-    description = "Score replies (reward model): learn a score that ranks the better reply of each pair higher."
+    description = ("Score replies (reward model): learn a score that ranks the better reply of each pair higher; "
+                   "to judge or rank replies (the Chat tab scores with it).")
     Settings = RewardSettings
 
     def attach(self, model: torch.nn.Module) -> None:
