@@ -438,25 +438,30 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
 
     # ---- handlers ---------------------------------------------------------------
 
+    asked = gr.State(None)  # the data note Start last asked about: a second Start trains anyway
+
     @toast_errors
     def start_run(values: dict):
         cfg = ctx.config_from(values)
+        from tunesmith.engine.data.pairs import objective_data_note
+
+        note = objective_data_note(cfg)
+        if note and values.get(asked) != note:  # preference / KTO data is never silently reduced: ask first
+            gr.Warning(tr("{note} Press Start again to train this way, or pick the objective it suggests.",
+                          note=note))
+            return gr.skip(), gr.skip(), note
         try:
             run_id = jobs.submit(cfg, dedupe=True)
         except jobs.DuplicateSubmit as e:  # a double click: one run, and say so
             gr.Info(str(e))
-            return e.run_id, saved_form(ctx, values)
+            return e.run_id, saved_form(ctx, values), None
         place = scheduler.positions().get(run_id)
         if place:
             gr.Info(tr("Queued run {run}: number {place}; it starts when its GPUs are free (Runs tab).",
                        run=run_id, place=place))
         else:
             gr.Info(tr("Started run {run}. Closing this page does not stop it.", run=run_id))
-        from tunesmith.engine.data.pairs import objective_data_note
-
-        if note := objective_data_note(cfg):
-            gr.Warning(note)
-        return run_id, saved_form(ctx, values)
+        return run_id, saved_form(ctx, values), None
 
     @toast_errors
     def stop_run(run_id: str | None) -> None:
@@ -502,7 +507,8 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
     # ---- events -------------------------------------------------------------------
     monitor_outputs = [stats, progress, chart, error, timer, seen]
     # once: clicks while a Start is being handled are dropped by the page (the engine refuses repeats too).
-    start.click(start_run, ctx.config_inputs(), [ctx.run_id, form_store], trigger_mode="once", concurrency_limit=1)
+    start.click(start_run, ctx.config_inputs() | {asked}, [ctx.run_id, form_store, asked], trigger_mode="once",
+                concurrency_limit=1)
     stop.click(stop_run, ctx.run_id, None).then(monitor_view, ctx.run_id, monitor_outputs, show_progress="hidden")
     show_yaml.click(yaml_text, ctx.config_inputs(), yaml_box)
     ctx.run_id.change(open_run, ctx.run_id, [*monitor_outputs, ctx.saved_run_id], show_progress="hidden")

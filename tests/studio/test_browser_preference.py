@@ -34,15 +34,6 @@ def _shows_our_dpo(page) -> bool:
 
 
 def test_dpo_in_the_studio_grows_the_reward_margin_and_keeps_its_settings(page, browser, studio_url):
-    _open_tab(page, "3 · Train")
-    _pick(page, "objective", "Prefer A over B (DPO)")
-    _wait_for(lambda: page.locator("#settings-dpo").is_visible(), 15, "the DPO settings")
-    assert "base model" in page.locator("#objective-note").inner_text()
-    beta = _text_input(page, "dpo-beta")
-    beta.fill("0.2")
-    beta.press("Tab")
-    _pick(page, "dpo-loss-type", "hinge")
-
     _open_tab(page, "2 · Data")
     remove = page.locator("#datasets .token-remove, #datasets [aria-label^='Remove']")
     while remove.count():  # the demo's chat sets out, the bundled preference pairs in
@@ -51,6 +42,22 @@ def test_dpo_in_the_studio_grows_the_reward_margin_and_keeps_its_settings(page, 
         _wait_for(lambda: remove.count() < n, 10, "the dataset to go")
     _pick(page, "datasets", "preference_pairs")
     _wait_for(lambda: "preference_pairs" in page.locator("#datasets").inner_text(), 10, "the preference set")
+
+    # Preference pairs under the default objective (SFT): Start asks before anything trains.
+    _open_tab(page, "3 · Train")
+    page.click("#start")
+    msg = _wait_for(lambda: " ".join(t for t in _toasts(page) if "Press Start again" in t), 30, "Start to ask")
+    assert "learns the chosen replies only" in msg and "DPO" in msg
+    assert "No run yet" in page.locator("#run-stats").inner_text()  # nothing was started
+    page.locator(".toast-close").first.click()
+
+    _pick(page, "objective", "Prefer A over B (DPO)")
+    _wait_for(lambda: page.locator("#settings-dpo").is_visible(), 15, "the DPO settings")
+    assert "base model" in page.locator("#objective-note").inner_text()
+    beta = _text_input(page, "dpo-beta")
+    beta.fill("0.2")
+    beta.press("Tab")
+    _pick(page, "dpo-loss-type", "hinge")
 
     _open_tab(page, "3 · Train")
     steps = _text_input(page, "max-steps")
