@@ -349,13 +349,13 @@ def build_objective_section(ctx: StudioContext) -> None:
         return out
 
     comps = [w for _, _, w in widgets]
-    # .change (any source) only shows the objective's widgets; the state follows the widgets on
-    # the user's own edits (.input), and the widgets follow the state otherwise (fill), so a
-    # restored objective never resets restored settings to the widgets' old values.
+    # A picked objective (.input: the user's own pick) takes its widgets' values into the state; a
+    # restored one (.change from Reuse its settings or a reload) only shows its widgets, and fill
+    # draws them from the restored state: never the widgets' old values over restored settings.
     objective.change(show, objective, [note, *groups.values()], show_progress="hidden")
     objective.input(collect, [objective, *comps], state, show_progress="hidden")
-    for w in comps:
-        w.input(collect, [objective, *comps], state, show_progress="hidden")
+    for w in comps:  # .change: edits by hand and by other handlers (fill's own writes change nothing)
+        w.change(collect, [objective, *comps], state, show_progress="hidden")
     state.change(fill, [objective, state, *comps], comps, show_progress="hidden")
 
 
