@@ -270,7 +270,8 @@ class Recipe:
             shape += f"; attention: {attn or 'SDPA with a block-diagonal mask'}"
         grouping = (f"passes of up to {capacity} tokens ({why}), best-fit from each step's rows"
                     if padding_free else f"{t.batch_size} rows per pass")
-        self._info(f"batching: {shape}; {grouping}; loss: {self.lm.describe()}")
+        loss = getattr(self.objective, "describe_loss", None)  # objectives that do not use lm.token_loss say theirs
+        self._info(f"batching: {shape}; {grouping}; loss: {loss(self.lm) if loss else self.lm.describe()}")
 
     def _fit_capacity(self, capacity: int, micro: int, why: str) -> tuple[int, str]:
         """auto/speed: one pass per step only when it fits with no checkpointing; else the largest

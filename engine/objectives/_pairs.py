@@ -175,8 +175,19 @@ def split(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # The pair objective: data, batching and the metrics dpo / orpo / simpo share
 
 
+def describe_loss(lm) -> str:
+    """How sequence_logps reads log-probs on this model (the run log's "loss:" part)."""
+    if lm.direct:
+        return "sequence log-probs through the LM head in row chunks, trained positions only (no full logits)"
+    return "sequence log-probs from full logits (head is not a plain Linear)"
+
+
 class PairObjective(Objective):
     """Base of the objectives trained on preference pairs (one row = chosen + rejected)."""
+
+    @staticmethod
+    def describe_loss(lm) -> str:
+        return describe_loss(lm)
 
     def prepare(self, tokenizer):
         from ..data.pairs import prepare_pairs

@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import Objective, register
-from ._pairs import collate_sequences, sequence_logps
+from ._pairs import collate_sequences, describe_loss, sequence_logps
 
 
 class KTOSettings(BaseModel):
@@ -56,6 +56,7 @@ class KTO(Objective):
                    "needed; for thumbs-up / thumbs-down feedback.")
     Settings = KTOSettings
     needs_reference = True
+    describe_loss = staticmethod(describe_loss)
 
     def __init__(self, cfg, settings=None):
         super().__init__(cfg, settings)

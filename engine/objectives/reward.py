@@ -59,6 +59,10 @@ class Reward(PairObjective):
                    "to judge or rank replies (the Chat tab scores with it).")
     Settings = RewardSettings
 
+    @staticmethod
+    def describe_loss(lm) -> str:
+        return "a score head on each sequence's last hidden state (Bradley-Terry; the LM head is not used)"
+
     def attach(self, model: torch.nn.Module) -> None:
         """Add the score head as a trainable submodule (before the optimizer is built)."""
         if getattr(model, "reward_head", None) is not None:
