@@ -14,8 +14,9 @@ layers where a module is a DoRA (or other variant) layer or has a trainable base
 weight (freeze), and says so in its report; rsLoRA and PiSSA change only the
 scale and the starting values, which the fused path reads as they are.
 
-What it does not know: LoftQ (it rewrites the base weights, which the merge and
-GGUF export would then need too) is not offered.
+What it does not know: LoftQ. Its adapter corrects the rounding of the 4-bit base,
+while the merge and GGUF export add adapters to the original 16-bit weights, so
+RunConfig refuses `lora.init: loftq` with that reason and points to pissa.
 """
 
 from __future__ import annotations
