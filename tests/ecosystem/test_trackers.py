@@ -73,3 +73,29 @@ def test_a_failing_tracker_is_dropped_not_fatal(tmp_path, caplog):
     events.write("train", step=2, loss=0.5)
     assert [s for s, _ in seen] == [1, 2] and "broken" not in sink.trackers
     assert "tracker broken failed" in caplog.text
+
+
+def test_the_runs_tab_offers_the_tensorboard_logs(fresh_home):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tunesmith.engine import jobs
+    from tunesmith.studio import runs_tab
+
+    plain = jobs.submit(RunConfig().with_overrides(["output.run_name=no-tb"]), start=False)
+    assert not runs_tab.tensorboard_hint(plain)["visible"]
+    assert not any("tfevents" in p.name for p in runs_tab.run_files(plain))
+
+    cfg = RunConfig().with_overrides(["training.report_to=[tensorboard]", "output.run_name=with-tb"])
+    run = jobs.get_run(jobs.submit(cfg, start=False))
+    sink = trackers.open_sink(cfg, run.run_dir)  # what the worker does
+    events = EventWriter(run.run_dir)
+    events.add_sink(sink)
+    events.write("train", step=1, loss=2.5)
+    sink.close()
+    logs = [p for p in runs_tab.run_files(run.id) if p.name.startswith("events.out.tfevents.")]
+    assert len(logs) == 1
+    acc = EventAccumulator(str(logs[0]))  # the downloaded file is readable on its own
+    acc.Reload()
+    assert [s.value for s in acc.Scalars("train/loss")] == [2.5]
+    hint = runs_tab.tensorboard_hint(run.id)
+    assert hint["visible"] and f"tensorboard --logdir {run.run_dir / 'tensorboard'}" in hint["value"]
