@@ -41,6 +41,19 @@ _MARKERS = {"model_name_or_path", "stage", "finetuning_type", "lora_target", "pe
 # RunConfig.objective once that field exists.
 _STAGES = {"sft": "sft", "pt": "pretrain", "dpo": "dpo", "kto": "kto", "rm": "reward", "ppo": "ppo"}
 
+# pref_loss (stage dpo) -> objective; ipo and hinge are DPO loss types
+_PREF_LOSSES = {"sigmoid": "dpo", "ipo": "dpo", "hinge": "dpo", "orpo": "orpo", "simpo": "simpo"}
+# LLaMA-Factory's preference keys -> (objective_settings field, the objectives that take it)
+_PREF_KEYS: dict[str, tuple[str, set[str]]] = {
+    "pref_beta": ("beta", {"dpo", "orpo", "simpo", "kto"}),
+    "pref_ftx": ("sft_weight", {"dpo", "simpo"}),
+    "dpo_label_smoothing": ("label_smoothing", {"dpo"}),
+    "simpo_gamma": ("gamma", {"simpo"}),
+    "kto_chosen_weight": ("desirable_weight", {"kto"}),
+    "kto_rejected_weight": ("undesirable_weight", {"kto"}),
+}
+_PREF_BETA = 0.1  # LLaMA-Factory's default pref_beta, for every preference loss (Tunesmith's SimPO default is 2.0)
+
 _SCHEDULERS = {"linear", "cosine", "constant", "constant_with_warmup"}
 _OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_hf": "adamw_torch", "adamw_torch_fused": "adamw_torch",
                "adamw_bnb_8bit": "adamw_8bit", "adamw_8bit": "adamw_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
@@ -95,8 +108,6 @@ _REFUSED: dict[str, str] = {
     "eval_dataset": "give the eval file as data.val_file (one file), or use val_size",
     "image_max_pixels": "image/video/audio training is not supported yet", "video_max_pixels": "image/video/audio training is not supported yet",
     "freeze_vision_tower": "image/video/audio training is not supported yet", "freeze_multi_modal_projector": "image/video/audio training is not supported yet",
-    "pref_beta": "preference objectives (dpo, kto, orpo, simpo) are not supported yet",
-    "pref_loss": "preference objectives (dpo, kto, orpo, simpo) are not supported yet",
     "export_dir": "this is an export config; use `tunesmith export RUN --format merged|gguf`",
     "infer_backend": "this is an inference config; use `tunesmith chat` or `tunesmith serve`",
     "do_predict": "prediction runs are not supported; use `tunesmith chat` on the finished run",
@@ -221,7 +232,16 @@ def translate(data: dict[str, Any], source: str = "config", base_dir: Path | Non
     elif stage == "ppo":
         refused.append("stage: ppo (RLHF with a reward model) is not supported; use sft, pt or a preference objective")
     elif "objective" in RunConfig.model_fields:
-        put("stage", "objective", _STAGES[stage])  # RunConfig checks that the objective exists
+        objective = _STAGES[stage]
+        if stage == "dpo":  # LLaMA-Factory's dpo stage runs whichever pairwise loss pref_loss names
+            loss = str(take("pref_loss") or "sigmoid")
+            objective = _PREF_LOSSES.get(loss, "dpo")
+            if loss not in _PREF_LOSSES:
+                refused.append(f"pref_loss: {loss!r} is not supported; use one of {', '.join(_PREF_LOSSES)}")
+            elif loss in ("ipo", "hinge"):
+                put("pref_loss", "objective_settings.loss_type", loss)
+        put("stage", "objective", objective)  # RunConfig checks that the objective exists
+        _preference_settings(objective, given, handled, refused, put, t)
     elif stage not in ("sft", "pt"):
         refused.append(f"stage: {stage} is not supported yet (Tunesmith trains sft and pt); use stage: sft")
     elif stage == "pt":
@@ -427,6 +447,28 @@ def translate(data: dict[str, Any], source: str = "config", base_dir: Path | Non
         raise ConfigError(f"{source}: LLaMA-Factory config, {len(refused)} key(s) Tunesmith cannot honour:\n  "
                           + ";\n  ".join(refused))  # one per line, or "; " apart when the CLI prints one line
     return t
+
+
+def _preference_settings(objective: str, given: dict[str, Any], handled: set[str], refused: list[str],
+                         put: Callable[[str, str, Any], None], t: "Translation") -> None:
+    """pref_beta, pref_ftx, simpo_gamma, ... -> objective_settings of the preference objective; refused where
+    the objective has no such setting (ignoring it would train something else)."""
+    if "pref_loss" in given and "pref_loss" not in handled:
+        t.ignored.append(("pref_loss", "only stage dpo reads it"))
+        handled.add("pref_loss")
+    for key, (name, objectives) in _PREF_KEYS.items():
+        handled.add(key)
+        value = given.get(key)
+        if objective in objectives and value is not None:
+            put(key, f"objective_settings.{name}", float(value))
+        elif value not in (None, 0, 0.0):
+            if objective in {o for _, objs in _PREF_KEYS.values() for o in objs}:
+                refused.append(f"{key}: objective {objective} has no such setting; remove it")
+            else:
+                t.ignored.append((key, f"no effect on objective {objective}"))
+    if objective in _PREF_KEYS["pref_beta"][1] and given.get("pref_beta") is None:
+        _set(t.config, "objective_settings.beta", _PREF_BETA)  # LLaMA-Factory's default, said as one
+        t.defaults.append(("pref_beta", "objective_settings.beta", _PREF_BETA))
 
 
 def _rope_factor(model: str, cutoff_len: int) -> float:
