@@ -134,7 +134,7 @@ def split(extra: dict[str, Any], optimizer: str, lr_scheduler: str) -> tuple[dic
             field = key if key in named else _NAMED_ELSEWHERE[key]
             raise ValueError(f"{key}: RunConfig names this one; set training.{field} instead")
         if key in _CHOSEN_BY_TUNESMITH:
-            raise ValueError(f"{key}: Tunesmith chooses this per device; remove it")
+            raise ValueError(f"{key}: Tunesmith sets this itself; remove it")
         if key in opt_keys:
             opt[key] = tuple(value) if isinstance(value, list) else value
         elif key in sched_keys:
@@ -167,6 +167,9 @@ def split(extra: dict[str, Any], optimizer: str, lr_scheduler: str) -> tuple[dic
 def check(extra: dict[str, Any], optimizer: str, lr_scheduler: str, learning_rate: float) -> None:
     """Names and values: the classes' own checks run on a throwaway tensor. ValueError, one line."""
     opt, sched, loop = split(extra, optimizer, lr_scheduler)
+    for key, value in extra.items():  # .inf / .nan are never a meaningful beta, epsilon or cycle count
+        if any(isinstance(x, float) and not math.isfinite(x) for x in (value if isinstance(value, list) else [value])):
+            raise ValueError(f"{key}: {value!r} is not a finite number")
     ws = loop.get("warmup_steps")
     if ws is not None and (isinstance(ws, bool) or not isinstance(ws, int) or ws < 0):
         raise ValueError(f"warmup_steps: a whole number of steps, 0 or more (got {ws!r})")

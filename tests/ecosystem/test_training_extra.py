@@ -35,7 +35,8 @@ def test_a_typo_is_refused_with_the_closest_name():
 
 @pytest.mark.parametrize("extra, says", [
     ("{lr: 0.1}", "set training.learning_rate instead"),                   # RunConfig names it
-    ("{fused: true}", "Tunesmith chooses this per device"),
+    ("{fused: true}", "Tunesmith sets this itself"),
+    ("{eps: .inf}", "not a finite number"),
     ("{betas: [1.5, 0.9]}", "Invalid beta parameter at index 0: 1.5"),      # torch's own check
     ("{num_cycles: 2}", "did you mean"),                                    # cosine's, not linear's
     ("{warmup_steps: -1}", "warmup_steps: a whole number of steps"),
