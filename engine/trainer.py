@@ -217,8 +217,8 @@ class Recipe:
         elif self._kernel_memory_plan and t.memory_mode != "memory":
             capacity, why = whole_step, "a whole optimizer step per pass"
         elif self._kernel_memory_plan:
-            # memory mode: one cutoff-long pass at a time (the longest row fits; CUDA graphs replay
-            # the fixed-size passes, so more passes per step cost little)
+            # memory mode: one cutoff-long pass at a time (the longest row fits): the activations
+            # of one pass are what the peak holds
             capacity, why = row_cap, "memory mode: cutoff_len"
         else:
             capacity, why = micro, "batch_size x cutoff"

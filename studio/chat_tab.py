@@ -1,8 +1,10 @@
 """Chat tab: talk to the base model or to any finished run, streamed token by token.
 
 Targets come from engine.infer.chat_targets() (the base model and every run
-with an adapter or model to load), the newest run first; replies stream from
-engine.infer.stream_chat(), which loads and caches the model in this process.
+with an adapter or model to load), the newest run first, then the GGUF files
+that exports wrote (engine.infer.exported_ggufs(): chat through llama.cpp, to
+hear the file you will ship); replies stream from engine.infer.stream_chat(),
+which loads and caches the model in this process.
 Temperature 0 means greedy decoding, so the same question gets the same answer.
 
 "Compare side by side" sends each message to two targets (by default the base
@@ -79,6 +81,7 @@ def target_choices(form_model: str | None = None) -> list[tuple[str, str]]:
     choices = [(label.replace("Base: ", tr("Base: "), 1).replace("Run ", tr("Run "), 1), target)
                for label, target in infer.chat_targets()]
     choices[1:] = sorted(choices[1:], key=lambda c: order.get(c[1], 0.0), reverse=True)
+    choices += infer.exported_ggufs()
     form_model = (form_model or "").strip()
     if form_model and form_model not in {t for _, t in choices}:
         choices.insert(1, (tr("Base: ") + form_model, form_model))
@@ -181,7 +184,8 @@ def build_chat_tab(ctx: StudioContext) -> ChatHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
             target = gr.Dropdown(choices=[], label=T("Chat with"),
-                                 info=T("The base model, or a finished run (base model + what it learned)."),
+                                 info=T("The base model, a finished run (base model + what it learned), or an exported GGUF "
+                                        "file (run by llama.cpp, as you will ship it)."),
                                  elem_id="chat-target")
             compare = gr.Checkbox(False, label=T("Compare side by side"), elem_id="chat-compare",
                                   info=T("Send each message to two models and see both replies."))

@@ -406,7 +406,10 @@ def report_markdown(name: str, report: Any) -> str:
                         longest=f"{ts['lengths']['max']:.0f}", cutoff=ts["cutoff_len"], cut=ts["rows_over_cutoff"],
                         trained=f"{ts['trained_tokens']:,}", total=f"{ts['total_tokens']:,}"))
     if d["estimate"]:
-        lines.append(tr("Estimated time: {note}", note=data_inspect.estimate_note(report)))
+        # The FLOP arithmetic behind the estimate is for the curious: folded away, not in plain view.
+        lines.append(tr("Estimated time: {note}", note=data_inspect.estimate_note(report, assumptions=False))
+                     + f"\n<details><summary>{tr('How this is estimated')}</summary>"
+                     + html.escape(d["estimate"]["assumptions"]) + "</details>")
     lines += [f"- {w}" for w in d["warnings"]]
     if not d["ok"]:
         lines.append(tr("Rows with errors stop training: fix them, or tick **Skip bad rows**."))

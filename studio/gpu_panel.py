@@ -18,6 +18,7 @@ from tunesmith.engine import fit, gpus
 from tunesmith.engine.errors import TunesmithError
 
 from .context import StudioContext
+from .i18n import T, tr
 
 # Fields whose change moves the estimate (the handler reads the whole form).
 FIT_FIELDS = (
@@ -30,12 +31,12 @@ FIT_FIELDS = (
 def gpu_choices(machine: list[gpus.GpuInfo]) -> list[tuple[str, str]]:
     """Dropdown choices: auto, each GPU by name and free memory, and all of them."""
     if not machine:
-        return [("auto (no CUDA GPU found: trains on the CPU)", "auto")]
-    out = [("auto: the free GPU with the most free memory", "auto")]
+        return [(tr("auto (no CUDA GPU found: trains on the CPU)"), "auto")]
+    out = [(tr("auto: the free GPU with the most free memory"), "auto")]
     out += [(g.label(), f"[{g.index}]") for g in machine]
     if len(machine) > 1:
         every = ", ".join(str(g.index) for g in machine)
-        out.append((f"all {len(machine)} GPUs, one process each (DDP)", f"[{every}]"))
+        out.append((tr("all {n} GPUs, one process each (DDP)", n=len(machine)), f"[{every}]"))
     return out
 
 
@@ -45,7 +46,8 @@ def fit_text(ctx: StudioContext, values: dict) -> str:
     except TunesmithError:
         return ""  # the form has a mistake; Start names it
     try:
-        return fit.fit_line(cfg, gpus.list_gpus())
+        # The engine's fixed lines have Chinese entries; lines with numbers stay as the engine wrote them.
+        return tr(fit.fit_line(cfg, gpus.list_gpus()))
     except Exception:  # noqa: BLE001 - a hint must never put an error in the browser
         return ""
 
@@ -58,9 +60,9 @@ def build_gpu_picker(ctx: StudioContext) -> gr.Markdown:
     machine = gpus.list_gpus()
     with gr.Row():
         ctx.field("resources.gpus", gr.Dropdown, choices=gpu_choices(machine), allow_custom_value=True,
-                  label="GPUs", elem_id="resources-gpus", scale=3)
+                  label=T("GPUs"), elem_id="resources-gpus", scale=3)
         # Only meaningful without GPUs (on GPUs it is one process per GPU); 0 = not set.
-        ctx.field("resources.processes", gr.Number, precision=0, minimum=0, label="Processes (0 = one per GPU)",
+        ctx.field("resources.processes", gr.Number, precision=0, minimum=0, label=T("Processes (0 = one per GPU)"),
                   elem_id="resources-processes", scale=1, visible=not machine)
     return fit_line_markdown(ctx, "fit-line-model")
 

@@ -31,7 +31,7 @@ from tunesmith.engine import catalog, events, jobs, scheduler
 from tunesmith.engine.config import RunConfig
 from tunesmith.engine.errors import RunError, TunesmithError
 
-from . import monitor
+from . import grpo_panel, monitor
 from .context import StudioContext, field_help, form_value, override_updates
 from .i18n import T, localize, tr
 from .notices import toast_errors
@@ -302,8 +302,10 @@ def build_objective_section(ctx: StudioContext) -> None:
             current = dict(ctx.initial.objective_settings) if name == chosen else {}
             with gr.Column(visible=name == chosen, elem_id=f"settings-{name}") as col:
                 for key, field in settings.model_fields.items():
-                    w = _setting_widget(key, field)
-                    if key in current:
+                    w = grpo_panel.setting_editor(name, key, current.get(key))  # grpo's reward picker
+                    if w is None:
+                        w = _setting_widget(key, field)
+                    if key in current and not isinstance(w, gr.State):  # an editor starts from it itself
                         v = current[key]
                         w.value = yaml.safe_dump(v, sort_keys=False, allow_unicode=True) \
                             if isinstance(v, (list, dict)) else v
@@ -347,6 +349,9 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
                           label=T("Learning speed (learning rate)"))
                 ctx.field("training.early_stopping_patience", gr.Number, precision=0, minimum=0,
                           label=T("Stop early after N checks without progress (0 = off)"), elem_id="early-stopping")
+            from .recommend_panel import build_recommend_panel  # [issue 14] fills the form from engine.recommend
+
+            build_recommend_panel(ctx)
             with gr.Accordion(T("Advanced: schedule and batch"), open=False):
                 with gr.Row():
                     localize(ctx.field("training.lr_scheduler", gr.Dropdown, choices=LR_SCHEDULES,
@@ -408,6 +413,7 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
                             elem_classes="ts-quiet")
             error = gr.Code(label=T("Worker log (last lines)"), language="shell", visible=False, interactive=False,
                             elem_id="run-error", elem_classes="ts-quiet")
+            grpo_extras = grpo_panel.build_monitor_extras()  # GRPO runs: length/KL chart, sampled answers
     timer = gr.Timer(POLL_SECONDS, active=False)
     seen = gr.State(None)
     form_store = _top_level(ctx, lambda: gr.BrowserState({}, storage_key="tunesmith-form"))
@@ -483,6 +489,7 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
     show_yaml.click(yaml_text, ctx.config_inputs(), yaml_box)
     ctx.run_id.change(open_run, ctx.run_id, [*monitor_outputs, ctx.saved_run_id], show_progress="hidden")
     timer.tick(monitor_view, [ctx.run_id, seen], monitor_outputs, show_progress="hidden", concurrency_limit=None)
+    grpo_panel.wire_monitor_extras(grpo_extras, timer, ctx.run_id)
     model_field = ctx.fields["model.name_or_path"]
     # .input, not .change: only a model the user picks brings its settings (not one
     # loaded from a run's config by Runs -> Copy settings).

@@ -453,7 +453,145 @@ ZH: dict[str, str] = {
     'Experiment trackers': '实验跟踪工具',
     'Freeze: train only the last layers': '冻结：只训练最后几层',
     'Freeze (only the last layers)': '冻结（只训练最后几层）',
+    # GRPO reward picker
+    "**Rewards**: tick what makes an answer good. Each reward scores every sampled answer; the weights say how much each one counts in the total.":
+        "**奖励**：勾选哪些特征让回答算好。每个奖励都会给每个采样的回答打分；权重决定它在总分里占多少。",
+    "Right number": "数字正确",
+    "1 when the last number of the answer equals the number in the answer column (GSM8K's '#### 42' works), else 0.":
+        "回答里最后一个数字等于答案列中的数字时得 1（支持 GSM8K 的 '#### 42'），否则得 0。",
+    "Exact answer": "答案完全一致",
+    "1 when the answer (inside <answer>...</answer> if there is one, else the whole reply) equals the answer column, ignoring case and spaces, else 0.":
+        "回答（有 <answer>...</answer> 时取其中内容，否则取整个回复）与答案列相同（忽略大小写和空格）时得 1，否则得 0。",
+    "Thinks, then answers": "先思考，再作答",
+    "1 when the reply is thinking inside <think>...</think> followed by the answer inside <answer>...</answer>, else 0.":
+        "回复先在 <think>...</think> 中思考、随后在 <answer>...</answer> 中给出答案时得 1，否则得 0。",
+    "Answer in tags": "答案放在标签里",
+    "1 when the reply puts an answer inside <answer>...</answer>, else 0.":
+        "回复在 <answer>...</answer> 中给出答案时得 1，否则得 0。",
+    "Matches a pattern": "符合模式",
+    "1 when the reply matches the pattern (a regular expression; pick one or type your own), else 0.":
+        "回复符合该模式（正则表达式；可选一个预设或自己输入）时得 1，否则得 0。",
+    "Pattern (regular expression)": "模式（正则表达式）",
+    "An answer inside <answer>...</answer>": "答案在 <answer>...</answer> 中",
+    "Thinking in <think>...</think>, then an answer in tags": "先在 <think>...</think> 中思考，再在标签中作答",
+    "Ends with a number": "以数字结尾",
+    "Contains a text": "包含某段文字",
+    "1 when the reply contains the text, ignoring case, else 0.": "回复包含该文字（忽略大小写）时得 1，否则得 0。",
+    "Text to look for": "要查找的文字",
+    "Shorter is better": "越短越好",
+    "From 0 down to -1: minus the reply's length over the target length, so shorter replies score higher.":
+        "从 0 到 -1：回复长度除以目标长度再取负，回复越短得分越高。",
+    "Target length (characters)": "目标长度（字符）",
+    "Your Python function": "你自己的 Python 函数",
+    "For engineers: a .py file with def reward(prompt, completion, **row) -> float. Trusted code: it runs inside the training worker with your rights, so name only files you wrote or checked.":
+        "供工程师使用：一个定义了 def reward(prompt, completion, **row) -> float 的 .py 文件。它是受信任的代码：以你的权限在训练进程中运行，所以只填写你自己写的或检查过的文件。",
+    "Python file (.py)": "Python 文件（.py）",
+    "Weight": "权重",
+    "Recent sampled answers and their scores": "最近采样的回答及其得分",
+    "completion length (tokens)": "回答长度（token）",
+    "KL to the base model": "与基座模型的 KL",
+    "tokens": "token 数",
+    "Step": "步",
+    "Prompt": "提示",
+    "Completion": "回答",
+    "Answer": "答案",
+    "Reward": "奖励",
+    "Score per reward": "各奖励得分",
+    # GRPO settings this branch added or reworded (shown once the settings' labels are translated)
+    "Min completion length": "最短生成长度",
+    "Fewest tokens before a completion may end (0 = any).": "回答至少要有多少个 token 才能结束（0 = 不限）。",
+    "Upper clip range (DAPO uses 0.28); 0 or empty = epsilon.": "裁剪范围上限（DAPO 用 0.28）；0 或留空 = 与 epsilon 相同。",
     'More options for the optimizer and schedule, by their own names (e.g. betas: [0.9, 0.95], eps: 1e-6, num_cycles: 0.5, warmup_steps: 10); unknown names are refused.': '优化器和学习率调度的其他选项，用它们自己的名字（例如 betas: [0.9, 0.95]、eps: 1e-6、num_cycles: 0.5、warmup_steps: 10）；不认识的名字会被拒绝。',
     'Extra arguments (optimizer and schedule options, one per line)': '额外参数（优化器和调度的选项，每行一个）',
     'TensorBoard logs: download the event files above, or view them with `{how}`': 'TensorBoard 日志：下载上面的事件文件，或用 `{how}` 查看',
 }
+
+# ---- studio2 (issue 14): GGUF chat, recommended settings, first-time guide, empty states, Share panel, GPUs ----
+ZH.update({
+    'The base model, a finished run (base model + what it learned), or an exported GGUF file (run by llama.cpp, as you will ship it).':
+        '基础模型、已完成的运行（基础模型 + 学到的内容），或导出的 GGUF 文件（由 llama.cpp 运行，和你交付的一样）。',
+    # Recommended settings (engine/recommend.py reasons; studio/recommend_panel.py)
+    'Use recommended settings': '使用推荐设置',
+    "Sets the learning speed, passes, rank and batch from published guides for your data's size, and says why.":
+        '按公开的调参指南，根据数据量设置学习速度、轮数、秩和批量，并说明原因。',
+    'Recommended for {rows} training rows:': '针对 {rows} 行训练数据的推荐：',
+    'Recommended (the number of rows is not known yet):': '推荐设置（行数暂不可知）：',
+    'Filled in {n} recommended settings. You can still change them.': '已填入 {n} 项推荐设置，仍可随时修改。',
+    'Fix the form first: {problem}': '请先修正表单：{problem}',
+    "2e-4 is the usual starting point for LoRA and QLoRA (Unsloth's guide).": '2e-4 是 LoRA 和 QLoRA 常用的起点（Unsloth 指南）。',
+    "Changing every weight needs a gentler step: 1e-5, as in LLaMA-Factory's full fine-tuning examples.":
+        '改动全部权重需要更小的步子：1e-5，与 LLaMA-Factory 全量微调示例一致。',
+    "Learning from rewards starts from a model that already answers well: 5e-6 keeps it stable (Unsloth's guide).":
+        '从奖励中学习时，模型本来已经答得不错：5e-6 能保持稳定（Unsloth 指南）。',
+    "Preference training only nudges a model that already answers well: 5e-6 (Unsloth's guide; TRL's default is 1e-6).":
+        '偏好训练只是微调一个已经答得不错的模型：5e-6（Unsloth 指南；TRL 默认 1e-6）。',
+    "A reward model learns a score on top of the model: 1e-5, as in LLaMA-Factory's reward example.":
+        '奖励模型在模型之上学习打分：1e-5，与 LLaMA-Factory 奖励模型示例一致。',
+    '{rows} rows is a small set: 3 passes let the model learn it (the guides say 1-3).':
+        '{rows} 行是小数据集：训练 3 轮能让模型学会（指南建议 1-3 轮）。',
+    '{rows} rows: 2 passes learn it without memorising the answers word for word.': '{rows} 行：训练 2 轮即可学会，又不会逐字背下答案。',
+    '{rows} rows is plenty: one pass is enough, more tends to memorise the data.': '{rows} 行已经很多：1 轮就够，更多轮容易死记数据。',
+    "The number of rows is not known yet: 3 passes, the top of the guides' 1-3 range.": '行数暂不可知：训练 3 轮，即指南 1-3 轮的上限。',
+    'Reward learning usually takes a single pass over the prompts.': '基于奖励的学习通常只需把提示过一轮。',
+    '{rows} rows: rank {r} gives the add-on enough room to learn them without memorising.':
+        '{rows} 行：秩 {r} 让附加模块有足够容量学会它们，又不至于死记。',
+    "Rank 16 is the guides' starting point when the data size is not known.": '数据量未知时，指南以秩 16 作为起点。',
+    "Alpha twice the rank ({alpha}) lets the add-on learn at a useful pace (Unsloth's guide).":
+        'alpha 取秩的两倍（{alpha}），附加模块学得够快（Unsloth 指南）。',
+    '{batch} examples at once x {accum} batches = {total} examples per update, as the guides suggest.':
+        '每次 {batch} 条 × {accum} 批 = 每次更新 {total} 条样本，与指南建议一致。',
+    '{batch} examples at once x {accum} batches = {total} examples per update: a small set still gets about 10 updates per pass.':
+        '每次 {batch} 条 × {accum} 批 = 每次更新 {total} 条样本：小数据集每轮也能更新约 10 次。',
+    'Raising the learning rate over the first 5% of steps avoids large early jumps.': '在前 5% 的步数里逐步提高学习率，避免一开始跳得太猛。',
+    'The built-in demo model is tiny: its tested recipe (more passes, a faster learning rate) teaches it.':
+        '内置演示模型很小：用它验证过的配方（更多轮、更快的学习速度）才能教会它。',
+    # First-time guide and empty states (studio/guide.py)
+    'Next: pick a model on the 1 · Model tab (the demo model works offline).': '下一步：在「1 · 模型」页选择模型（演示模型可离线使用）。',
+    'Next: pick or upload a dataset on the 2 · Data tab.': '下一步：在「2 · 数据」页选择或上传数据集。',
+    'Next: press Start training on the 3 · Train tab.': '下一步：在「3 · 训练」页点击「开始训练」。',
+    'Next: ask your trained run something on the 4 · Chat tab.': '下一步：在「4 · 对话」页向训练好的模型提个问题。',
+    'Next: export it on the 5 · Export tab and download the files.': '下一步：在「5 · 导出」页导出并下载文件。',
+    'Training is under way: watch it on the 3 · Train tab. Chat opens when it has learned something.':
+        '正在训练：可在「3 · 训练」页查看。学到东西后即可对话。',
+    'All done: your model is exported and ready to download. Evaluate scores it against held-out questions.':
+        '全部完成：模型已导出，可以下载。「评估」页可以用预留的问题给它打分。',
+    'No runs yet: train one first on the 3 · Train tab.': '还没有运行记录：请先在「3 · 训练」页训练一个。',
+    'No runs yet: train one first on the 3 · Train tab. Until then you can chat with the base model.':
+        '还没有运行记录：请先在「3 · 训练」页训练一个。在此之前可以和基础模型对话。',
+    'Nothing to export yet: train a run first on the 3 · Train tab.': '还没有可导出的内容：请先在「3 · 训练」页训练一个。',
+    'Nothing to evaluate yet: train a run first on the 3 · Train tab.': '还没有可评估的内容：请先在「3 · 训练」页训练一个。',
+    'How this is estimated': '估算方法',
+    # Share panel (studio/share_panel.py)
+    'Share: push to the Hugging Face Hub, or serve an OpenAI-compatible API': '分享：推送到 Hugging Face Hub，或提供 OpenAI 兼容 API',
+    'Hub repository': 'Hub 仓库',
+    'Created if it does not exist; the model card is written for you.': '不存在时会自动创建，并为你写好模型卡片。',
+    'What to push': '推送内容',
+    'Adapter': '适配器',
+    'Merged model': '合并后的模型',
+    'GGUF q4_k_m': 'GGUF q4_k_m',
+    'Hugging Face token (optional)': 'Hugging Face 令牌（可选）',
+    'Kept only for this session; empty uses HF_TOKEN or `hf auth login`.': '只在本次会话中保留；留空则使用 HF_TOKEN 或 `hf auth login`。',
+    'Private repository': '私有仓库',
+    'Push to the Hub': '推送到 Hub',
+    'Serve (OpenAI API)': '提供服务（OpenAI API）',
+    'Stop serving': '停止服务',
+    'Pushed to {url}.': '已推送到 {url}。',
+    'Pick a run to push. No runs yet: train one first.': '请选择要推送的运行。还没有运行记录：请先训练一个。',
+    'Pick a run to serve. No runs yet: train one first.': '请选择要提供服务的运行。还没有运行记录：请先训练一个。',
+    'Serving **{name}** at `{url}` (OpenAI-compatible; this machine only).': '正在 `{url}` 提供 **{name}**（OpenAI 兼容；仅限本机）。',
+    "The API server did not start on port {port}; see the studio's terminal.": 'API 服务没有在端口 {port} 上启动；请查看工作室的终端输出。',
+    'No free port on 127.0.0.1 to serve on.': '127.0.0.1 上没有可用的端口。',
+    'Not serving this run.': '这个运行没有在提供服务。',
+    'Stopped.': '已停止。',
+    # llama.cpp panel and GPU picker (studio/llamacpp_panel.py, studio/gpu_panel.py)
+    'Install llama.cpp support': '安装 llama.cpp 支持',
+    'llama.cpp support installed: K-quants and the llama.cpp check are ready.': 'llama.cpp 支持已安装：K 量化和 llama.cpp 校验可以使用了。',
+    'Note: {note}.': '注意：{note}。',
+    'GPUs': 'GPU',
+    'Processes (0 = one per GPU)': '进程数（0 = 每个 GPU 一个）',
+    'auto (no CUDA GPU found: trains on the CPU)': '自动（没有找到 CUDA GPU：在 CPU 上训练）',
+    'auto: the free GPU with the most free memory': '自动：空闲显存最多的 GPU',
+    'all {n} GPUs, one process each (DDP)': '全部 {n} 个 GPU，每个一个进程（DDP）',
+    'No CUDA GPU here: the run trains on the CPU (no GPU memory check).': '这里没有 CUDA GPU：在 CPU 上训练（不检查显存）。',
+    "Memory estimate unavailable (the model's config.json could not be read).": '无法估算内存（读不到模型的 config.json）。',
+})
