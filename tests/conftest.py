@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-# A repo checkout has a top-level kernels/ folder; never let it shadow HF's `kernels` package.
-_REPO = str(Path(__file__).resolve().parent.parent)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _REPO]
-
+import tunesmith  # noqa: F401  first: its guard keeps this checkout's kernels/ from shadowing HF's `kernels`
 from timing import slow_timeout  # noqa: E402  (tests/ is on sys.path, as for tests/gguf/tinymodels)
 
 
