@@ -13,6 +13,7 @@ What is timed is what users run, on the same generated chat dataset:
   unsloth           Unsloth's FastLanguageModel (4-bit) + get_peft_model(use_gradient_checkpointing=
                     "unsloth") + its patched SFTTrainer, adamw_8bit (packing on: TRL's packing under it)
   tunesmith-auto    `tunesmith train` (engine.jobs -> worker -> engine.trainer) with memory_mode auto
+  tunesmith-speed   the same with memory_mode speed (the same plan as auto unless auto changes)
   tunesmith-memory  the same with memory_mode memory
 Each method runs in a process of its own (Unsloth patches transformers on import). Packing off and
 on (data.packing; for TRL-based methods packing=True), 1B and 8B shapes.
@@ -30,7 +31,8 @@ p95 ~1,100; the longest go past the cutoff and are truncated), ~30% prompt / 70%
 words drawn from a fixed list. Its measured distribution is printed and stored in the JSON.
 
 Reported per run: trained tokens/s over the whole training run (non-padding input tokens of the
-rows trained on / wall time from the first step to the last, loading excluded), peak allocated
+rows trained on / wall time from the first step to the last, loading excluded), the same after
+the first optimizer step ("steady": the first step compiles kernels and sizes caches), peak allocated
 and peak reserved GPU memory during training (torch.cuda.max_memory_allocated / _reserved after
 a reset at training start, weights included), first/last logged loss and the mean of the logged
 losses. Ratios to Unsloth and the loss difference to stock are printed in a table last.
@@ -65,7 +67,7 @@ SHAPES = {
                rope_theta=500000.0, rope_scaling={**LLAMA3_ROPE, "factor": 8.0}, max_position_embeddings=131072),
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-METHODS = ["stock", "unsloth", "tunesmith-auto", "tunesmith-memory"]
+METHODS = ["stock", "unsloth", "tunesmith-auto", "tunesmith-memory"]  # also: tunesmith-speed
 PACKED_METHODS = ["unsloth", "tunesmith-auto"]
 BS, GA, CUTOFF, LR, SEED, LOG_STEPS = 2, 4, 2048, 2e-4, 42, 10
 GiB = 1024**3
@@ -183,6 +185,7 @@ def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool)
                                                  random_state=SEED)
     else:
         import peft
+        import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
         tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -191,6 +194,7 @@ def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool)
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=bnb, dtype=torch.bfloat16,
                                                      device_map={"": 0}, attn_implementation="sdpa")
         model.config.use_cache = False
+        transformers.set_seed(SEED)  # the LoRA A matrices start as Tunesmith's (same seed, same peft init)
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
                                                      gradient_checkpointing_kwargs={"use_reentrant": False})
         model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, bias="none",
@@ -204,6 +208,11 @@ def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool)
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             timing["t0"] = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 1:
+                torch.cuda.synchronize()
+                timing["t_first"], timing["tokens_first"] = time.perf_counter(), int(state.num_input_tokens_seen)
 
         def on_train_end(self, args, state, control, **kw):
             torch.cuda.synchronize()
@@ -237,7 +246,8 @@ def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool)
     logs = [h for h in trainer.state.log_history if "loss" in h]
     secs = timing["t1"] - timing["t0"]
     tokens = int(trainer.state.num_input_tokens_seen)
-    return {"tokens": tokens, "seconds": secs, "tokens_per_s": tokens / secs,
+    steady = (tokens - timing["tokens_first"]) / (timing["t1"] - timing["t_first"]) if "t_first" in timing else None
+    return {"tokens": tokens, "seconds": secs, "tokens_per_s": tokens / secs, "steady_tokens_per_s": steady,
             "peak_gib": torch.cuda.max_memory_allocated() / GiB, "reserved_gib": torch.cuda.max_memory_reserved() / GiB,
             "losses": [(h["step"], h["loss"]) for h in logs], "steps": trainer.state.global_step}
 
@@ -273,7 +283,11 @@ def run_tunesmith(method: str, model_dir: Path, work: Path, steps: int, packing:
     last = train[-1]
     infos = [e["message"] for e in evs if e["type"] == "info"]
     secs = last["time"] - start
+    first = train[0]
+    steady = ((last["tokens_seen"] - first["tokens_seen"]) / (last["time"] - first["time"])
+              if len(train) > 1 and last["time"] > first["time"] else None)
     return {"tokens": last["tokens_seen"], "seconds": secs, "tokens_per_s": last["tokens_seen"] / secs,
+            "steady_tokens_per_s": steady,
             "peak_gib": max(e["peak_mem_gb"] for e in train), "reserved_gib": max(e.get("peak_reserved_gb", 0) for e in train),
             "losses": [(e["step"], e["loss"]) for e in train], "steps": last["step"], "plan": infos}
 
@@ -338,9 +352,19 @@ def mean_loss(r: dict) -> float | None:
     return sum(ls) / len(ls) if ls else None
 
 
+def max_point_diff(r: dict, st: dict | None) -> float | None:
+    """Largest relative difference to stock over the logged points both runs have (percent)."""
+    if not st:
+        return None
+    ref = dict(st.get("losses", []))
+    d = [100 * (x - ref[k]) / ref[k] for k, x in r.get("losses", []) if k in ref and ref[k]]
+    return max(d, key=abs) if d else None
+
+
 def table(results: list[dict]) -> str:
-    lines = ["| shape | packing | method | tokens/s | vs unsloth | peak GiB | reserved GiB | first loss | last loss | "
-             "mean loss vs stock | steps |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| shape | packing | method | tokens/s | vs unsloth | steady tokens/s | vs unsloth | peak GiB | "
+             "reserved GiB | first loss | last loss | mean loss vs stock | largest point vs stock | steps |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         key = (r["shape"], r["packing"])
         un = next((x for x in results if (x["shape"], x["packing"]) == key and x["method"] == "unsloth"
@@ -349,15 +373,20 @@ def table(results: list[dict]) -> str:
                    and "tokens_per_s" in x), None)
         if "error" in r:
             lines.append(f"| {r['shape']} | {'on' if r['packing'] else 'off'} | {r['method']} | failed: "
-                         f"{r['error'][:120]} | | | | | | | |")
+                         f"{r['error'][:120]} | | | | | | | | | | |")
             continue
         ratio = f"{r['tokens_per_s'] / un['tokens_per_s']:.2f}x" if un else "-"
         ml, sl = mean_loss(r), mean_loss(st) if st and not r["packing"] else None
         dl = f"{100 * (ml - sl) / sl:+.2f}%" if ml is not None and sl else "-"
+        mp = max_point_diff(r, st) if not r["packing"] else None
+        dp = f"{mp:+.2f}%" if mp is not None else "-"
+        sr, su = r.get("steady_tokens_per_s"), (un or {}).get("steady_tokens_per_s")
+        steady = f"{sr:.0f}" if sr else "-"
+        sratio = f"{sr / su:.2f}x" if sr and su else "-"
         losses = r["losses"]
         lines.append(f"| {r['shape']} | {'on' if r['packing'] else 'off'} | {r['method']} | {r['tokens_per_s']:.0f} | "
-                     f"{ratio} | {r['peak_gib']:.2f} | {r['reserved_gib']:.2f} | {losses[0][1]:.4f} | "
-                     f"{losses[-1][1]:.4f} | {dl} | {r['steps']} |")
+                     f"{ratio} | {steady} | {sratio} | {r['peak_gib']:.2f} | {r['reserved_gib']:.2f} | "
+                     f"{losses[0][1]:.4f} | {losses[-1][1]:.4f} | {dl} | {dp} | {r['steps']} |")
     return "\n".join(lines)
 
 
