@@ -143,7 +143,7 @@ if "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.version.cuda else 1)" 2>
 SPEC="."
 [ ${#PIP_EXTRAS[@]} -gt 0 ] && SPEC=".[$(IFS=,; echo "${PIP_EXTRAS[*]}")]"
 step "Installing Tunesmith and its libraries (transformers, peft, gradio, bitsandbytes, ...): pip install -e '$SPEC'" \
-     "1-3 min the first time (about 400 MB to download), under a minute from pip's cache"
+     "1-3 min the first time (about 250 MB to download), under a minute from pip's cache"
 if [[ " ${EXTRAS[*]:-} " == *" gguf "* ]]; then
   echo "    + llama-cpp-python, built from source: about 7 min on 2 idle cores, up to 30 on a busy machine"
   export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
