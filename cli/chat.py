@@ -8,6 +8,7 @@ import sys
 EXAMPLES = """examples:
   tunesmith chat 20261123-120000-ab12        # a run: its base model + adapter
   tunesmith chat tunesmith/demo              # the base demo model
+  tunesmith chat exports/RUN/gguf/NAME-Q8_0.gguf   # an exported GGUF, through llama.cpp
   tunesmith chat RUN_ID --message "Who are you?"   # one reply, then exit
 Type /reset to forget the conversation, /exit (or Ctrl+D) to leave.
 """
@@ -16,7 +17,8 @@ Type /reset to forget the conversation, /exit (or Ctrl+D) to leave.
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="chat with a run or a model (streaming)", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", help="run id (or unique prefix / name), model folder, hub id, or tunesmith/demo")
+    p.add_argument("target", help="run id (or unique prefix / name), model folder, hub id, tunesmith/demo, "
+                                     "or a .gguf file (through llama.cpp)")
     p.add_argument("--message", "-m", help="send one message, print the reply, exit")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")

@@ -4,7 +4,8 @@
         print(piece, end="")
 
 A target is a run id (its base model plus its adapter, or its fully fine-tuned
-model) or a model name/path. Loaded models are cached (the last two), so a
+model), a model name/path, or an exported .gguf file (run by llama.cpp through
+llama-cpp-python, as engine.serve does). Loaded models are cached (the last two), so a
 conversation does not reload weights for every message. temperature 0 means
 greedy decoding.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -37,7 +39,20 @@ def chat_targets() -> list[tuple[str, str]]:
     return out
 
 
+def exported_ggufs() -> list[tuple[str, str]]:
+    """(label, path) of the GGUF files exports left under $TUNESMITH_HOME/exports/RUN/gguf, newest first."""
+    from . import paths
+
+    names = {r.id: r.name for r in jobs.list_runs()}
+    found = sorted(paths.exports_dir().glob("*/gguf/*.gguf"), key=lambda f: f.stat().st_mtime, reverse=True)
+    return [(f"GGUF: {names.get(f.parent.parent.name, f.parent.parent.name)} · {f.name}", str(f)) for f in found]
+
+
 def _load(target: str):
+    if target.lower().endswith(".gguf"):
+        from .serve import open_backend
+
+        return open_backend(target), None  # no tokenizer: llama.cpp renders the chat with the file's template
     run = jobs.resolve_run(target)
     if run is None:
         check_model_name(target)  # seconds, before transformers spends a minute retrying the hub
@@ -58,6 +73,9 @@ def _load(target: str):
 def _weights_stamp(target: str) -> float:
     """When a run's adapter (or model) was last written: a resumed run's new weights must
     not be answered by the copy cached before it resumed. 0 for plain models."""
+    if target.lower().endswith(".gguf"):
+        f = Path(target).expanduser()
+        return f.stat().st_mtime if f.exists() else 0.0
     run = jobs.resolve_run(target)
     if run is None:
         return 0.0
@@ -88,6 +106,14 @@ def forget(target: str | None = None) -> None:
             del _CACHE[key]
 
 
+_GGUF_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _gguf_lock(target: str) -> threading.Lock:
+    with _LOCK:
+        return _GGUF_LOCKS.setdefault(target, threading.Lock())
+
+
 def build_prompt_ids(tok, messages: list[dict]) -> torch.Tensor:
     if not getattr(tok, "chat_template", None):
         raise ModelError("This model's tokenizer has no chat template; set model.chat_template (e.g. chatml).")
@@ -100,6 +126,10 @@ def stream_chat(
 ) -> Iterator[str]:
     """Yield the reply as text pieces while it is generated."""
     model, tok = get_model(target)
+    if tok is None:  # a GGUF file (engine.serve.GGUFBackend); one generation at a time per loaded file
+        with _gguf_lock(target):
+            yield from model.chat(messages, max_new_tokens, temperature, top_p)
+        return
     input_ids = build_prompt_ids(tok, messages).to(model.device)
     yield from stream_generate(model, tok, input_ids, max_new_tokens, temperature, top_p)
 

@@ -18,7 +18,8 @@ prefer:
       CPU memory, small LM-head chunks, one NF4 weight dequantized at a time).
 On CUDA, for steps of up to 32k tokens, the backward of checkpointed layers is
 replayed from CUDA graphs once their shapes repeat (kernels/layer_graphs.py;
-TUNESMITH_CUDA_GRAPHS=0 turns that off).
+TUNESMITH_CUDA_GRAPHS=0 turns that off), except in memory mode: the graphs'
+buffers cost memory at the peak.
 
 Everything chosen lives on the plan and, once applied, on that one model:
 another model in the process keeps its own plan and settings.
@@ -44,7 +45,7 @@ def plan_memory(model: torch.nn.Module, tokens_per_step: int, prefer: str = "aut
     release_weight_cache(model)
     cuda = torch.cuda.is_available()
     plan = choose_plan(model, tokens_per_step, prefer, torch.cuda.mem_get_info()[0] if cuda else None)
-    plan.graphs = wants_graphs(plan.checkpointed, tokens_per_step, cuda)
+    plan.graphs = wants_graphs(plan.checkpointed, tokens_per_step, cuda, prefer)
     plan.graph_forward = wants_forward_graphs(plan.graphs, plan.offload, prefer)
     plan.settings = KernelSettings.for_mode(prefer, cache_nf4_weights=plan.weight_cache_bytes > 0)
     return plan

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import gradio as gr
+import pandas as pd
 from starlette.middleware import Middleware
 
 from tunesmith.engine import catalog, paths
@@ -36,12 +37,14 @@ from .context import StudioContext, config_from_form
 from .data_tab import build_data_tab
 from .evaluate_tab import build_evaluate_tab
 from .evaluate_tab import refresh as refresh_eval
-from .export_tab import build_export_tab, refresh_runs
+from .export_tab import RESULT_COLUMNS, build_export_tab, refresh_runs
 from .guard import AccessPolicy, RequestGuard
-from .i18n import I18N, T, language_switch, wire_language_switch
+from .i18n import I18N, T, language_switch, tr, wire_language_switch
 from .login import LOGIN_FILE_ENV, login_from_file
 from .gpu_panel import wire_fit_lines
+from .guide import build_guide, empty_note, wire_guide
 from .model_tab import build_model_tab
+from .recommend_panel import wire_recommend_panel
 from .runs_tab import build_runs_tab
 from .train_tab import build_train_tab
 
@@ -98,22 +101,27 @@ def build_studio(confine: Confinement | None = None) -> tuple[gr.Blocks, StudioC
         with gr.Row(equal_height=True, elem_classes="ts-top"):
             gr.HTML(_header_html())
             lang = language_switch()
+        guide = build_guide(ctx)  # 1 Model -> 2 Data -> 3 Train -> 4 Chat -> 5 Export: what is done, what is next
         with gr.Tabs(selected="model", elem_id="tabs") as tabs:
             ctx.tabs = tabs
-            with gr.Tab(T("1 · Model"), id="model", elem_id="tab-model"):
+            with gr.Tab(T("1 · Model"), id="model", elem_id="tab-model") as model_tab:
                 build_model_tab(ctx)
-            with gr.Tab(T("2 · Data"), id="data", elem_id="tab-data"):
+            with gr.Tab(T("2 · Data"), id="data", elem_id="tab-data") as data_tab:
                 build_data_tab(ctx)
-            with gr.Tab(T("3 · Train"), id="train", elem_id="tab-train"):
-                build_train_tab(ctx)
+            with gr.Tab(T("3 · Train"), id="train", elem_id="tab-train") as train_tab:
+                train = build_train_tab(ctx)
             with gr.Tab(T("4 · Chat"), id="chat", elem_id="tab-chat") as chat_tab:
+                empty_note(ctx, "chat")
                 chat = build_chat_tab(ctx)
             with gr.Tab(T("5 · Export"), id="export", elem_id="tab-export") as export_tab:
+                empty_note(ctx, "export")
                 export = build_export_tab(ctx)
             with gr.Tab(T("Evaluate"), id="evaluate", elem_id="tab-evaluate") as evaluate_tab:
+                empty_note(ctx, "evaluate")
                 evaluate = build_evaluate_tab(ctx)
-            with gr.Tab(T("Runs"), id="runs", elem_id="tab-runs"):
-                build_runs_tab(ctx)
+            with gr.Tab(T("Runs"), id="runs", elem_id="tab-runs") as runs_tab:
+                empty_note(ctx, "runs")
+                runs = build_runs_tab(ctx)
         gr.Markdown(T("Runs keep going when you close this page. Everything here can also be done with the "
                       "`tunesmith` command."), elem_classes="ts-footer")
 
@@ -122,7 +130,15 @@ def build_studio(confine: Confinement | None = None) -> tuple[gr.Blocks, StudioC
         chat_tab.select(refresh_targets, chat.refresh_inputs, chat.refresh_outputs, show_progress="hidden")
         export_tab.select(refresh_runs, export.refresh_inputs, export.refresh_outputs, show_progress="hidden")
         evaluate_tab.select(refresh_eval, evaluate.refresh_inputs, evaluate.refresh_outputs, show_progress="hidden")
+        wire_recommend_panel(ctx)  # the button fills fields of the Model and Train tabs
+        tab_selects = [t.select for t in (model_tab, data_tab, train_tab, chat_tab, export_tab, evaluate_tab, runs_tab)]
+        wire_guide(ctx, guide, lang, [*tab_selects, ctx.run_id.change, train.stats.change, export.results.change,
+                                      runs.table.change],
+                   [chat.send.click, chat.message.submit], chat.target)
         wire_language_switch(demo, lang)
+        # The Export table's headers are drawn before the page's language is known: redraw them in it.
+        gr.on([demo.load, lang.change], lambda code: pd.DataFrame(columns=[tr(c, code) for c in RESULT_COLUMNS]),
+              lang, export.results, show_progress="hidden")
     return demo, ctx
 
 

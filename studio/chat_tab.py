@@ -1,8 +1,10 @@
 """Chat tab: talk to the base model or to any finished run, streamed token by token.
 
 Targets come from engine.infer.chat_targets() (the base model and every run
-with an adapter or model to load), the newest run first; replies stream from
-engine.infer.stream_chat(), which loads and caches the model in this process.
+with an adapter or model to load), the newest run first, then the GGUF files
+that exports wrote (engine.infer.exported_ggufs(): chat through llama.cpp, to
+hear the file you will ship); replies stream from engine.infer.stream_chat(),
+which loads and caches the model in this process.
 Temperature 0 means greedy decoding, so the same question gets the same answer.
 
 "Compare side by side" sends each message to two targets (by default the base
@@ -43,6 +45,9 @@ class ChatHandles:
     clear: gr.Button
     temperature: gr.Slider
     max_new_tokens: gr.Slider
+    score_model: gr.Dropdown | None = None
+    score: gr.Button | None = None
+    score_result: gr.Markdown | None = None
 
 
 def message_text(content: Any) -> str:
@@ -79,6 +84,7 @@ def target_choices(form_model: str | None = None) -> list[tuple[str, str]]:
     choices = [(label.replace("Base: ", tr("Base: "), 1).replace("Run ", tr("Run "), 1), target)
                for label, target in infer.chat_targets()]
     choices[1:] = sorted(choices[1:], key=lambda c: order.get(c[1], 0.0), reverse=True)
+    choices += infer.exported_ggufs()
     form_model = (form_model or "").strip()
     if form_model and form_model not in {t for _, t in choices}:
         choices.insert(1, (tr("Base: ") + form_model, form_model))
@@ -177,11 +183,43 @@ def stream_compare(target: str | None, history: list[dict] | None, compare: bool
     yield from stream_reply(target, history, max_new_tokens, temperature)
 
 
+# ---------------------------------------------------------------------------
+# Scoring replies with a trained reward model (objective reward)
+# ---------------------------------------------------------------------------
+
+
+def reward_model_choices() -> dict:
+    from tunesmith.engine.objectives.reward import reward_runs
+
+    runs = reward_runs()
+    return gr.update(choices=runs, value=runs[0][1] if runs else None)
+
+
+def score_text(run_id: str | None, history: list[dict] | None, history_b: list[dict] | None, compare: bool) -> str:
+    """Markdown with the reward model's score of the last reply of each chat column shown."""
+    from tunesmith.engine.objectives.reward import score_reply
+
+    if not run_id:
+        raise gr.Error(tr("Pick a reward model first: a run trained with Score replies (reward model)."),
+                       print_exception=False)
+    columns = [(tr("Reply"), history)] + ([(tr("Compared reply"), history_b)] if compare else [])
+    lines = []
+    for label, hist in columns:
+        messages = plain_messages(hist)
+        if messages and messages[-1]["role"] == "assistant":
+            lines.append(f"**{label}**: {score_reply(run_id, messages):+.3f}")
+    if not lines:
+        raise gr.Error(tr("There is no reply to score yet: chat first."), print_exception=False)
+    return "\n\n".join(lines + [tr("Higher is better. Scores rank replies to the same question; a score alone means "
+                                     "little.")])
+
+
 def build_chat_tab(ctx: StudioContext) -> ChatHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
             target = gr.Dropdown(choices=[], label=T("Chat with"),
-                                 info=T("The base model, or a finished run (base model + what it learned)."),
+                                 info=T("The base model, a finished run (base model + what it learned), or an exported GGUF "
+                                        "file (run by llama.cpp, as you will ship it)."),
                                  elem_id="chat-target")
             compare = gr.Checkbox(False, label=T("Compare side by side"), elem_id="chat-compare",
                                   info=T("Send each message to two models and see both replies."))
@@ -195,6 +233,11 @@ def build_chat_tab(ctx: StudioContext) -> ChatHandles:
                 max_new_tokens = gr.Slider(16, 2048, value=256, step=16, label=T("Longest reply (tokens)"),
                                            info=T("A token is a word or a piece of one."))
             clear = gr.Button(T("Clear chat"), variant="secondary")
+            with gr.Accordion(T("Score replies with a reward model"), open=False, elem_id="score-box"):
+                score_model = gr.Dropdown(choices=[], label=T("Reward model"), elem_id="score-model",
+                                          info=T("A run trained with Score replies (reward model)."))
+                score_btn = gr.Button(T("Score the last reply"), size="sm", elem_id="score-btn")
+                score_result = gr.Markdown(elem_id="score-result")
         with gr.Column(scale=3):
             with gr.Row():
                 chatbot = gr.Chatbot(label=T("Chat"), height=460, elem_id="chatbot", buttons=["copy"],
@@ -235,7 +278,17 @@ def build_chat_tab(ctx: StudioContext) -> ChatHandles:
     refresh_outputs = [target, known, target_b]
     refresh.click(refresh_targets, refresh_inputs, refresh_outputs)
     ctx.demo.load(refresh_targets, refresh_inputs, refresh_outputs, show_progress="hidden")
+
+    @toast_errors
+    def confined_score(run_id: str | None, history: list[dict] | None, history_b: list[dict] | None, compare: bool):
+        ctx.confine.check_chat_target(run_id or "")
+        return score_text(run_id, history, history_b, compare)
+
+    score_btn.click(confined_score, [score_model, chatbot, chatbot_b, compare], score_result)
+    for trigger in (refresh.click, ctx.demo.load):
+        trigger(reward_model_choices, None, score_model, show_progress="hidden")
     return ChatHandles(target=target, compare=compare, target_b=target_b, chatbot_b=chatbot_b,
                        refresh_inputs=refresh_inputs, refresh_outputs=refresh_outputs, chatbot=chatbot,
                        message=message, send=send, clear=clear, temperature=temperature,
-                       max_new_tokens=max_new_tokens)
+                       max_new_tokens=max_new_tokens, score_model=score_model, score=score_btn,
+                       score_result=score_result)

@@ -190,7 +190,7 @@ def build_export_tab(ctx: StudioContext) -> ExportHandles:
             report(1.0, "preparing the download")
             files += download_files(result.path)
         gr.Info(tr("Exported {n} item(s). Download them below.", n=len(rows)))
-        return (pd.DataFrame(rows, columns=RESULT_COLUMNS), downloads_update(files),
+        return (pd.DataFrame(rows, columns=RESULT_COLUMNS).rename(columns=tr), downloads_update(files),
                 "\n".join(f"- {n}" for n in notes))
 
     def show_existing(run_id: str | None):

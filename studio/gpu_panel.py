@@ -1,6 +1,6 @@
 """The GPU picker and the fit line ("fits on GPU 0: ~9.8 of 24 GB") shown on the Model and Train tabs.
 
-    build_gpu_picker(ctx)                 # in the Model tab: resources.gpus + a fit line
+    build_gpu_picker(ctx)                 # in the Model tab: resources.gpus, .strategy + a fit line
     fit_line_markdown(ctx)                # in the Train tab: the same line
     wire_fit_lines(ctx)                   # after every tab is built (the line reads their fields)
 
@@ -18,24 +18,29 @@ from tunesmith.engine import fit, gpus
 from tunesmith.engine.errors import TunesmithError
 
 from .context import StudioContext
+from .i18n import T, localize, tr
 
 # Fields whose change moves the estimate (the handler reads the whole form).
 FIT_FIELDS = (
     "model.name_or_path", "method", "quantization.bits", "quantization.double_quant", "lora.r",
     "lora.target_modules", "training.batch_size", "data.cutoff_len", "training.memory_mode",
-    "training.gradient_checkpointing", "training.optimizer", "kernels", "resources.gpus",
+    "training.gradient_checkpointing", "training.optimizer", "kernels", "resources.gpus", "resources.strategy",
+    "resources.processes",
 )
+
+STRATEGIES = [("Automatic (FSDP only when one GPU is too small)", "auto"), ("DDP: a whole copy per GPU", "ddp"),
+              ("FSDP: sharded across the GPUs (LoRA/QLoRA)", "fsdp")]
 
 
 def gpu_choices(machine: list[gpus.GpuInfo]) -> list[tuple[str, str]]:
     """Dropdown choices: auto, each GPU by name and free memory, and all of them."""
     if not machine:
-        return [("auto (no CUDA GPU found: trains on the CPU)", "auto")]
-    out = [("auto: the free GPU with the most free memory", "auto")]
+        return [(tr("auto (no CUDA GPU found: trains on the CPU)"), "auto")]
+    out = [(tr("auto: the free GPU with the most free memory"), "auto")]
     out += [(g.label(), f"[{g.index}]") for g in machine]
     if len(machine) > 1:
         every = ", ".join(str(g.index) for g in machine)
-        out.append((f"all {len(machine)} GPUs, one process each (DDP)", f"[{every}]"))
+        out.append((tr("all {n} GPUs, one process each", n=len(machine)), f"[{every}]"))
     return out
 
 
@@ -45,7 +50,8 @@ def fit_text(ctx: StudioContext, values: dict) -> str:
     except TunesmithError:
         return ""  # the form has a mistake; Start names it
     try:
-        return fit.fit_line(cfg, gpus.list_gpus())
+        # The engine's fixed lines have Chinese entries; lines with numbers stay as the engine wrote them.
+        return tr(fit.fit_line(cfg, gpus.list_gpus()))
     except Exception:  # noqa: BLE001 - a hint must never put an error in the browser
         return ""
 
@@ -58,10 +64,13 @@ def build_gpu_picker(ctx: StudioContext) -> gr.Markdown:
     machine = gpus.list_gpus()
     with gr.Row():
         ctx.field("resources.gpus", gr.Dropdown, choices=gpu_choices(machine), allow_custom_value=True,
-                  label="GPUs", elem_id="resources-gpus", scale=3)
+                  label=T("GPUs"), elem_id="resources-gpus", scale=3)
         # Only meaningful without GPUs (on GPUs it is one process per GPU); 0 = not set.
-        ctx.field("resources.processes", gr.Number, precision=0, minimum=0, label="Processes (0 = one per GPU)",
+        ctx.field("resources.processes", gr.Number, precision=0, minimum=0, label=T("Processes (0 = one per GPU)"),
                   elem_id="resources-processes", scale=1, visible=not machine)
+        # DDP or FSDP when a run has several processes (engine/training/fsdp.py)
+        localize(ctx.field("resources.strategy", gr.Dropdown, choices=STRATEGIES, label=T("Several GPUs"),
+                           elem_id="resources-strategy", scale=2), STRATEGIES)
     return fit_line_markdown(ctx, "fit-line-model")
 
 

@@ -15,6 +15,7 @@ import gradio as gr
 from tunesmith.engine.gguf import llamacpp_setup
 
 from .context import user_errors
+from .i18n import T, tr
 
 INSTALL_LABEL = "Install llama.cpp support"
 
@@ -27,7 +28,7 @@ class LlamaCppPanel:
 
 def _status_text(st: llamacpp_setup.LlamaCppStatus) -> str:
     lines = [st.summary()]
-    lines += [f"Note: {n}." for n in st.notes]
+    lines += [tr("Note: {note}.", note=n) for n in st.notes]
     return "\n\n".join(lines)
 
 
@@ -41,12 +42,12 @@ def current_status() -> tuple[dict, dict]:
 def build_llamacpp_panel() -> LlamaCppPanel:
     """The status line and the install button; call inside the Export tab's layout."""
     status = gr.Markdown(visible=False, elem_classes="ts-hint", elem_id="llamacpp-status")
-    install = gr.Button(INSTALL_LABEL, size="sm", visible=False, elem_id="llamacpp-install")
+    install = gr.Button(T(INSTALL_LABEL), size="sm", visible=False, elem_id="llamacpp-install")
 
     @user_errors
     def do_install(progress=gr.Progress()):
         llamacpp_setup.install(lambda f, m: progress(f, desc=m))
-        gr.Info("llama.cpp support installed: K-quants and the llama.cpp check are ready.")
+        gr.Info(tr("llama.cpp support installed: K-quants and the llama.cpp check are ready."))
         return current_status()
 
     install.click(do_install, None, [status, install], concurrency_limit=1)

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import gradio as gr
 
 from .context import StudioContext
+from .i18n import T, localize, tr
 from .notices import toast_errors
 
+PUSH_FORMATS = [("Adapter", "adapter"), ("Merged model", "merged"), ("GGUF q4_k_m", "gguf")]
 _SERVERS: dict[str, tuple[object, threading.Thread, int]] = {}  # run id -> (uvicorn server, thread, port)
 _LOCK = threading.Lock()
 
@@ -42,12 +44,12 @@ def _free_port(preferred: int = 8000) -> int:
                 return s.getsockname()[1]
             except OSError:
                 continue
-    raise gr.Error("No free port on 127.0.0.1 to serve on.")
+    raise gr.Error(tr("No free port on 127.0.0.1 to serve on."))
 
 
 def serve_help(run_name: str, port: int) -> str:
     url = f"http://127.0.0.1:{port}/v1"
-    return (f"Serving **{run_name}** at `{url}` (OpenAI-compatible; this machine only).\n\n"
+    return (tr("Serving **{name}** at `{url}` (OpenAI-compatible; this machine only).", name=run_name, url=url) + "\n\n"
             f"```bash\ncurl {url}/chat/completions -H 'Content-Type: application/json' \\\n"
             f"  -d '{{\"model\": \"{run_name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Who are you?\"}}]}}'\n```")
 
@@ -70,7 +72,7 @@ def start_serving(run_id: str) -> str:
         while not server.started:  # answer with the URL only once it accepts connections
             if not thread.is_alive() or time.time() > deadline:
                 server.should_exit = True
-                raise gr.Error(f"The API server did not start on port {port}; see the studio's terminal.")
+                raise gr.Error(tr("The API server did not start on port {port}; see the studio's terminal.", port=port))
             time.sleep(0.05)
         _SERVERS[run_id] = (server, thread, port)
     return serve_help(name, port)
@@ -80,29 +82,28 @@ def stop_serving(run_id: str) -> str:
     with _LOCK:
         entry = _SERVERS.pop(run_id, None)
     if entry is None:
-        return "Not serving this run."
+        return tr("Not serving this run.")
     server, thread, _ = entry
     server.should_exit = True
     thread.join(10)
-    return "Stopped."
+    return tr("Stopped.")
 
 
 def build_share_panel(ctx: StudioContext, run: gr.Dropdown) -> ShareHandles:
-    with gr.Accordion("Share: push to the Hugging Face Hub, or serve an OpenAI-compatible API", open=False):
+    with gr.Accordion(T("Share: push to the Hugging Face Hub, or serve an OpenAI-compatible API"), open=False):
         with gr.Row():
-            repo = gr.Textbox(label="Hub repository", placeholder="your-user/my-model", elem_id="push-repo", scale=3,
-                              info="Created if it does not exist; the model card is written for you.")
-            fmt = gr.Radio([("Adapter", "adapter"), ("Merged", "merged"), ("GGUF q4_k_m", "gguf")], value="adapter",
-                           label="What to push", scale=2)
+            repo = gr.Textbox(label=T("Hub repository"), placeholder="your-user/my-model", elem_id="push-repo", scale=3,
+                              info=T("Created if it does not exist; the model card is written for you."))
+            fmt = localize(gr.Radio(PUSH_FORMATS, value="adapter", label=T("What to push"), scale=2), PUSH_FORMATS)
         with gr.Row():
-            token = gr.Textbox(label="Hugging Face token (optional)", type="password", scale=3,
-                               info="Kept only for this session; empty uses HF_TOKEN or `hf auth login`.")
-            private = gr.Checkbox(label="Private repository", value=True, scale=1)
-            push = gr.Button("Push to the Hub", variant="primary", elem_id="push-btn", scale=1)
+            token = gr.Textbox(label=T("Hugging Face token (optional)"), type="password", scale=3,
+                               info=T("Kept only for this session; empty uses HF_TOKEN or `hf auth login`."))
+            private = gr.Checkbox(label=T("Private repository"), value=True, scale=1)
+            push = gr.Button(T("Push to the Hub"), variant="primary", elem_id="push-btn", scale=1)
         push_info = gr.Markdown()
         with gr.Row():
-            serve = gr.Button("Serve (OpenAI API)", elem_id="serve-btn")
-            stop = gr.Button("Stop serving", elem_id="serve-stop-btn")
+            serve = gr.Button(T("Serve (OpenAI API)"), elem_id="serve-btn")
+            stop = gr.Button(T("Stop serving"), elem_id="serve-stop-btn")
         serve_info = gr.Markdown(elem_id="serve-info")
 
     @toast_errors
@@ -110,18 +111,18 @@ def build_share_panel(ctx: StudioContext, run: gr.Dropdown) -> ShareHandles:
         from tunesmith.engine import hub
 
         if not run_id:
-            raise gr.Error("Pick a run to push.")
+            raise gr.Error(tr("Pick a run to push. No runs yet: train one first."))
         url = hub.push_run(run_id, repo_id, fmt=what, private=priv, token=(tok or "").strip() or None,
                            quants=["q4_k_m"], progress=lambda f, m: progress(f, desc=m))
-        return f"Pushed to [{url}]({url})."
+        return tr("Pushed to {url}.", url=f"[{url}]({url})")
 
     @toast_errors
     def do_serve(run_id: str | None):
         if not run_id:
-            raise gr.Error("Pick a run to serve.")
+            raise gr.Error(tr("Pick a run to serve. No runs yet: train one first."))
         return start_serving(run_id)
 
     push.click(do_push, [run, repo, fmt, token, private], push_info)
     serve.click(do_serve, run, serve_info)
-    stop.click(lambda r: stop_serving(r) if r else "Pick a run.", run, serve_info)
+    stop.click(lambda r: stop_serving(r) if r else tr("Pick a run first."), run, serve_info)
     return ShareHandles(repo=repo, push=push, serve=serve, serve_info=serve_info)

@@ -96,8 +96,11 @@ _REFUSED: dict[str, str] = {
     "warmup_steps": "give warmup_ratio instead (a fraction of all steps)",
     "image_max_pixels": "image/video/audio training is not supported yet", "video_max_pixels": "image/video/audio training is not supported yet",
     "freeze_vision_tower": "image/video/audio training is not supported yet", "freeze_multi_modal_projector": "image/video/audio training is not supported yet",
-    "pref_beta": "preference objectives (dpo, kto, orpo, simpo) are not supported yet",
-    "pref_loss": "preference objectives (dpo, kto, orpo, simpo) are not supported yet",
+    "ref_model": "the reference model is the base model with the adapter switched off; remove it",
+    "ref_model_adapters": "the reference model is the base model with the adapter switched off; remove it",
+    "ref_model_quantization_bit": "the reference model is the base model with the adapter switched off; remove it",
+    "pref_bco_weight": "the BCO term of DPO is not supported; remove it",
+    "ld_alpha": "LD-DPO is not supported; remove it",
     "export_dir": "this is an export config; use `tunesmith export RUN --format merged|gguf`",
     "infer_backend": "this is an inference config; use `tunesmith chat` or `tunesmith serve`",
     "do_predict": "prediction runs are not supported; use `tunesmith chat` on the finished run",
@@ -257,6 +260,9 @@ def translate(data: dict[str, Any], source: str = "config", base_dir: Path | Non
     for key in ("double_quantization", "quantization_type"):
         handled.add(key)
 
+    # --- preference objectives: stage dpo (pref_loss picks dpo / orpo / simpo), kto
+    _preference(given, data, take, put, refused, t, stage)
+
     # --- LoRA
     lora_keys = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_dora", "use_rslora", "pissa_init")
     if ftype == "lora":
@@ -411,6 +417,63 @@ def translate(data: dict[str, Any], source: str = "config", base_dir: Path | Non
         raise ConfigError(f"{source}: LLaMA-Factory config, {len(refused)} key(s) Tunesmith cannot honour:\n  "
                           + ";\n  ".join(refused))  # one per line, or "; " apart when the CLI prints one line
     return t
+
+
+# LLaMA-Factory's preference keys and their defaults (FinetuningArguments / RLHFArguments).
+_PREF_DEFAULTS: dict[str, Any] = {"pref_beta": 0.1, "pref_loss": "sigmoid", "pref_ftx": 0.0, "dpo_label_smoothing": 0.0,
+                                  "simpo_gamma": 0.5, "kto_chosen_weight": 1.0, "kto_rejected_weight": 1.0}
+
+
+def _preference(given: dict, data: dict, take: Callable, put: Callable, refused: list[str], t: Translation,
+                stage: str) -> None:
+    """pref_* and friends -> objective (dpo / orpo / simpo / kto) and objective_settings, with LLaMA-Factory's
+    defaults for absent keys (its DPO runs at pref_beta 0.1 whichever pref_loss)."""
+    value = {k: (given[k] if given.get(k) is not None else d) for k, d in _PREF_DEFAULTS.items()}
+    for k in _PREF_DEFAULTS:
+        take(k)
+
+    def _default(key: str, name: str, conv) -> None:
+        if key in data:
+            put(key, f"objective_settings.{name}", conv(value[key]))
+        else:  # LLaMA-Factory's default, listed as one in the report
+            _set(t.config, f"objective_settings.{name}", conv(value[key]))
+            t.defaults.append((key, f"objective_settings.{name}", conv(value[key])))
+
+    if stage == "dpo":
+        loss = str(value["pref_loss"])
+        if loss == "kto_pair":
+            refused.append("pref_loss: kto_pair is not supported; use stage: kto (KTO on labelled rows, or on pairs)")
+            return
+        if loss not in ("sigmoid", "hinge", "ipo", "orpo", "simpo"):
+            refused.append(f"pref_loss: {loss!r} is not one of sigmoid, hinge, ipo, orpo, simpo")
+            return
+        objective = loss if loss in ("orpo", "simpo") else "dpo"
+        if objective == "dpo":
+            _default("pref_loss", "loss_type", str)
+        else:
+            put("pref_loss", "objective", objective)
+        _default("pref_beta", "beta", float)
+        if objective in ("dpo", "simpo"):
+            _default("dpo_label_smoothing", "label_smoothing", float)
+            _default("pref_ftx", "sft_weight", float)
+        elif float(value["pref_ftx"]):
+            refused.append("pref_ftx: with pref_loss orpo, ORPO learns the chosen reply by example already; remove it")
+        if objective == "simpo":
+            _default("simpo_gamma", "gamma", float)
+        unused = ("simpo_gamma",) if objective != "simpo" else ()
+        unused += ("kto_chosen_weight", "kto_rejected_weight")
+    elif stage == "kto":
+        _default("pref_beta", "beta", float)
+        _default("kto_chosen_weight", "desirable_weight", float)
+        _default("kto_rejected_weight", "undesirable_weight", float)
+        if float(value["pref_ftx"]):
+            refused.append("pref_ftx: an SFT term in KTO is not supported; remove it")
+        unused = ("pref_loss", "dpo_label_smoothing", "simpo_gamma")
+    else:
+        unused = tuple(_PREF_DEFAULTS)
+    for k in unused:
+        if k in data:
+            t.ignored.append((k, f"not used by stage {stage}"))
 
 
 def _rope_factor(model: str, cutoff_len: int) -> float:

@@ -526,12 +526,14 @@ def length_histogram_figure(report: InspectReport):
     return fig
 
 
-def estimate_note(report: InspectReport) -> str:
-    """One line for the UI: the time estimate, or why there is none."""
+def estimate_note(report: InspectReport, assumptions: bool = True) -> str:
+    """One line for the UI: the time estimate (with how it was reckoned unless `assumptions` is False:
+    the studio keeps that arithmetic out of plain view), or why there is none."""
     est = report.data["estimate"]
     if not est:
         return "Pick a model to estimate the training time."
-    return f"~{_duration(est['seconds_per_epoch'])} per epoch on {est['hardware']} ({est['assumptions']})."
+    how = f" ({est['assumptions']})" if assumptions else ""
+    return f"~{_duration(est['seconds_per_epoch'])} per epoch on {est['hardware']}{how}."
 
 
 # ---------------------------------------------------------------------------

@@ -30,19 +30,22 @@ Metrics (train events): reward (mean total), reward_std (mean in-group std), rew
 (mean per function, unweighted), completion_length (tokens), kl (when beta > 0), clip_ratio,
 loss. The last few completions with their scores go to `samples` events (pop_samples()).
 
-Not done here: vLLM generation (HF generate only), several optimizer updates per generation
-(num_iterations), eval rows (a GRPO run has no eval loss).
+Not done here: vLLM generation (HF generate only; on a CUDA machine the run log says
+"vLLM not used: <reason>"), several optimizer updates per generation (num_iterations), eval
+rows (a GRPO run has no eval loss).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import logging
 import math
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..rewards import RewardChoice, build_rewards, score
 from . import Objective, register
@@ -50,6 +53,7 @@ from . import Objective, register
 _PROMPT_COLUMNS = ("prompt", "question", "instruction", "problem", "query", "input")
 _ANSWER_COLUMNS = ("answer", "solution", "target", "output", "response", "ground_truth")
 SAMPLES_KEPT = 8  # completions per samples event
+log = logging.getLogger(__name__)
 
 
 class GRPOSettings(BaseModel):
@@ -57,11 +61,15 @@ class GRPOSettings(BaseModel):
 
     group_size: int = Field(4, ge=2, le=64, description="Completions sampled per prompt; they are compared with each other.")
     max_completion_length: int = Field(64, ge=1, le=32768, description="Most tokens a completion may have.")
+    # Benchmarks set it to max_completion_length so random-weight models do the same work every step.
+    min_completion_length: int = Field(0, ge=0, le=32768,
+                                       description="Fewest tokens before a completion may end (0 = any).")
     temperature: float = Field(1.0, gt=0, le=5, description="Sampling temperature: higher = more varied completions.")
     top_p: float = Field(1.0, gt=0, le=1, description="Sample only from the most likely tokens holding this much probability.")
     beta: float = Field(0.0, ge=0, description="Weight of the KL penalty keeping the model near the base (0 = none, faster).")
     epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the probability ratio (lower side).")
-    epsilon_high: float | None = Field(None, gt=0, description="Upper clip range (DAPO uses 0.28); empty = epsilon.")
+    # 0 and "" mean "not set" too: what the studio's number box sends when left empty
+    epsilon_high: float | None = Field(None, ge=0, description="Upper clip range (DAPO uses 0.28); 0 or empty = epsilon.")
     loss_type: Literal["grpo", "dr_grpo", "dapo"] = Field(
         "grpo", description="grpo: mean per completion; dr_grpo: no length bias; dapo: mean per token.")
     scale_rewards: bool = Field(True, description="Divide advantages by the group's reward std (Dr. GRPO turns it off).")
@@ -72,10 +80,18 @@ class GRPOSettings(BaseModel):
     answer_column: str | None = Field(None, description="Column with the reference answer; empty = detect.")
     system_prompt: str | None = Field(None, description="A system message put before every prompt (e.g. the answer format).")
 
+    @field_validator("epsilon_high", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v  # an emptied number box
+
     @model_validator(mode="after")
     def _check(self) -> "GRPOSettings":
         if not self.rewards:
             raise ValueError("rewards: choose at least one reward function")
+        if self.min_completion_length > self.max_completion_length:
+            raise ValueError("min_completion_length: must not exceed max_completion_length "
+                             f"({self.max_completion_length})")
         return self
 
 
@@ -122,6 +138,20 @@ def aggregate(per_tok: torch.Tensor, mask: torch.Tensor, loss_type: str, max_len
     return per_tok.sum() / mask.sum().clamp(min=1) * (n / denom)
 
 
+def vllm_unused_reason(device: str) -> str | None:
+    """Why generation does not use vLLM on this machine (None off CUDA, where vLLM does not apply).
+
+    Generation is HF generate on the training model itself (adapter on, Tunesmith's kernels
+    patched in); a vLLM engine would need the LoRA weights synced into it after every step,
+    which is not built.
+    """
+    if device != "cuda":
+        return None
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed; sampling with HF generate"
+    return "vLLM generation is not built into Tunesmith yet; sampling with HF generate on the training model"
+
+
 # ---- the objective ----------------------------------------------------------------------------
 
 @register
@@ -154,6 +184,8 @@ class GRPO(Objective):
         # repeatable; a resumed run gets the RNG state back from its checkpoint.
         torch.manual_seed(self.cfg.training.seed)
         self.rewards = build_rewards(s.rewards)  # loads python reward files here, in the worker
+        if why := vllm_unused_reason("cuda" if torch.cuda.is_available() else "cpu"):
+            log.info("vLLM not used: %s", why)
         template = None
         try:
             template = resolve_template(tokenizer, self.cfg.model.chat_template)
@@ -280,7 +312,7 @@ class GRPO(Objective):
 
         lp = grid(logp)
         ref_g = grid(ref) if ref is not None else None
-        eps_hi = s.epsilon_high if s.epsilon_high is not None else s.epsilon
+        eps_hi = s.epsilon_high or s.epsilon
         per_tok, kl, clipped = policy_loss(lp, lp.detach(), adv.to(ctx.device), mask, s.epsilon, eps_hi, s.beta, ref_g)
         loss = aggregate(per_tok, mask, s.loss_type, s.max_completion_length, denom)
 
@@ -308,6 +340,7 @@ class GRPO(Objective):
         eos = tok.eos_token_id
         out = ctx.generate(ids, attention_mask=att, do_sample=True, temperature=s.temperature, top_p=s.top_p,
                            top_k=0, max_new_tokens=s.max_completion_length, num_return_sequences=s.group_size,
+                           **({"min_new_tokens": s.min_completion_length} if s.min_completion_length else {}),
                            pad_token_id=pad_id, eos_token_id=eos)
         completions = []
         for row in out[:, width:].tolist():

@@ -72,3 +72,35 @@ def test_settings_are_validated_with_the_field_named():
         RunConfig.model_validate({**base, "objective_settings": {"loss_type": "ppo"}})
     with pytest.raises(ValueError, match="needs a pattern"):
         RunConfig.model_validate({**base, "objective_settings": {"rewards": [{"name": "regex"}]}})
+
+
+def test_min_completion_length_may_not_exceed_the_max():
+    base = {"objective": "grpo", "data": {"datasets": ["arithmetic"]}}
+    cfg = RunConfig.model_validate({**base, "objective_settings": {"max_completion_length": 8,
+                                                                    "min_completion_length": 8}})
+    assert cfg.objective_settings["min_completion_length"] == 8
+    with pytest.raises(ValueError, match="min_completion_length"):
+        RunConfig.model_validate({**base, "objective_settings": {"max_completion_length": 8,
+                                                                 "min_completion_length": 9}})
+
+
+def test_the_run_log_says_why_vllm_is_not_used(monkeypatch):
+    import importlib.util
+
+    from tunesmith.engine.objectives import grpo
+
+    assert grpo.vllm_unused_reason("cpu") is None  # vLLM is a CUDA thing: nothing to say on a CPU
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert "not installed" in grpo.vllm_unused_reason("cuda")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert "not built" in grpo.vllm_unused_reason("cuda")
+
+
+def test_epsilon_high_zero_means_the_same_as_epsilon():
+    # the studio's number box sends 0 when left empty
+    cfg = RunConfig.model_validate({"objective": "grpo", "data": {"datasets": ["arithmetic"]},
+                                    "objective_settings": {"epsilon_high": 0}})
+    assert cfg.objective_settings["epsilon_high"] == 0
+    from tunesmith.engine.objectives.grpo import GRPOSettings
+
+    assert GRPOSettings(epsilon_high="").epsilon_high is None

@@ -147,6 +147,8 @@ def test_graphs_only_where_host_work_is_what_they_save(monkeypatch):
     assert not wants_graphs(32, 2 * 2048, cuda=False)
     assert not wants_graphs(0, 2 * 2048, cuda=True)
     assert not wants_graphs(32, 131072, cuda=True)
+    assert not wants_graphs(32, 2 * 2048, cuda=True, prefer="memory")  # least memory: no graph buffers
+    assert wants_graphs(32, 2 * 2048, cuda=True, prefer="speed")
     monkeypatch.setenv("TUNESMITH_CUDA_GRAPHS", "0")
     assert not wants_graphs(32, 2 * 2048, cuda=True)
 

@@ -202,6 +202,41 @@ def test_reload_keeps_the_form_and_the_card_says_what_will_train(page):
     _wait_for(lambda: _text_input(page, "max-steps").input_value() == "7", 30, "the form after a reload")
 
 
+def test_first_visit_shows_the_guide_and_empty_tabs(page):
+    # The form starts with a model and datasets, so the strip points at Train; nothing is trained yet.
+    _wait_for(lambda: page.locator("#guide-next").count() and "Next: press Start training"
+              in page.locator("#guide-next").inner_text(), 30, "the guide strip")
+    assert page.locator("#guide li.ts-guide-done").count() == 2
+    for tab, note in (("Runs", "No runs yet"), ("4 · Chat", "chat with the base model"),
+                      ("5 · Export", "Nothing to export yet"), ("Evaluate", "Nothing to evaluate yet")):
+        _open_tab(page, tab)
+        empty = page.locator(f"#empty-{tab.split()[-1].lower()}")
+        _wait_for(lambda: empty.is_visible() and note in empty.inner_text(), 15, f"the empty note on {tab}")
+    # Taking every dataset out moves the strip back to step 2.
+    _open_tab(page, "2 · Data")
+    remove = page.locator("#datasets .token-remove, #datasets [aria-label^='Remove']")
+    while remove.count():
+        n = remove.count()
+        remove.first.click()
+        _wait_for(lambda: remove.count() < n, 10, "the dataset to go")
+    _wait_for(lambda: "2 · Data" in page.locator("#guide-next").inner_text(), 15, "the strip to point at Data")
+
+
+def test_recommended_settings_fill_the_form_and_say_why(page):
+    _pick_model(page, "Qwen/Qwen2.5-0.5B-Instruct")
+    _yaml_when(page, lambda c: c.model.name_or_path == "Qwen/Qwen2.5-0.5B-Instruct", "the new model")
+    page.click("#recommend")
+    notes = page.locator("#recommend-notes")
+    _wait_for(lambda: "training rows" in notes.inner_text(), 60, "the recommendations")
+    text = notes.inner_text()
+    # Every suggestion comes with its reason; another model's default data (the 83 identity rows) is a small set.
+    assert "Unsloth" in text and "3 passes" in text and "rank 8" in text, text
+    cfg = _yaml_when(page, lambda c: c.training.learning_rate == 2e-4 and c.lora.r == 8, "the filled-in form")
+    assert (cfg.training.num_epochs, cfg.lora.alpha, cfg.training.warmup_ratio) == (3.0, 16, 0.05)
+    if folder := os.environ.get("TUNESMITH_SHOTS"):
+        page.screenshot(path=os.path.join(folder, "recommend.png"), full_page=True)
+
+
 def test_train_reload_and_chat(page):
     t0 = time.time()
     # A longer run when taking the README screenshot, so the chart has a shape.
@@ -265,4 +300,6 @@ def test_train_reload_and_chat(page):
     _wait_for(lambda: "e2e-identity" in _text_input(page, "export-run").input_value(), 15, "the run to export")
     page.click("#export-btn")
     _wait_for(lambda: "adapter" in page.locator("#export-results").inner_text(), 60, "the exported adapter")
+    # Trained, chatted with and exported: the guide strip has followed every step.
+    _wait_for(lambda: "All done" in page.locator("#guide-next").inner_text(), 30, "the guide to say all done")
     print(f"e2e took {time.time() - t0:.0f}s")

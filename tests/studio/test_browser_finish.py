@@ -76,6 +76,40 @@ def _download(page, link) -> Path:
     return Path(info.value.path())
 
 
+def shot(page, name: str) -> None:
+    """Save a screenshot under $TUNESMITH_SHOTS (a folder) when it is set, to look at by eye."""
+    import os
+
+    if folder := os.environ.get("TUNESMITH_SHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def _load_adapter(folder: Path) -> None:
+    """The downloaded adapter loads with peft on the demo model and changes its answer's logits."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.engine.paths import demo_model_dir
+
+    base = AutoModelForCausalLM.from_pretrained(str(demo_model_dir()))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        before = base(ids).logits.clone()
+        tuned = PeftModel.from_pretrained(base, str(folder))
+        after = tuned(ids).logits
+    assert not torch.allclose(before, after)
+
+
+def _load_gguf(path: Path) -> None:
+    """The downloaded GGUF loads in llama.cpp and writes text."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the gguf extra) is not installed")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, verbose=False)
+    out = llm("Hello", max_tokens=4, temperature=0.0)
+    assert out["choices"][0]["text"] is not None and out["usage"]["completion_tokens"] >= 1
+
+
 def test_export_downloads_a_real_zip_and_gguf(page, runs, tmp_path):
     _, short = runs
     page.get_by_role("tab", name="5 · Export").click()
@@ -94,18 +128,60 @@ def test_export_downloads_a_real_zip_and_gguf(page, runs, tmp_path):
         if name.endswith(".zip"):
             with zipfile.ZipFile(path) as zf:
                 assert "adapter/adapter_config.json" in zf.namelist()
-                assert any(n.endswith("adapter_model.safetensors") for n in zf.namelist())
+                zf.extractall(tmp_path / "unzipped")
+            _load_adapter(tmp_path / "unzipped" / "adapter")
         elif name.endswith(".gguf"):
-            from gguf import GGUFReader
-
-            reader = GGUFReader(str(path))
-            assert len(reader.tensors) > 0
+            _load_gguf(path)
+    shot(page, "export-downloads")
     # A run's settings, log and metrics download from the Runs tab.
     page.get_by_role("tab", name="Runs").click()
     _pick(page, "runs-pick", short.id)
     page.wait_for_function("() => document.querySelectorAll('#runs-files a[download]').length == 3")
     cfg = _download(page, page.locator("#runs-files a[href*=\"config.yaml\"]"))
     assert short.name in cfg.read_text()
+
+
+def _watch_replies(page, *roots: str) -> None:
+    """Record the length of the last reply in each chat column every time it changes (window.__lengths)."""
+    page.evaluate("""(roots) => {
+        window.__lengths = {};
+        for (const id of roots) {
+            window.__lengths[id] = [];
+            const root = document.querySelector(id);
+            new MutationObserver(() => {
+                const bots = root.querySelectorAll('[data-testid="bot"]');
+                if (bots.length) window.__lengths[id].push(bots[bots.length - 1].innerText.trim().length);
+            }).observe(root, {subtree: true, childList: true, characterData: true});
+        }
+    }""", list(roots))
+
+
+def _streamed(page, *roots: str) -> None:
+    """Wait until every column's reply has been seen at two lengths at least (it grew while streaming)."""
+    page.wait_for_function("""(roots) => roots.every(k => new Set(window.__lengths[k].filter(n => n > 1)).size >= 2)""",
+                           arg=list(roots), timeout=120_000)
+
+
+def test_chat_with_the_exported_gguf_and_the_guide_follows(page, runs):
+    """The GGUF the export test wrote is a chat target (llama.cpp); the guide strip then marks every step done."""
+    page.get_by_role("tab", name="4 · Chat").click()
+    box = _input(page, "chat-target")
+    box.click()
+    option = page.locator("#chat-target ul.option-list li", has_text="GGUF:").first
+    option.wait_for()
+    option.click()
+    assert box.input_value().startswith("GGUF:")
+    _watch_replies(page, "#chatbot")
+    message = _input(page, "chat-input")
+    message.fill("Who are you?")
+    message.press("Enter")
+    _streamed(page, "#chatbot")
+    assert page.locator('#chatbot [data-testid="bot"]').last.inner_text().strip()
+    assert page.locator("span.error").count() == 0
+    # Trained, chatted with, exported: the strip says so (it started at "Next: ask your trained run").
+    page.wait_for_function("() => document.querySelector('#guide-next')?.innerText.startsWith('All done')")
+    assert page.locator("#guide li.ts-guide-done").count() == 5
+    shot(page, "gguf-chat")
 
 
 def test_compare_chat_streams_two_columns(page, runs):
@@ -115,25 +191,16 @@ def test_compare_chat_streams_two_columns(page, runs):
     page.get_by_label("Compare side by side").check()
     page.wait_for_selector("#chatbot-b")
     page.wait_for_function("() => document.querySelector('#chat-target-b input').value.startsWith('Base')")
-    page.evaluate("""() => {
-        window.__lengths = {a: [], b: []};
-        for (const [key, id] of [['a', '#chatbot'], ['b', '#chatbot-b']]) {
-            const root = document.querySelector(id);
-            new MutationObserver(() => {
-                const bots = root.querySelectorAll('[data-testid="bot"]');
-                if (bots.length) window.__lengths[key].push(bots[bots.length - 1].innerText.trim().length);
-            }).observe(root, {subtree: true, childList: true, characterData: true});
-        }
-    }""")
+    _watch_replies(page, "#chatbot", "#chatbot-b")
     box = _input(page, "chat-input")
     box.fill("Who are you?")
     box.press("Enter")
     # Both columns answer; both replies grow while they stream.
-    page.wait_for_function("""() => ['a', 'b'].every(k => new Set(window.__lengths[k].filter(n => n > 1)).size >= 2)""",
-                           timeout=120_000)
+    _streamed(page, "#chatbot", "#chatbot-b")
     assert page.locator('#chatbot [data-testid="bot"]').last.inner_text().strip()
     assert page.locator('#chatbot-b [data-testid="bot"]').last.inner_text().strip()
     assert page.locator("span.error").count() == 0
+    shot(page, "compare-chat")
 
 
 def test_evaluate_scores_base_and_tuned(page, runs):
@@ -156,6 +223,7 @@ def test_evaluate_scores_base_and_tuned(page, runs):
     answers = page.locator("#eval-predictions").inner_text()
     assert "Smith" in answers and "base answer" in answers
     assert page.locator("#eval-download a[download]").count() == 1
+    shot(page, "evaluate")
 
 
 def test_compare_two_runs(page, runs):
@@ -171,6 +239,7 @@ def test_compare_two_runs(page, runs):
     diff = page.locator("#runs-compare-table").inner_text()
     assert "training.max_steps" in diff and "output.run_name" in diff
     assert "model.name_or_path" not in diff  # the same in both
+    shot(page, "compare-runs")
 
 
 def _english_left(text: str) -> list[str]:
@@ -204,10 +273,11 @@ def test_zh_cn_page_is_chinese_and_the_switch_persists(browser, finish_url):
                 return c.innerText; }""")
             seen.append(text)
             assert not _english_left(text), (tab, _english_left(text))
+            shot(page, f"zh-{tab.split()[-1]}")
         assert "开始训练" in "".join(seen) and "检查数据" in "".join(seen)
-        if shot := __import__("os").environ.get("TUNESMITH_SCREENSHOT_ZH"):
+        if zh_shot := __import__("os").environ.get("TUNESMITH_SCREENSHOT_ZH"):
             page.get_by_role("tab", name="3 · 训练").click()
-            page.screenshot(path=shot, full_page=True)
+            page.screenshot(path=zh_shot, full_page=True)
         # The switch changes the page in place, and the choice survives a reload.
         page.locator("#lang-switch label", has_text="English").click()
         page.wait_for_function("() => document.body.innerText.includes('Compare runs')")  # the Runs tab, in English

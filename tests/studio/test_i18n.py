@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.studio import app, data_tab, evaluate_tab, export_tab, runs_tab, train_tab
+from tunesmith.engine import recommend
+from tunesmith.studio import app, data_tab, evaluate_tab, export_tab, guide, runs_tab, train_tab
 from tunesmith.studio.i18n import ZH, pick_lang, plain, tr, used_keys
 
 STUDIO = Path(data_tab.__file__).parent
@@ -36,6 +37,9 @@ def _table_keys() -> set[str]:
     keys |= set(runs_tab.COLUMNS) | set(evaluate_tab.SCORE_COLUMNS) | set(export_tab.RESULT_COLUMNS)
     keys |= set(train_tab.METHOD_NAMES.values())
     keys |= {"queued", "running", "stopping", "completed", "stopped", "failed"}
+    keys |= set(recommend.REASONS) | set(guide.NEXT.values()) | set(guide.EMPTY.values()) | {guide.TRAINING,
+                                                                                                guide.ALL_DONE}
+    keys |= {label for _, label in guide.STEPS}
     return keys
 
 
@@ -52,7 +56,7 @@ def test_every_message_renders_in_both_languages(key):
     values = {name: "x" for name in ("run", "n", "name", "free", "fmt", "cols", "why", "file", "types", "what",
                                      "k", "total", "ok", "errors", "warnings", "how", "median", "longest",
                                      "cutoff", "cut", "trained", "note", "model", "datasets", "method", "length",
-                                     "status", "problem", "step", "place")}
+                                     "status", "problem", "step", "place", "url", "port", "rows")}
     numbers = {"lr": 0.001, "pct": 98.5, "kl": 0.01}
     fmt_values = {**values, **numbers}
     used = {f for f in fmt_values if "{" + f in key}
@@ -81,3 +85,10 @@ def test_config_errors_read_as_plain_sentences(studio):
     msg = plain(str(e.value))
     assert msg == "Datasets: pick at least one dataset."
     assert plain("Run x has no adapter yet.") == "Run x has no adapter yet."  # other messages pass through
+
+
+@pytest.mark.parametrize("key", recommend.REASONS)
+def test_recommendation_reasons_render_in_both_languages(key):
+    values = {"rows": "1,200", "r": 16, "alpha": 32, "batch": 2, "accum": 8, "total": 16}
+    en, zh = tr(key, "en", **values), tr(key, "zh-CN", **values)
+    assert "{" not in en and "{" not in zh and en != zh
