@@ -65,6 +65,9 @@ SHAPES = {
     "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=8, head_dim=128, vocab_size=128256, tie_word_embeddings=False,
                rope_theta=500000.0, rope_scaling={**LLAMA3_ROPE, "factor": 8.0}, max_position_embeddings=131072),
+    # CPU smoke tests of the bench scripts (bench_dpo.py --cpu --tiny): the demo tokenizer's 4,096 ids
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, vocab_size=4096, tie_word_embeddings=True),
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 METHODS = ["stock", "unsloth", "tunesmith-auto", "tunesmith-memory"]  # also: tunesmith-speed
@@ -107,7 +110,9 @@ def length_stats(lengths: list[int]) -> dict:
 
 
 def build_model_dir(shape: str, out: Path) -> Path:
-    """A random-weight Llama of `shape` saved as a bf16 model folder with the demo tokenizer."""
+    """A random-weight Llama of `shape` saved as a bf16 model folder with the demo tokenizer
+    (built on the GPU; on the CPU without one, for the tiny smoke-test shape). Kept: a folder
+    that exists already is reused (bench_dpo.py reads the ones this script made)."""
     import shutil
 
     import torch
@@ -118,7 +123,7 @@ def build_model_dir(shape: str, out: Path) -> Path:
     cfg = transformers.LlamaConfig(**SHAPES[shape], bos_token_id=None, eos_token_id=2, pad_token_id=0)
     cfg.use_cache = False
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = transformers.LlamaForCausalLM(cfg).to(torch.bfloat16)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -128,7 +133,8 @@ def build_model_dir(shape: str, out: Path) -> Path:
         if (demo / f).exists():
             shutil.copy(demo / f, tmp / f)
     del model
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     os.replace(tmp, out)
     return out
 

@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     check_available(cfg.training.report_to)
+    from tunesmith.engine.data.pairs import objective_data_note
+
+    if note := objective_data_note(cfg):  # sft on preference / KTO data: said before the run, not only in its log
+        print(f"note: {note}", file=sys.stderr)
     run_id = jobs.submit(cfg)
     info = jobs.get_run(run_id)
     place = scheduler.positions().get(run_id)

@@ -203,10 +203,11 @@ def _record_base(model, base_id: str) -> None:
         pc.base_model_name_or_path = base_id
 
 
-def save_adapter(model, out_dir: Path | str, cfg: RunConfig | None = None) -> None:
+def save_adapter(model, out_dir: Path | str, cfg: RunConfig | None = None, state_dict: dict | None = None) -> None:
     """model.save_pretrained(out_dir) (safetensors); a PiSSA adapter is written as a plain LoRA
     (rank 2r) that applies to the original base model, so chat, merge and GGUF export use it as is.
-    With `cfg`, adapter_config.json names the base model portably (see portable_base_id)."""
+    With `cfg`, adapter_config.json names the base model portably (see portable_base_id).
+    `state_dict`: the weights to write instead of the model's own (FSDP gathers them whole)."""
     config = getattr(model, "config", None)
     local_name = getattr(config, "_name_or_path", None)
     if cfg is not None:
@@ -215,7 +216,7 @@ def save_adapter(model, out_dir: Path | str, cfg: RunConfig | None = None) -> No
         if config is not None:
             config._name_or_path = base_id  # PEFT's README.md front matter reads it; restored below
     try:
-        _save(model, out_dir)
+        _save(model, out_dir, state_dict)
     finally:
         if config is not None and local_name is not None:
             config._name_or_path = local_name
@@ -224,15 +225,16 @@ def save_adapter(model, out_dir: Path | str, cfg: RunConfig | None = None) -> No
         card.write_text(card.read_text(encoding="utf-8").replace(str(local_name), base_id), encoding="utf-8")
 
 
-def _save(model, out_dir: Path | str) -> None:
+def _save(model, out_dir: Path | str, state_dict: dict | None = None) -> None:
     files = getattr(model, _PISSA_ATTR, None)
+    given = {"state_dict": state_dict} if state_dict is not None else {}
     if not hasattr(model, "peft_config"):
-        model.save_pretrained(str(out_dir), safe_serialization=True)
+        model.save_pretrained(str(out_dir), safe_serialization=True, **given)
         return
     # save_embedding_layers=False: adapters never train embeddings here, and PEFT's "auto" would
     # look the base model up on the Hub to find out
     if not files:
-        model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False)
+        model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False, **given)
         return
     with tempfile.TemporaryDirectory() as d, _no_hub_lookups():
         init_dir = Path(d) / "pissa_init"
@@ -240,7 +242,7 @@ def _save(model, out_dir: Path | str) -> None:
         for name, data in files.items():
             (init_dir / name).write_bytes(data)
         model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False,
-                              path_initial_model_for_weight_conversion=str(init_dir))
+                              path_initial_model_for_weight_conversion=str(init_dir), **given)
 
 
 @contextlib.contextmanager

@@ -288,6 +288,12 @@ class ResourcesConfig(_Section):
         description="Training processes (default: one per GPU). On a machine without GPUs, 2+ runs data-parallel "
         "CPU processes over gloo: slow, for trying the multi-GPU path.",
     )
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="Several GPUs: ddp gives each GPU the whole model (fastest); fsdp shards weights, adapter and "
+        "optimizer across them (LoRA/QLoRA, for models one GPU cannot hold); auto picks fsdp only when the fit "
+        "check says one GPU is too small.",
+    )
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -356,6 +362,19 @@ class RunConfig(_Section):
     )
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Which GPUs the run uses.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+
+    @model_validator(mode="after")
+    def _fsdp_method(self) -> "RunConfig":
+        if self.resources.strategy == "fsdp" and self.method not in ("lora", "qlora"):
+            raise ValueError(f"resources.strategy: fsdp shards LoRA and QLoRA runs only; method {self.method} "
+                             "needs strategy ddp (or auto)")
+        if self.resources.strategy == "fsdp" and self.objective == "grpo":
+            raise ValueError("resources.strategy: fsdp cannot shard grpo (each process generates answers of its own "
+                             "length); use strategy ddp")
+        if self.resources.strategy == "fsdp" and self.method == "qlora" and self.quantization.bits == 8:
+            raise ValueError("resources.strategy: fsdp shards 4-bit QLoRA, not 8-bit; set quantization.bits 4 "
+                             "or strategy ddp")
+        return self
 
     @model_validator(mode="after")
     def _known_objective(self) -> "RunConfig":

@@ -14,8 +14,8 @@ Failure: torchrun's agent stops every rank when one dies and exits non-zero; the
 manager reports the run failed with worker.log's tail, where each line names its rank.
 A rank blocked in a collective whose peer died gets an error within TIMEOUT.
 
-What it does not know: FSDP (sharding a model too big for one GPU) is not built; every
-rank holds the whole model, as DDP does.
+Whether the ranks each hold the whole model (DDP) or shard it (FSDP) is the trainer's
+choice (engine/training/fsdp.py, resources.strategy); the process group is the same.
 """
 
 from __future__ import annotations
@@ -110,6 +110,14 @@ def sync_from_rank0(model) -> None:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
+    import torch
+
+    nccl = dist.get_backend() == "nccl"
     for p in model.parameters():
         if p.requires_grad:
-            dist.broadcast(p.data, src=0)
+            if nccl and p.device.type == "cpu":  # a model loaded on the CPU for FSDP to shard: NCCL sends GPU tensors
+                t = p.data.to(torch.device("cuda", torch.cuda.current_device()))
+                dist.broadcast(t, src=0)
+                p.data.copy_(t.cpu())
+            else:
+                dist.broadcast(p.data, src=0)

@@ -236,6 +236,10 @@ def merge_to_dir(run_id: str, out_dir: Path, progress: Progress | None = None) -
         for name in _TOKENIZER_FILES:
             if (tok_src / name).exists():
                 shutil.copy2(tok_src / name, tmp / name)
+        from .objectives.reward import HEAD_FILE
+
+        if (adapter_dir / HEAD_FILE).exists():  # a reward model: its score head goes with the merged weights
+            shutil.copy2(adapter_dir / HEAD_FILE, tmp / HEAD_FILE)
     progress(1.0, "merged")
     return Path(out_dir)
 
@@ -262,6 +266,13 @@ def export_run(
     run = jobs.get_run(run_id)
     if fmt not in ("adapter", "merged", "gguf"):
         raise ExportError(f"format {fmt!r}: choose adapter, merged or gguf.")
+    if fmt == "gguf":
+        from .objectives.reward import is_reward_run
+
+        if is_reward_run(run):
+            raise ExportError(f"Run {run.id} is a reward model: it scores replies rather than writing them, and GGUF "
+                              "(llama.cpp, Ollama) has no place for its score head. Export it as adapter or merged "
+                              "(both keep reward_head.safetensors).")
     out = Path(out_dir).expanduser() if out_dir else paths.exports_dir() / run.id / fmt
     _check_out_dir(out)  # every format: a user's folder is never written into
     try:
@@ -270,7 +281,11 @@ def export_run(
             return ExportResult("adapter", path, _dir_size(path))
         if fmt == "merged":
             path = merge_to_dir(run.id, out, progress)
-            return ExportResult("merged", path, _dir_size(path))
+            res = ExportResult("merged", path, _dir_size(path))
+            if (path / "reward_head.safetensors").exists():
+                res.notes.append("reward model: the merged decoder plus reward_head.safetensors, the score head "
+                                 "(hidden size -> 1) read at each reply's last token")
+            return res
         return _export_gguf(run.id, out, quants or ["f16"], progress)
     except ExportError:
         raise

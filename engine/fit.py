@@ -23,12 +23,26 @@ L the base's linear-layer parameters, O the rest, P the trainable ones):
   fine-tuning): a stock layer keeps ~2.6 F, the logits 12 T x vocab (bf16
   logits, their fp32 copy and its gradient); with gradient checkpointing every
   layer keeps only its input plus one layer recomputed.
-- several GPUs (DDP): each GPU holds all of the above and a gradient bucket
-  copy of the trainable gradients.
+- tokens per forward pass, as the trainer picks them: batch x cutoff on the
+  stock path; with the kernels, memory mode runs one cutoff-long row per pass
+  and auto/speed a whole optimizer step (batch x accumulation x cutoff),
+  halved down to batch x cutoff until no layer needs checkpointing.
+- several GPUs, DDP: each GPU holds all of the above and a gradient bucket
+  copy of the trainable gradients. FSDP (engine/training/fsdp.py): the
+  decoder layers' weights and the adapter, its gradients and optimizer states
+  are divided by the number of GPUs; two layers are whole at a time (the one
+  computing and the one being gathered); the embedding and LM head stay whole
+  (twice the embedding when they are tied); Tunesmith's kernels step aside, so
+  activations follow the stock path. `choose_strategy` picks FSDP for
+  resources.strategy auto when DDP's estimate does not fit one GPU.
 The 2.6 and 12 come from the H100 peaks in bench/RESULTS.md (1B and 8B shapes,
 2 x 2048 tokens: stock 17.9 / 50.8 GiB, stock-gc 8.5 / 16.8 GiB, Tunesmith speed
 7.5 / 34.4 GiB, memory 1.66 / 6.94 GiB); this module reproduces those within
-5%. They are the points the constants were fitted to, not an independent check.
+5%. They are the points the constants were fitted to, not an independent check;
+bench/bench_fit.py is one: it trains through the product path and compares this
+estimate with the trainer's recorded peak (bench/results/bench_fit_h200.json,
+H200: 1B and 8B shapes, QLoRA auto and memory, LoRA, 1 and 4 rows of 2048
+tokens: within 6% on all 12, mean 2.4%).
 The stock numbers were measured with transformers' own loss (full logits);
 where Tunesmith's training loop computes the loss in chunks the logits term is
 smaller, so the estimate errs high there. Peak means
@@ -43,7 +57,7 @@ cannot read (hub ids without network): then there is no estimate and no refusal.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from .config import RunConfig
@@ -121,17 +135,36 @@ class Settings:
     kernels: bool = False                # Tunesmith's kernels will patch this model on this GPU
     gradient_checkpointing: bool = True  # the stock path's checkpointing
     optimizer: str = "adamw_torch"
-    world: int = 1                       # GPUs (DDP: each holds a full copy)
+    world: int = 1                       # GPUs
+    strategy: str = "ddp"                # ddp: each GPU holds a full copy; fsdp: sharded over `world`
+    step_tokens: int = 0                 # auto/speed with kernels: a whole step's tokens, tried first
 
     @classmethod
-    def from_run(cls, cfg: RunConfig, kernels_active: bool, world: int = 1) -> "Settings":
+    def from_run(cls, cfg: RunConfig, kernels_active: bool, world: int = 1, strategy: str = "ddp") -> "Settings":
+        t = cfg.training
+        tokens, step = pass_tokens(cfg, kernels_active and strategy != "fsdp")
         return cls(
             method=cfg.method, bits=cfg.quantization.bits, double_quant=cfg.quantization.double_quant,
-            lora_r=cfg.lora.r, targets=cfg.lora.target_modules,
-            tokens=cfg.training.batch_size * cfg.data.cutoff_len, memory_mode=cfg.training.memory_mode,
-            kernels=kernels_active, gradient_checkpointing=cfg.training.gradient_checkpointing,
-            optimizer=cfg.training.optimizer, world=world,
+            lora_r=cfg.lora.r, targets=cfg.lora.target_modules, tokens=tokens, step_tokens=step,
+            memory_mode=t.memory_mode, kernels=kernels_active and strategy != "fsdp",
+            gradient_checkpointing=t.gradient_checkpointing, optimizer=t.optimizer, world=world,
+            strategy=strategy if world > 1 else "ddp",
         )
+
+
+def pass_tokens(cfg: RunConfig, kernels_active: bool) -> tuple[int, int]:
+    """(tokens per forward pass, a whole step's tokens to try first or 0), as engine.trainer picks them
+    for rows that reach the cutoff."""
+    t, cutoff = cfg.training, cfg.data.cutoff_len
+    micro = t.batch_size * cutoff
+    if t.tokens_per_forward:
+        return max(t.tokens_per_forward, cutoff), 0
+    if kernels_active and t.memory_mode == "memory":
+        return cutoff, 0
+    if kernels_active:
+        whole = micro * t.gradient_accumulation
+        return micro, whole if whole > micro else 0
+    return micro, 0
 
 
 @dataclass(frozen=True)
@@ -170,6 +203,15 @@ def weight_bytes(shape: ModelShape, s: Settings) -> int:
     return L // 2 + consts + other
 
 
+def _fsdp_weights(shape: ModelShape, s: Settings, whole: int) -> int:
+    """Weights on one GPU under FSDP: the layers' share, two whole layers, the embedding and head whole."""
+    other = shape.other_params
+    per_other = 4 if s.method == "full" or (s.method == "qlora" and s.bits in (4, 8) and not s.kernels) else 2
+    layers = whole - other * per_other
+    kept = (other + (shape.vocab * shape.hidden if shape.tied else 0)) * per_other
+    return -(-layers // s.world) + 2 * (layers // max(1, shape.layers)) + kept
+
+
 def trainable_params(shape: ModelShape, s: Settings) -> int:
     if s.method == "full":
         return shape.linear_params + shape.other_params
@@ -180,10 +222,25 @@ def estimate(shape: ModelShape, s: Settings, free_bytes: int | None = None) -> E
     """Peak GPU memory (bytes, as torch.cuda.max_memory_allocated counts it) for one training process.
 
     `free_bytes` is what auto/speed plans may use (the GPU's free memory); None = plenty."""
+    if s.kernels and s.method != "full" and s.memory_mode != "memory" and s.step_tokens > s.tokens:
+        # the trainer's _fit_capacity: a whole step per pass when no layer then needs checkpointing,
+        # else the largest power-of-two share of it that does, down to batch x cutoff
+        c = s.step_tokens
+        while c > s.tokens:
+            est = estimate(shape, replace(s, tokens=c, step_tokens=0), free_bytes)
+            if est.plan.startswith("no checkpointing"):
+                return est
+            c = max(s.tokens, c // 2)
+        s = replace(s, step_tokens=0)
     weights = weight_bytes(shape, s)
     p = trainable_params(shape, s)
     per_param = 4 + OPTIMIZER_BYTES.get(s.optimizer, 8) + (0 if s.method == "full" else 4)
-    trainable = p * per_param + (p * 4 if s.world > 1 else 0)  # full: its weights are counted above
+    fsdp = s.world > 1 and s.strategy == "fsdp"
+    if fsdp:
+        weights = _fsdp_weights(shape, s, weights)
+        trainable = -(-p * per_param // s.world)
+    else:
+        trainable = p * per_param + (p * 4 if s.world > 1 else 0)  # full: its weights are counted above
     if s.method == "full":
         trainable += p * 4  # gradients
     full, ckpt = shape.layer_bytes(s.tokens)
@@ -241,16 +298,47 @@ def kernels_apply(cfg: RunConfig, model_type: str | None) -> bool:
     return cfg.kernels != "off" and cfg.method in ("qlora", "lora") and model_type in ARCHS
 
 
+def choose_strategy(cfg: RunConfig, world: int, gpu_bytes: int | None,
+                    shape: ModelShape | None = None, model_type: str | None = None) -> tuple[str, str]:
+    """("single" | "ddp" | "fsdp", why, in words) for a run on `world` processes whose GPUs have
+    `gpu_bytes` of memory each (None: no GPU). auto picks FSDP only where DDP's estimate does not fit
+    one GPU; engine.training.fsdp asks this on rank 0 and every rank follows."""
+    req = cfg.resources.strategy
+    if world <= 1:
+        return "single", "one process"
+    if req != "auto":
+        return req, f"resources.strategy is {req}"
+    if cfg.method not in ("lora", "qlora") or (cfg.method == "qlora" and cfg.quantization.bits == 8) \
+            or cfg.objective == "grpo":
+        return "ddp", "FSDP here shards LoRA and 4-bit QLoRA runs only (not grpo)"
+    if gpu_bytes is None:
+        return "ddp", "no GPU: CPU processes have no GPU memory to save by sharding"
+    if shape is None:
+        shape, model_type = model_shape(cfg)
+    if shape is None:
+        return "ddp", "no memory estimate (the model's config.json could not be read)"
+    kern = kernels_apply(cfg, model_type)
+    one = estimate(shape, Settings.from_run(cfg, kern, world=world, strategy="ddp"), free_bytes=gpu_bytes - CONTEXT_BYTES)
+    if one.needs_bytes <= gpu_bytes:
+        return "ddp", f"the fit check says one GPU holds the whole run (~{one.needs_bytes / GB:.1f} of {gpu_bytes / GB:.0f} GB)"
+    shard = estimate(shape, Settings.from_run(cfg, kern, world=world, strategy="fsdp"))
+    return "fsdp", (f"one GPU would need ~{one.needs_bytes / GB:.1f} of its {gpu_bytes / GB:.0f} GB; sharded over "
+                    f"{world} GPUs ~{shard.needs_bytes / GB:.1f} GB each")
+
+
 @dataclass(frozen=True)
 class Fit:
     gpu: Any                 # engine.gpus.GpuInfo
     estimate: Estimate
     fits: bool               # on this GPU's memory (`of` bytes)
     of: int
+    strategy: str = "single"  # single | ddp | fsdp (several GPUs)
+    world: int = 1
 
     def line(self) -> str:
         verb = "fits on" if self.fits else "does not fit on"
-        return f"{verb} GPU {self.gpu.index}: ~{self.estimate.needs_bytes / GB:.1f} of {self.of / GB:.0f} GB"
+        how = f" each ({self.strategy.upper()} over {self.world} GPUs)" if self.world > 1 else ""
+        return f"{verb} GPU {self.gpu.index}: ~{self.estimate.needs_bytes / GB:.1f} of {self.of / GB:.0f} GB{how}"
 
 
 def _world(cfg: RunConfig, gpus: Sequence[Any]) -> int:
@@ -275,12 +363,18 @@ def check(cfg: RunConfig, gpus: Sequence[Any], use_free: bool = True) -> list[Fi
     shape, model_type = model_shape(cfg)
     if shape is None:
         return None
-    s = Settings.from_run(cfg, kernels_active=kernels_apply(cfg, model_type), world=_world(cfg, gpus))
+    world, targets = _world(cfg, gpus), _targets(cfg, gpus)
+    strategy = "single"
+    if world > 1 and targets:
+        # the worker decides on its GPUs' total memory (the same answer on every rank, whatever runs beside)
+        strategy, _ = choose_strategy(cfg, world, min(g.total_bytes for g in targets), shape, model_type)
+    s = Settings.from_run(cfg, kernels_active=kernels_apply(cfg, model_type), world=world,
+                          strategy="fsdp" if strategy == "fsdp" else "ddp")
     out = []
-    for g in _targets(cfg, gpus):
+    for g in targets:
         room = g.free_bytes if use_free else g.total_bytes
         est = estimate(shape, s, free_bytes=room - CONTEXT_BYTES)
-        out.append(Fit(g, est, est.needs_bytes <= room, room))
+        out.append(Fit(g, est, est.needs_bytes <= room, room, strategy, world))
     return out
 
 
@@ -304,6 +398,7 @@ def fit_line(cfg: RunConfig, gpus: Sequence[Any]) -> str:
 
 
 _TWEAKS: list[tuple[str, Any]] = [
+    ("resources.strategy", "fsdp"),  # several GPUs only: shard instead of copying
     ("training.memory_mode", "memory"),
     ("training.gradient_checkpointing", True),
     ("method", "qlora"),
@@ -329,9 +424,12 @@ def suggest(cfg: RunConfig, gpus: Sequence[Any], use_free: bool = False) -> str 
                 if fits and all(f.fits for f in fits):
                     return f"{path}={value}"
             continue
-        if node[leaf] == value:
+        if node[leaf] == value or (path == "resources.strategy" and (_world(cfg, gpus) < 2 or node[leaf] == "auto")):
             continue
-        tried = cfg.with_overrides([f"{path}={value}"])
+        try:
+            tried = cfg.with_overrides([f"{path}={value}"])
+        except ConfigError:  # e.g. fsdp with method full
+            continue
         fits = check(tried, gpus, use_free=use_free)
         if fits and all(f.fits for f in fits):
             return f"{path}={str(value).lower() if isinstance(value, bool) else value}"
@@ -350,4 +448,5 @@ def refuse_if_too_big(cfg: RunConfig, gpus: Sequence[Any]) -> None:
     raise ConfigError(f"This run {bad.line()} even with nothing else on it ({bad.estimate.parts()}); {hint}.")
 
 
-__all__ = ["ModelShape", "Settings", "Estimate", "estimate", "check", "fit_line", "refuse_if_too_big", "suggest"]
+__all__ = ["ModelShape", "Settings", "Estimate", "estimate", "check", "choose_strategy", "fit_line", "pass_tokens",
+           "refuse_if_too_big", "suggest"]

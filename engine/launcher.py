@@ -10,7 +10,8 @@ this interpreter keeps the run in the studio's environment.) `--standalone`
 picks a free rendezvous port on this host, so several multi-GPU runs can share
 a machine. torchrun watches its ranks: when one dies it stops the others and
 exits non-zero, and the job manager reports the run failed with worker.log's
-tail (every rank writes there, each line prefixed with its rank).
+tail (every rank writes there, each line prefixed with its rank). The same launch
+serves DDP and FSDP: the ranks choose between them (engine/training/fsdp.py).
 
 Multi-node (documented, not driven by the queue): run the same worker on every
 node with torchrun's rendezvous arguments and a run folder on shared storage:

@@ -159,8 +159,9 @@ def _config_dtype(src: str, mc: ModelConfig) -> torch.dtype | None:
     return getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None)
 
 
-def load_for_training(cfg: RunConfig):
-    """Load (model, tokenizer, hardware) ready for PEFT/TRL, per cfg.method."""
+def load_for_training(cfg: RunConfig, fsdp: bool = False):
+    """Load (model, tokenizer, hardware) ready for PEFT/TRL, per cfg.method. `fsdp`: the model will be
+    sharded (engine/training/fsdp.py): NF4 bytes stored as the compute dtype, 16-bit weights on the CPU."""
     from transformers import BitsAndBytesConfig
 
     mc = cfg.model
@@ -178,7 +179,7 @@ def load_for_training(cfg: RunConfig):
         if q.bits == 4:
             bnb = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
-                bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=torch.uint8,
+                bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute if fsdp else torch.uint8,
             )
         else:
             bnb = BitsAndBytesConfig(load_in_8bit=True)
@@ -190,7 +191,7 @@ def load_for_training(cfg: RunConfig):
         # LoRA keeps the frozen base in the compute dtype and PEFT puts adapters in fp32.
         # freeze trains whole layers like full: fp32 master weights for them too
         kwargs["dtype"] = torch.float32 if cfg.method in ("full", "freeze") else compute
-        if hw.device == "cuda":
+        if hw.device == "cuda" and not fsdp:  # FSDP moves each rank's shard to its GPU
             kwargs["device_map"] = {"": _cuda_index()}
     model = _from_pretrained(src, mc, kwargs)
     model.config.use_cache = False

@@ -54,7 +54,7 @@ from . import adapters, atomic, models
 from .config import RunConfig
 from .early_stopping import EarlyStopping
 from .events import EventWriter
-from .training import dist
+from .training import dist, fsdp
 from .training.batching import Layout, epoch_order, forward_groups, steps_per_epoch
 from .training.state import checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -136,10 +136,12 @@ class Recipe:
     def setup(self) -> None:
         from .objectives import get_objective
 
-        cfg = self.cfg
+        # several processes: DDP or FSDP (engine/training/fsdp.py), and why, in the run log
+        self.strategy = fsdp.choose(self.cfg)
+        cfg = self.cfg = fsdp.adjust(self.cfg, self.strategy, self._info)
         if dist.is_main():
             self.events.status("running", "loading model")
-        self.model, self.tokenizer, self.hw = models.load_for_training(cfg)
+        self.model, self.tokenizer, self.hw = models.load_for_training(cfg, fsdp=self.strategy.sharded)
         log.info("loaded %s on %s (%s)", cfg.model.name_or_path, self.hw.name, cfg.method)
         self._check_stop()
 
@@ -159,6 +161,7 @@ class Recipe:
         from .distributed import sync_from_rank0
 
         sync_from_rank0(self.model)  # several processes: every rank starts from rank 0's adapter
+        self.model = fsdp.shard(self.model, self.strategy, self.hw, cfg.training.precision)
         if cfg.training.neftune_alpha:  # [issue 15]
             adapters.enable_neftune(self.model, cfg.training.neftune_alpha)
         self.fused = False
@@ -381,9 +384,12 @@ class Recipe:
             denom = max(1, sum(items[i] for i in take))
             mine = take[rank::world]
             groups = forward_groups([lengths[i] for i in mine], self.capacity, t.batch_size)
-            for g in groups:
-                batch = self._to_device(self.objective.collate([rows[mine[j]] for j in g], self.layout), device)
+            for g in fsdp.even_passes(groups, self.strategy, device):
+                picked = [rows[mine[j]] for j in g] if g is not None else [rows[take[0]]]
+                batch = self._to_device(self.objective.collate(picked, self.layout), device)
                 loss, part = self.objective.loss(ctx, batch, denom)
+                if g is None:  # FSDP: a pass only to match the peers' gathers; it adds nothing
+                    loss, part, batch["n_tokens"] = loss * 0, {}, 0
                 (scaler.scale(loss) if scaler else loss).backward()
                 tokens_seen += batch["n_tokens"] * world
                 window_tokens += batch["n_tokens"] * world
@@ -394,7 +400,7 @@ class Recipe:
             if scaler:
                 scaler.unscale_(self.optimizer)
             clip = t.max_grad_norm if t.max_grad_norm > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            grad_norm = dist.clip_grad_norm(params, clip)
             lr = self.optimizer.param_groups[0]["lr"]
             if scaler:
                 scaler.step(self.optimizer)
@@ -471,9 +477,13 @@ class Recipe:
         sums: dict[str, Any] = {}
         self.model.eval()
         try:
-            for g in forward_groups(lengths, cap if self.layout.padding_free else None, self.cfg.training.batch_size):
-                batch = self._to_device(self.objective.collate([rows[mine[j]] for j in g], layout), device)
+            groups = forward_groups(lengths, cap if self.layout.padding_free else None, self.cfg.training.batch_size)
+            for g in fsdp.even_passes(groups, self.strategy, device):
+                picked = [rows[mine[j]] for j in g] if g is not None else [rows[0]]
+                batch = self._to_device(self.objective.collate(picked, layout), device)
                 _, part = self.objective.loss(ctx, batch, 1.0)
+                if g is None:  # FSDP: a pass only to match the peers' gathers
+                    continue
                 for k, v in part.items():
                     if v is not None:
                         sums[k] = sums[k] + v if k in sums else v
@@ -490,14 +500,19 @@ class Recipe:
         return loss
 
     def _save(self, step: int, epoch: int, pos: int, tokens_seen: int, window: dict) -> None:
-        if step == getattr(self, "_last_saved", -1) or not dist.is_main():
+        if step == getattr(self, "_last_saved", -1):
+            dist.barrier()
+            return
+        gathered = fsdp.gather_checkpoint(self.model, self.optimizer)  # FSDP: every rank takes part
+        if not dist.is_main():
+            self._last_saved = step
             dist.barrier()
             return
         keys = list(window)
         vals = [float(v) for v in (torch.stack([torch.as_tensor(window[k], dtype=torch.float64).reshape(()).cpu()
                                                  for k in keys]).tolist() if keys else [])]
         state = {"epoch": epoch, "position": pos, "tokens_seen": tokens_seen, "window": dict(zip(keys, vals))}
-        path = save_checkpoint(self.run_dir, step, self.model, self.optimizer, self.scheduler, state)
+        path = save_checkpoint(self.run_dir, step, self.model, self.optimizer, self.scheduler, state, **gathered)
         self._last_saved = step
         log.info("checkpoint %s", path.name)
         dist.barrier()
@@ -508,10 +523,11 @@ class Recipe:
         """Write adapter/ (LoRA, PEFT format) or model/ (full) atomically, with the tokenizer (rank 0)."""
         name = "model" if self.cfg.method in ("full", "freeze") else "adapter"
         final = self.run_dir / name
+        whole = fsdp.gather_trainable(self.model)  # FSDP: every rank takes part; rank 0 gets the weights
         if not dist.is_main():
             return None
         with atomic.atomic_dir(final, overwrite=True) as tmp:
-            adapters.save_adapter(self.model, tmp, self.cfg)  # [issue 15] PiSSA saved as plain LoRA; portable base id
+            adapters.save_adapter(self.model, tmp, self.cfg, state_dict=whole)  # [issue 15] PiSSA saved as plain LoRA; portable base id
             self.tokenizer.save_pretrained(str(tmp))
             self.objective.save_extra(self.model, tmp)
         log.info("saved %s to %s", name, final)

@@ -257,9 +257,18 @@ class WeightCache:
         extras zero-initialised, or None when a base is not NF4."""
         if any(p.quant_state is None for p in projs):
             return None
-        key = (tuple(id(p.quant_state) for p in projs), dtype, extra_cols, extra_rows)
+        ids = tuple(id(p.quant_state) for p in projs)
+        key = (ids, dtype, extra_cols, extra_rows)
         hit = self._bufs.get(key)
+        if hit is None and not extra_cols and not extra_rows:
+            # the base weights alone (a DPO/KTO reference pass: adapters switched off) are the top-left
+            # block of the buffer kept with adapter columns/rows: a view of it, not a second copy
+            for (ids2, dtype2, c, r), (_, buf) in self._bufs.items():
+                if ids2 == ids and dtype2 == dtype:
+                    return buf[:buf.shape[0] - r, :buf.shape[1] - c]
         if hit is None:
+            if extra_cols or extra_rows:  # a plain copy made before (reference pass first) is now a view
+                self._bufs.pop((ids, dtype, 0, 0), None)
             rows = sum(p.out_features for p in projs)
             buf = torch.zeros((rows + extra_rows, projs[0].in_features + extra_cols), dtype=dtype,
                               device=projs[0].weight.device)

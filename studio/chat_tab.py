@@ -45,6 +45,9 @@ class ChatHandles:
     clear: gr.Button
     temperature: gr.Slider
     max_new_tokens: gr.Slider
+    score_model: gr.Dropdown | None = None
+    score: gr.Button | None = None
+    score_result: gr.Markdown | None = None
 
 
 def message_text(content: Any) -> str:
@@ -180,6 +183,37 @@ def stream_compare(target: str | None, history: list[dict] | None, compare: bool
     yield from stream_reply(target, history, max_new_tokens, temperature)
 
 
+# ---------------------------------------------------------------------------
+# Scoring replies with a trained reward model (objective reward)
+# ---------------------------------------------------------------------------
+
+
+def reward_model_choices() -> dict:
+    from tunesmith.engine.objectives.reward import reward_runs
+
+    runs = reward_runs()
+    return gr.update(choices=runs, value=runs[0][1] if runs else None)
+
+
+def score_text(run_id: str | None, history: list[dict] | None, history_b: list[dict] | None, compare: bool) -> str:
+    """Markdown with the reward model's score of the last reply of each chat column shown."""
+    from tunesmith.engine.objectives.reward import score_reply
+
+    if not run_id:
+        raise gr.Error(tr("Pick a reward model first: a run trained with Score replies (reward model)."),
+                       print_exception=False)
+    columns = [(tr("Reply"), history)] + ([(tr("Compared reply"), history_b)] if compare else [])
+    lines = []
+    for label, hist in columns:
+        messages = plain_messages(hist)
+        if messages and messages[-1]["role"] == "assistant":
+            lines.append(f"**{label}**: {score_reply(run_id, messages):+.3f}")
+    if not lines:
+        raise gr.Error(tr("There is no reply to score yet: chat first."), print_exception=False)
+    return "\n\n".join(lines + [tr("Higher is better. Scores rank replies to the same question; a score alone means "
+                                     "little.")])
+
+
 def build_chat_tab(ctx: StudioContext) -> ChatHandles:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
@@ -199,6 +233,11 @@ def build_chat_tab(ctx: StudioContext) -> ChatHandles:
                 max_new_tokens = gr.Slider(16, 2048, value=256, step=16, label=T("Longest reply (tokens)"),
                                            info=T("A token is a word or a piece of one."))
             clear = gr.Button(T("Clear chat"), variant="secondary")
+            with gr.Accordion(T("Score replies with a reward model"), open=False, elem_id="score-box"):
+                score_model = gr.Dropdown(choices=[], label=T("Reward model"), elem_id="score-model",
+                                          info=T("A run trained with Score replies (reward model)."))
+                score_btn = gr.Button(T("Score the last reply"), size="sm", elem_id="score-btn")
+                score_result = gr.Markdown(elem_id="score-result")
         with gr.Column(scale=3):
             with gr.Row():
                 chatbot = gr.Chatbot(label=T("Chat"), height=460, elem_id="chatbot", buttons=["copy"],
@@ -239,7 +278,17 @@ def build_chat_tab(ctx: StudioContext) -> ChatHandles:
     refresh_outputs = [target, known, target_b]
     refresh.click(refresh_targets, refresh_inputs, refresh_outputs)
     ctx.demo.load(refresh_targets, refresh_inputs, refresh_outputs, show_progress="hidden")
+
+    @toast_errors
+    def confined_score(run_id: str | None, history: list[dict] | None, history_b: list[dict] | None, compare: bool):
+        ctx.confine.check_chat_target(run_id or "")
+        return score_text(run_id, history, history_b, compare)
+
+    score_btn.click(confined_score, [score_model, chatbot, chatbot_b, compare], score_result)
+    for trigger in (refresh.click, ctx.demo.load):
+        trigger(reward_model_choices, None, score_model, show_progress="hidden")
     return ChatHandles(target=target, compare=compare, target_b=target_b, chatbot_b=chatbot_b,
                        refresh_inputs=refresh_inputs, refresh_outputs=refresh_outputs, chatbot=chatbot,
                        message=message, send=send, clear=clear, temperature=temperature,
-                       max_new_tokens=max_new_tokens)
+                       max_new_tokens=max_new_tokens, score_model=score_model, score=score_btn,
+                       score_result=score_result)

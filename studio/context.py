@@ -137,6 +137,14 @@ def config_values(cfg: RunConfig, paths: list[str]) -> dict[str, Any]:
         node: Any = cfg
         for part in path.split("."):
             node = getattr(node, part)
+        if path == "objective_settings":
+            # every setting of the run's objective, defaults included: the Train tab's settings
+            # widgets follow this state (train_tab.build_objective_section), and two objectives'
+            # full settings always differ, so loading another run's settings always redraws them
+            from tunesmith.engine.objectives import parse_settings
+
+            s = parse_settings(cfg.objective, node)
+            node = s.model_dump(mode="json", exclude_none=True) if s is not None else {}
         out[path] = form_value(path, node)
     return out
 

@@ -46,7 +46,7 @@ SAMPLE_ROWS = 200  # rows kept per session to offer column, key and role names f
 NONE = "(none)"  # the choice for an optional column the file does not have
 
 # The ColumnMapping fields a person can set, in the order of their dropdowns.
-MAP_FIELDS = ("prompt", "query", "response", "messages", "chosen", "rejected", "system", "history",
+MAP_FIELDS = ("prompt", "query", "response", "messages", "chosen", "rejected", "system", "history", "kto_tag",
               "role_tag", "content_tag", "user_tag", "assistant_tag")
 TAG_FIELDS = ("role_tag", "content_tag", "user_tag", "assistant_tag")
 _CHAT_TAGS = {
@@ -56,12 +56,16 @@ _CHAT_TAGS = {
     "assistant_tag": ("The assistant's role name", True),
 }
 # format -> {field: (label, required)}: the dropdowns shown for that format ("auto" shows none).
+# KTO rows: a true/false label on the reply (desirable / undesirable), kept for objective kto
+_KTO = {"kto_tag": ("Good / bad label column (KTO)", False)}
 MAP_LAYOUT: dict[str, dict[str, tuple[str, bool]]] = {
     "alpaca": {"prompt": ("Instruction column", True), "query": ("Input column", False),
                "response": ("Response column", True), "system": ("System prompt column", False),
-               "history": ("History column", False)},
-    "sharegpt": {"messages": ("Conversation column", True), "system": ("System prompt column", False), **_CHAT_TAGS},
-    "openai": {"messages": ("Conversation column", True), "system": ("System prompt column", False), **_CHAT_TAGS},
+               "history": ("History column", False), **_KTO},
+    "sharegpt": {"messages": ("Conversation column", True), "system": ("System prompt column", False), **_KTO,
+                 **_CHAT_TAGS},
+    "openai": {"messages": ("Conversation column", True), "system": ("System prompt column", False), **_KTO,
+               **_CHAT_TAGS},
     "text": {"prompt": ("Text column", True)},
     "preference": {"prompt": ("Prompt column", False), "messages": ("Conversation column (instead of a prompt)", False),
                    "chosen": ("Chosen answer column", True), "rejected": ("Rejected answer column", True),

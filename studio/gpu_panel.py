@@ -1,6 +1,6 @@
 """The GPU picker and the fit line ("fits on GPU 0: ~9.8 of 24 GB") shown on the Model and Train tabs.
 
-    build_gpu_picker(ctx)                 # in the Model tab: resources.gpus + a fit line
+    build_gpu_picker(ctx)                 # in the Model tab: resources.gpus, .strategy + a fit line
     fit_line_markdown(ctx)                # in the Train tab: the same line
     wire_fit_lines(ctx)                   # after every tab is built (the line reads their fields)
 
@@ -18,14 +18,18 @@ from tunesmith.engine import fit, gpus
 from tunesmith.engine.errors import TunesmithError
 
 from .context import StudioContext
-from .i18n import T, tr
+from .i18n import T, localize, tr
 
 # Fields whose change moves the estimate (the handler reads the whole form).
 FIT_FIELDS = (
     "model.name_or_path", "method", "quantization.bits", "quantization.double_quant", "lora.r",
     "lora.target_modules", "training.batch_size", "data.cutoff_len", "training.memory_mode",
-    "training.gradient_checkpointing", "training.optimizer", "kernels", "resources.gpus",
+    "training.gradient_checkpointing", "training.optimizer", "kernels", "resources.gpus", "resources.strategy",
+    "resources.processes",
 )
+
+STRATEGIES = [("Automatic (FSDP only when one GPU is too small)", "auto"), ("DDP: a whole copy per GPU", "ddp"),
+              ("FSDP: sharded across the GPUs (LoRA/QLoRA)", "fsdp")]
 
 
 def gpu_choices(machine: list[gpus.GpuInfo]) -> list[tuple[str, str]]:
@@ -36,7 +40,7 @@ def gpu_choices(machine: list[gpus.GpuInfo]) -> list[tuple[str, str]]:
     out += [(g.label(), f"[{g.index}]") for g in machine]
     if len(machine) > 1:
         every = ", ".join(str(g.index) for g in machine)
-        out.append((tr("all {n} GPUs, one process each (DDP)", n=len(machine)), f"[{every}]"))
+        out.append((tr("all {n} GPUs, one process each", n=len(machine)), f"[{every}]"))
     return out
 
 
@@ -64,6 +68,9 @@ def build_gpu_picker(ctx: StudioContext) -> gr.Markdown:
         # Only meaningful without GPUs (on GPUs it is one process per GPU); 0 = not set.
         ctx.field("resources.processes", gr.Number, precision=0, minimum=0, label=T("Processes (0 = one per GPU)"),
                   elem_id="resources-processes", scale=1, visible=not machine)
+        # DDP or FSDP when a run has several processes (engine/training/fsdp.py)
+        localize(ctx.field("resources.strategy", gr.Dropdown, choices=STRATEGIES, label=T("Several GPUs"),
+                           elem_id="resources-strategy", scale=2), STRATEGIES)
     return fit_line_markdown(ctx, "fit-line-model")
 
 

@@ -64,6 +64,9 @@ PREFERENCE_SERIES = (
     ("rewards/chosen", "reward: chosen", "#0ea5e9", "dot"),
     ("rewards/rejected", "reward: rejected", "#ef4444", "dot"),
     ("rewards/accuracies", "preference accuracy", "#a855f7", "dash"),
+    # on the held-out split (eval events, data.val_size / val_file): markers on the same axis
+    ("eval_rewards/margins", "eval reward margin", "#16a34a", "eval"),
+    ("eval_rewards/accuracies", "eval preference accuracy", "#a855f7", "eval"),
 )
 
 
@@ -71,7 +74,7 @@ def preference_points(events: list[dict[str, Any]]) -> dict[str, tuple[list[int]
     """{metric: (steps, values)} of the preference metrics the train events carry (empty for sft)."""
     out: dict[str, tuple[list[int], list[float]]] = {}
     for ev in events:
-        if ev.get("type") != "train" or ev.get("step") is None:
+        if ev.get("type") not in ("train", "eval") or ev.get("step") is None:
             continue
         for key, *_ in PREFERENCE_SERIES:
             if _finite(ev.get(key)):
@@ -115,8 +118,11 @@ def loss_figure(events: list[dict[str, Any]], title: str = "") -> go.Figure:
     pref = preference_points(events)
     fig = go.Figure()
     for key, name, colour, dash in PREFERENCE_SERIES:  # on a second axis: rewards and accuracy are not losses
-        if key in pref:
-            fig.add_trace(go.Scatter(x=pref[key][0], y=pref[key][1], mode="lines", name=name, yaxis="y2",
+        if key in pref and dash == "eval":
+            fig.add_trace(go.Scatter(x=pref[key][0], y=pref[key][1], mode="markers", name=tr(name), yaxis="y2",
+                                     marker=dict(color=colour, size=9, symbol="diamond-open")))
+        elif key in pref:
+            fig.add_trace(go.Scatter(x=pref[key][0], y=pref[key][1], mode="lines", name=tr(name), yaxis="y2",
                                      line=dict(color=colour, width=2, dash=dash)))
     rewards = reward_points(events)
     for i, (key, (xs, ys)) in enumerate(sorted(rewards.items(), key=lambda kv: (kv[0] != "reward", kv[0]))):
@@ -144,7 +150,7 @@ def loss_figure(events: list[dict[str, Any]], title: str = "") -> go.Figure:
         showlegend=bool(steps or eval_steps),
     )
     if pref or rewards:
-        title = "reward / accuracy" if pref else "reward"
+        title = tr("reward / accuracy") if pref else tr("reward")
         fig.update_layout(yaxis2=dict(title=title, overlaying="y", side="right", showgrid=False))
     if not steps and not eval_steps:
         fig.add_annotation(text=tr("No points yet: the chart fills in as the run logs steps."),

@@ -247,26 +247,27 @@ def _default_of(field) -> Any:
     return field.default_factory() if field.default_factory is not None else None
 
 
-def _setting_widget(key: str, field) -> gr.components.Component:
+def _setting_widget(key: str, field, elem_id: str | None = None) -> gr.components.Component:
     from typing import Literal, get_args, get_origin
 
     import yaml
 
-    label = key.replace("_", " ").capitalize()
+    name = field.title or key.replace("_", " ").capitalize()  # Field(title=...) where the key reads badly
+    label, info = T(name), T(field.description) if field.description else None
     default = _default_of(field)
     if get_origin(field.annotation) is Literal:
         return gr.Dropdown(choices=list(get_args(field.annotation)), value=default, label=label,
-                           info=field.description)
+                           info=info, elem_id=elem_id)
     if field.annotation is bool:
-        return gr.Checkbox(value=default, label=label, info=field.description)
+        return gr.Checkbox(value=default, label=label, info=info, elem_id=elem_id)
     if _is_text(field):
-        return gr.Textbox(value=default or "", label=label, info=field.description)
+        return gr.Textbox(value=default or "", label=label, info=info, elem_id=elem_id)
     if _is_structured(field):
         plain = [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in default or []] \
             if isinstance(default, list) else default
         return gr.Code(value=yaml.safe_dump(plain, sort_keys=False, allow_unicode=True) if plain else "",
-                       language="yaml", label=f"{label} (YAML)", interactive=True)
-    return gr.Number(value=default, label=label, info=field.description)
+                       language="yaml", label=T(f"{name} (YAML)"), interactive=True, elem_id=elem_id)
+    return gr.Number(value=default, label=label, info=info, elem_id=elem_id)
 
 
 def setting_value(field, value: Any) -> Any:
@@ -291,9 +292,11 @@ def build_objective_section(ctx: StudioContext) -> None:
     chosen = ctx.initial.objective
     with gr.Group():
         gr.Markdown(T("### What to learn"), elem_classes="ts-section")
-        objective = ctx.field("objective", gr.Dropdown, choices=objective_choices(), label=T("Objective"),
-                              elem_id="objective")
-        note = gr.Markdown(objective_note(chosen), elem_id="objective-note")
+        objective = localize(ctx.field("objective", gr.Dropdown, choices=objective_choices(), label=T("Objective"),
+                                       elem_id="objective"), objective_choices())
+        for name in names():
+            T(objective_note(name))  # every note is a key the page may show (tests/studio/test_i18n.py)
+        note = gr.Markdown(T(objective_note(chosen)), elem_id="objective-note")
         groups, widgets = {}, []  # widgets: (objective, key, component)
         for name in names():
             settings = get_objective(name).Settings
@@ -304,7 +307,7 @@ def build_objective_section(ctx: StudioContext) -> None:
                 for key, field in settings.model_fields.items():
                     w = grpo_panel.setting_editor(name, key, current.get(key))  # grpo's reward picker
                     if w is None:
-                        w = _setting_widget(key, field)
+                        w = _setting_widget(key, field, elem_id=f"{name}-{key.replace('_', '-')}")
                     if key in current and not isinstance(w, gr.State):  # an editor starts from it itself
                         v = current[key]
                         w.value = yaml.safe_dump(v, sort_keys=False, allow_unicode=True) \
@@ -324,14 +327,38 @@ def build_objective_section(ctx: StudioContext) -> None:
                     out[key] = v
         return out
 
-    def switch(name: str, *values):
-        return (objective_note(name), collect(name, *values),
-                *[gr.Column(visible=obj == name) for obj in groups])
+    def show(name: str):
+        return (tr(objective_note(name)), *[gr.Column(visible=obj == name) for obj in groups])
+
+    def fill(name: str, saved: dict | None, *values):
+        """The picked objective's widgets from the settings state, when something other than these
+        widgets set it (Runs -> Reuse its settings, the form coming back after a reload): keys the
+        state lacks show their defaults; widgets that already show their value are left alone (no
+        rewrite under the user's cursor)."""
+        saved = saved or {}
+        out = []
+        for (obj, key, _), shown in zip(widgets, values):
+            field = get_objective(obj).Settings.model_fields[key] if obj == name else None
+            want = saved.get(key, _default_of(field)) if field is not None else None
+            if field is None or setting_value(field, shown) == want:
+                out.append(gr.skip())
+                continue
+            if isinstance(want, list):
+                want = [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in want]
+            if isinstance(want, (list, dict)):
+                want = yaml.safe_dump(want, sort_keys=False, allow_unicode=True) if want else ""
+            out.append("" if want is None else want)
+        return out
 
     comps = [w for _, _, w in widgets]
-    objective.change(switch, [objective, *comps], [note, state, *groups.values()], show_progress="hidden")
-    for w in comps:
+    # A picked objective (.input: the user's own pick) takes its widgets' values into the state; a
+    # restored one (.change from Reuse its settings or a reload) only shows its widgets, and fill
+    # draws them from the restored state: never the widgets' old values over restored settings.
+    objective.change(show, objective, [note, *groups.values()], show_progress="hidden")
+    objective.input(collect, [objective, *comps], state, show_progress="hidden")
+    for w in comps:  # .change: edits by hand and by other handlers (fill's own writes change nothing)
         w.change(collect, [objective, *comps], state, show_progress="hidden")
+    state.change(fill, [objective, state, *comps], comps, show_progress="hidden")
 
 
 def build_train_tab(ctx: StudioContext) -> TrainHandles:
@@ -420,25 +447,30 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
 
     # ---- handlers ---------------------------------------------------------------
 
+    asked = gr.State(None)  # the data note Start last asked about: a second Start trains anyway
+
     @toast_errors
     def start_run(values: dict):
         cfg = ctx.config_from(values)
+        from tunesmith.engine.data.pairs import objective_data_note
+
+        note = objective_data_note(cfg)
+        if note and values.get(asked) != note:  # preference / KTO data is never silently reduced: ask first
+            gr.Warning(tr("{note} Press Start again to train this way, or pick the objective it suggests.",
+                          note=note))
+            return gr.skip(), gr.skip(), note
         try:
             run_id = jobs.submit(cfg, dedupe=True)
         except jobs.DuplicateSubmit as e:  # a double click: one run, and say so
             gr.Info(str(e))
-            return e.run_id, saved_form(ctx, values)
+            return e.run_id, saved_form(ctx, values), None
         place = scheduler.positions().get(run_id)
         if place:
             gr.Info(tr("Queued run {run}: number {place}; it starts when its GPUs are free (Runs tab).",
                        run=run_id, place=place))
         else:
             gr.Info(tr("Started run {run}. Closing this page does not stop it.", run=run_id))
-        from tunesmith.engine.data.pairs import objective_data_note
-
-        if note := objective_data_note(cfg):
-            gr.Warning(note)
-        return run_id, saved_form(ctx, values)
+        return run_id, saved_form(ctx, values), None
 
     @toast_errors
     def stop_run(run_id: str | None) -> None:
@@ -484,7 +516,8 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
     # ---- events -------------------------------------------------------------------
     monitor_outputs = [stats, progress, chart, error, timer, seen]
     # once: clicks while a Start is being handled are dropped by the page (the engine refuses repeats too).
-    start.click(start_run, ctx.config_inputs(), [ctx.run_id, form_store], trigger_mode="once", concurrency_limit=1)
+    start.click(start_run, ctx.config_inputs() | {asked}, [ctx.run_id, form_store, asked], trigger_mode="once",
+                concurrency_limit=1)
     stop.click(stop_run, ctx.run_id, None).then(monitor_view, ctx.run_id, monitor_outputs, show_progress="hidden")
     show_yaml.click(yaml_text, ctx.config_inputs(), yaml_box)
     ctx.run_id.change(open_run, ctx.run_id, [*monitor_outputs, ctx.saved_run_id], show_progress="hidden")

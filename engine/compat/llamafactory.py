@@ -41,19 +41,6 @@ _MARKERS = {"model_name_or_path", "stage", "finetuning_type", "lora_target", "pe
 # RunConfig.objective once that field exists.
 _STAGES = {"sft": "sft", "pt": "pretrain", "dpo": "dpo", "kto": "kto", "rm": "reward", "ppo": "ppo"}
 
-# pref_loss (stage dpo) -> objective; ipo and hinge are DPO loss types
-_PREF_LOSSES = {"sigmoid": "dpo", "ipo": "dpo", "hinge": "dpo", "orpo": "orpo", "simpo": "simpo"}
-# LLaMA-Factory's preference keys -> (objective_settings field, the objectives that take it)
-_PREF_KEYS: dict[str, tuple[str, set[str]]] = {
-    "pref_beta": ("beta", {"dpo", "orpo", "simpo", "kto"}),
-    "pref_ftx": ("sft_weight", {"dpo", "simpo"}),
-    "dpo_label_smoothing": ("label_smoothing", {"dpo"}),
-    "simpo_gamma": ("gamma", {"simpo"}),
-    "kto_chosen_weight": ("desirable_weight", {"kto"}),
-    "kto_rejected_weight": ("undesirable_weight", {"kto"}),
-}
-_PREF_BETA = 0.1  # LLaMA-Factory's default pref_beta, for every preference loss (Tunesmith's SimPO default is 2.0)
-
 _SCHEDULERS = {"linear", "cosine", "constant", "constant_with_warmup"}
 _OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_hf": "adamw_torch", "adamw_torch_fused": "adamw_torch",
                "adamw_bnb_8bit": "adamw_8bit", "adamw_8bit": "adamw_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
@@ -108,6 +95,11 @@ _REFUSED: dict[str, str] = {
     "eval_dataset": "give the eval file as data.val_file (one file), or use val_size",
     "image_max_pixels": "image/video/audio training is not supported yet", "video_max_pixels": "image/video/audio training is not supported yet",
     "freeze_vision_tower": "image/video/audio training is not supported yet", "freeze_multi_modal_projector": "image/video/audio training is not supported yet",
+    "ref_model": "the reference model is the base model with the adapter switched off; remove it",
+    "ref_model_adapters": "the reference model is the base model with the adapter switched off; remove it",
+    "ref_model_quantization_bit": "the reference model is the base model with the adapter switched off; remove it",
+    "pref_bco_weight": "the BCO term of DPO is not supported; remove it",
+    "ld_alpha": "LD-DPO is not supported; remove it",
     "export_dir": "this is an export config; use `tunesmith export RUN --format merged|gguf`",
     "infer_backend": "this is an inference config; use `tunesmith chat` or `tunesmith serve`",
     "do_predict": "prediction runs are not supported; use `tunesmith chat` on the finished run",
@@ -232,16 +224,7 @@ def translate(data: dict[str, Any], source: str = "config", base_dir: Path | Non
     elif stage == "ppo":
         refused.append("stage: ppo (RLHF with a reward model) is not supported; use sft, pt or a preference objective")
     elif "objective" in RunConfig.model_fields:
-        objective = _STAGES[stage]
-        if stage == "dpo":  # LLaMA-Factory's dpo stage runs whichever pairwise loss pref_loss names
-            loss = str(take("pref_loss") or "sigmoid")
-            objective = _PREF_LOSSES.get(loss, "dpo")
-            if loss not in _PREF_LOSSES:
-                refused.append(f"pref_loss: {loss!r} is not supported; use one of {', '.join(_PREF_LOSSES)}")
-            elif loss in ("ipo", "hinge"):
-                put("pref_loss", "objective_settings.loss_type", loss)
-        put("stage", "objective", objective)  # RunConfig checks that the objective exists
-        _preference_settings(objective, given, handled, refused, put, t)
+        put("stage", "objective", _STAGES[stage])  # RunConfig checks that the objective exists
     elif stage not in ("sft", "pt"):
         refused.append(f"stage: {stage} is not supported yet (Tunesmith trains sft and pt); use stage: sft")
     elif stage == "pt":
@@ -275,6 +258,9 @@ def translate(data: dict[str, Any], source: str = "config", base_dir: Path | Non
         refused.append(f"finetuning_type: {ftype!r} is not supported; use lora, freeze or full")
     for key in ("double_quantization", "quantization_type"):
         handled.add(key)
+
+    # --- preference objectives: stage dpo (pref_loss picks dpo / orpo / simpo), kto
+    _preference(given, data, take, put, refused, t, stage)
 
     # --- LoRA
     lora_keys = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_dora", "use_rslora", "pissa_init")
@@ -449,26 +435,61 @@ def translate(data: dict[str, Any], source: str = "config", base_dir: Path | Non
     return t
 
 
-def _preference_settings(objective: str, given: dict[str, Any], handled: set[str], refused: list[str],
-                         put: Callable[[str, str, Any], None], t: "Translation") -> None:
-    """pref_beta, pref_ftx, simpo_gamma, ... -> objective_settings of the preference objective; refused where
-    the objective has no such setting (ignoring it would train something else)."""
-    if "pref_loss" in given and "pref_loss" not in handled:
-        t.ignored.append(("pref_loss", "only stage dpo reads it"))
-        handled.add("pref_loss")
-    for key, (name, objectives) in _PREF_KEYS.items():
-        handled.add(key)
-        value = given.get(key)
-        if objective in objectives and value is not None:
-            put(key, f"objective_settings.{name}", float(value))
-        elif value not in (None, 0, 0.0):
-            if objective in {o for _, objs in _PREF_KEYS.values() for o in objs}:
-                refused.append(f"{key}: objective {objective} has no such setting; remove it")
-            else:
-                t.ignored.append((key, f"no effect on objective {objective}"))
-    if objective in _PREF_KEYS["pref_beta"][1] and given.get("pref_beta") is None:
-        _set(t.config, "objective_settings.beta", _PREF_BETA)  # LLaMA-Factory's default, said as one
-        t.defaults.append(("pref_beta", "objective_settings.beta", _PREF_BETA))
+# LLaMA-Factory's preference keys and their defaults (FinetuningArguments / RLHFArguments).
+_PREF_DEFAULTS: dict[str, Any] = {"pref_beta": 0.1, "pref_loss": "sigmoid", "pref_ftx": 0.0, "dpo_label_smoothing": 0.0,
+                                  "simpo_gamma": 0.5, "kto_chosen_weight": 1.0, "kto_rejected_weight": 1.0}
+
+
+def _preference(given: dict, data: dict, take: Callable, put: Callable, refused: list[str], t: Translation,
+                stage: str) -> None:
+    """pref_* and friends -> objective (dpo / orpo / simpo / kto) and objective_settings, with LLaMA-Factory's
+    defaults for absent keys (its DPO runs at pref_beta 0.1 whichever pref_loss)."""
+    value = {k: (given[k] if given.get(k) is not None else d) for k, d in _PREF_DEFAULTS.items()}
+    for k in _PREF_DEFAULTS:
+        take(k)
+
+    def _default(key: str, name: str, conv) -> None:
+        if key in data:
+            put(key, f"objective_settings.{name}", conv(value[key]))
+        else:  # LLaMA-Factory's default, listed as one in the report
+            _set(t.config, f"objective_settings.{name}", conv(value[key]))
+            t.defaults.append((key, f"objective_settings.{name}", conv(value[key])))
+
+    if stage == "dpo":
+        loss = str(value["pref_loss"])
+        if loss == "kto_pair":
+            refused.append("pref_loss: kto_pair is not supported; use stage: kto (KTO on labelled rows, or on pairs)")
+            return
+        if loss not in ("sigmoid", "hinge", "ipo", "orpo", "simpo"):
+            refused.append(f"pref_loss: {loss!r} is not one of sigmoid, hinge, ipo, orpo, simpo")
+            return
+        objective = loss if loss in ("orpo", "simpo") else "dpo"
+        if objective == "dpo":
+            _default("pref_loss", "loss_type", str)
+        else:
+            put("pref_loss", "objective", objective)
+        _default("pref_beta", "beta", float)
+        if objective in ("dpo", "simpo"):
+            _default("dpo_label_smoothing", "label_smoothing", float)
+            _default("pref_ftx", "sft_weight", float)
+        elif float(value["pref_ftx"]):
+            refused.append("pref_ftx: with pref_loss orpo, ORPO learns the chosen reply by example already; remove it")
+        if objective == "simpo":
+            _default("simpo_gamma", "gamma", float)
+        unused = ("simpo_gamma",) if objective != "simpo" else ()
+        unused += ("kto_chosen_weight", "kto_rejected_weight")
+    elif stage == "kto":
+        _default("pref_beta", "beta", float)
+        _default("kto_chosen_weight", "desirable_weight", float)
+        _default("kto_rejected_weight", "undesirable_weight", float)
+        if float(value["pref_ftx"]):
+            refused.append("pref_ftx: an SFT term in KTO is not supported; remove it")
+        unused = ("pref_loss", "dpo_label_smoothing", "simpo_gamma")
+    else:
+        unused = tuple(_PREF_DEFAULTS)
+    for k in unused:
+        if k in data:
+            t.ignored.append((k, f"not used by stage {stage}"))
 
 
 def _rope_factor(model: str, cutoff_len: int) -> float:

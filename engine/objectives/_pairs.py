@@ -9,8 +9,10 @@ sequences, and the pair objective's data, batching and metrics.
 plan apply) and reads log p(target) per token through `linear_logps`: the LM head and a
 log-softmax in row chunks, the logits of a chunk recomputed in backward, so the full
 (tokens x vocabulary) logits never exist (a 128k vocabulary at 8k tokens would be 4 GiB in
-fp32). Models whose head is not a plain Linear give logits (`ctx.lm.direct` False); those
-are read directly.
+fp32). Only the positions that have a target (the replies) go through the head: the prompt's
+hidden states never meet the vocabulary (for prompts as long as replies, half the head's work).
+Models whose head is not a plain Linear give logits (`ctx.lm.direct` False); those are read
+directly.
 
 Pair rows (engine.data.pairs) put chosen sides first, rejected after: `split` halves.
 """
@@ -113,7 +115,8 @@ def collate_sequences(seqs: list[tuple[list[int], list[int]]], layout: Layout) -
 
     Adds to collate_causal's batch: `seq_index` (per token of the flattened batch, which
     sequence it belongs to; len(seqs) for padding), `seq_targets` (trained targets per
-    sequence) and `n_seq`.
+    sequence), `target_rows` (flat positions that have a target, made here on the host so the
+    device never syncs to find them) and `n_seq`.
     """
     rows = [{"input_ids": ids, "assistant_masks": mask} for ids, mask in seqs]
     batch = collate_causal(rows, layout)
@@ -132,6 +135,7 @@ def collate_sequences(seqs: list[tuple[list[int], list[int]]], layout: Layout) -
     counts = torch.zeros(n + 1).index_add_(0, idx, (tgt != IGNORE).float())
     batch["seq_index"] = idx
     batch["seq_targets"] = counts[:n]
+    batch["target_rows"] = (tgt != IGNORE).nonzero().squeeze(1)
     batch["n_seq"] = n
     return batch
 
@@ -148,13 +152,16 @@ def sequence_logps(ctx, batch: dict, reference: bool = False) -> tuple[torch.Ten
         hidden = lm.hidden(batch)
     tgt = batch["targets"].reshape(-1)
     h = hidden.reshape(-1, hidden.shape[-1])
+    seq_index = batch["seq_index"]
+    if (rows := batch.get("target_rows")) is not None:
+        h, tgt, seq_index = h.index_select(0, rows), tgt.index_select(0, rows), seq_index.index_select(0, rows)
     if lm.direct:
         tok = linear_logps(h, lm.head.weight, lm.head.bias, tgt, lm.softcap)
     else:  # `hidden` holds the logits
         lp = torch.log_softmax(h.float(), -1).gather(1, tgt.clamp(min=0)[:, None])[:, 0]
         tok = torch.where(tgt != IGNORE, lp, torch.zeros_like(lp))
     n = batch["n_seq"]
-    out = torch.zeros(n + 1, dtype=torch.float32, device=tok.device).index_add(0, batch["seq_index"], tok)
+    out = torch.zeros(n + 1, dtype=torch.float32, device=tok.device).index_add(0, seq_index, tok)
     return out[:n], batch["seq_targets"].to(tok.device)
 
 

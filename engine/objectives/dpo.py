@@ -41,9 +41,9 @@ class DPOSettings(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Share of pairs assumed mislabelled (conservative "
                                    "DPO, sigmoid only); 0 trusts every pair.")
     reference: Literal["base", "none"] = Field(
-        "base", description="base = the model with the adapter switched off (no extra memory); none = "
+        "base", title="Reference model", description="base = the model with the adapter switched off (no extra memory); none = "
         "reference-free (log-ratios against zero).")
-    sft_weight: float = Field(0.0, ge=0, description="Also learn the chosen reply by example with this weight (RPO); "
+    sft_weight: float = Field(0.0, ge=0, title="SFT weight", description="Also learn the chosen reply by example with this weight (RPO); "
                               "0 = off.")
 
 
@@ -68,7 +68,8 @@ def dpo_losses(pc, pr, rc, rr, beta: float, loss_type: str = "sigmoid", label_sm
 @register
 class DPO(PairObjective):
     name = "dpo"
-    description = "Prefer A over B (DPO): learn from pairs of a better and a worse reply, kept close to the base model."
+    description = ("Prefer A over B (DPO): learn from pairs of a better and a worse reply, kept close to the base "
+                   "model; the usual pick when you have such pairs.")
     Settings = DPOSettings
     needs_reference = True
 

@@ -36,7 +36,7 @@ class KTOSettings(BaseModel):
                                     "fewer than bad ones.")
     undesirable_weight: float = Field(1.0, gt=0, description="Weight of rows labelled bad; raise it when bad rows are "
                                       "fewer than good ones.")
-    kl: Literal["batch", "none"] = Field("batch", description="batch = estimate the KL term from mismatched prompt / "
+    kl: Literal["batch", "none"] = Field("batch", title="KL term", description="batch = estimate the KL term from mismatched prompt / "
                                          "reply pairs of each pass (as the paper); none = skip it (faster).")
 
 
@@ -52,7 +52,8 @@ def kto_losses(policy, ref, labels, kl, beta: float, desirable_weight: float = 1
 @register
 class KTO(Objective):
     name = "kto"
-    description = "Good or bad examples (KTO): learn from replies marked desirable or undesirable, no pairs needed."
+    description = ("Good or bad examples (KTO): learn from replies marked desirable or undesirable, no pairs "
+                   "needed; for thumbs-up / thumbs-down feedback.")
     Settings = KTOSettings
     needs_reference = True
 

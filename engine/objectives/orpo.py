@@ -45,7 +45,8 @@ def orpo_odds_ratio(ac, ar, beta: float):
 @register
 class ORPO(PairObjective):
     name = "orpo"
-    description = "Prefer A over B (ORPO): learn the better reply and push away the worse, no reference model."
+    description = ("Prefer A over B (ORPO): learn the better reply and push away the worse in one step, no "
+                   "reference model; for pairs on a model not taught by example first.")
     Settings = ORPOSettings
 
     def loss(self, ctx, batch, denom):

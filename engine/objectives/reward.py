@@ -55,7 +55,8 @@ def last_token_index(batch: dict) -> torch.Tensor:
 @register
 class Reward(PairObjective):
     name = "reward"
-    description = "Score replies (reward model): learn a score that ranks the better reply of each pair higher."
+    description = ("Score replies (reward model): learn a score that ranks the better reply of each pair higher; "
+                   "to judge or rank replies (the Chat tab scores with it).")
     Settings = RewardSettings
 
     def attach(self, model: torch.nn.Module) -> None:
@@ -130,3 +131,48 @@ def score(model, tokenizer, head: torch.nn.Linear, messages: list[dict], chat_te
     hidden = lm.hidden(batch)
     h = hidden.reshape(-1, hidden.shape[-1])[last_token_index(batch)]
     return float(head.to(device)(h.float()).squeeze())
+
+
+# ---------------------------------------------------------------------------
+# Scoring with a finished reward run (the Chat tab, scripts)
+
+_HEADS: dict[tuple[str, float], torch.nn.Linear] = {}  # (head file, mtime) -> head
+
+
+def is_reward_run(run) -> bool:
+    """Did this run save a reward model (its adapter and the score head)?"""
+    return bool(run.has_adapter) and (run.run_dir / "adapter" / HEAD_FILE).exists()
+
+
+def reward_runs() -> list[tuple[str, str]]:
+    """(label, run id) of the runs that can score replies, in the run list's order."""
+    from .. import jobs
+
+    return [(f"{r.name} ({r.id})", r.id) for r in jobs.list_runs() if is_reward_run(r)]
+
+
+def score_reply(run_ref: str, messages: list[dict]) -> float:
+    """The reward run's score of the conversation's last reply (messages: [{"role", "content"}],
+    the last one the assistant's). The run's base model and adapter are loaded through
+    engine.infer (cached with the chat's models); the head is cached while its file is unchanged.
+
+    Raises RunError when the run is not a reward model, DataError when there is no reply."""
+    from .. import infer, jobs
+    from ..errors import DataError, RunError
+
+    run = jobs.get_run(run_ref)
+    if not is_reward_run(run):
+        raise RunError(f"Run {run.id} is not a reward model: train one with objective reward (Score replies) on "
+                       "preference pairs, then pick it here.")
+    if not messages or messages[-1].get("role") != "assistant" or not str(messages[-1].get("content", "")).strip():
+        raise DataError("There is no reply to score: the conversation must end with the assistant's reply.")
+    model, tok = infer.get_model(run.id)
+    path = run.run_dir / "adapter" / HEAD_FILE
+    key = (str(path), path.stat().st_mtime)
+    head = _HEADS.get(key)
+    if head is None:
+        cfg = model.config if hasattr(model, "config") else model.get_base_model().config
+        hidden = getattr(cfg, "hidden_size", None) or cfg.get_text_config().hidden_size
+        _HEADS.clear()
+        head = _HEADS[key] = load_head(path.parent, hidden, next(model.parameters()).device)
+    return score(model, tok, head, messages, jobs.load_config(run).model.chat_template)

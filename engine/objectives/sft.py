@@ -16,7 +16,8 @@ from . import Objective, register
 @register
 class SFT(Objective):
     name = "sft"
-    description = "Supervised fine-tuning: learn the replies (or the text) token by token."
+    description = ("Teach by example (SFT): learn the replies (or the text) token by token; start here when you have "
+                   "good example answers.")
     # prompts masked from the loss by data.train_on_responses_only
     train_every_token = False
 

@@ -6,4 +6,5 @@
     optim.py     optimizer and learning-rate schedule from TrainingConfig
     state.py     checkpoints (written under a temporary name, then renamed) and RNG state
     dist.py      rank helpers for torchrun (data sharding, gradient all-reduce)
+    fsdp.py      DDP or FSDP2 for several processes: the choice, fully_shard, whole-state checkpoints
 """

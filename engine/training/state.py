@@ -56,16 +56,23 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+    """A copy of the trainable weights on the CPU (FSDP's shards stay sharded where they are)."""
+    from .fsdp import is_dtensor
+
+    return {n: p.detach().clone() if is_dtensor(p) else p.detach().to("cpu", copy=True)
+            for n, p in model.named_parameters() if p.requires_grad}
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer, scheduler,
-                    state: dict[str, Any], keep: int = 2) -> Path:
+                    state: dict[str, Any], keep: int = 2, trainable: dict[str, torch.Tensor] | None = None,
+                    optimizer_state: dict[str, Any] | None = None) -> Path:
+    """`trainable` / `optimizer_state`: what FSDP gathered whole (engine/training/fsdp.py); by default
+    they are read from `model` and `optimizer`."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"checkpoint-{step}"
     with atomic_dir(final, overwrite=True) as tmp:
-        torch.save(trainable_state(model), tmp / "trainable.pt")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(trainable if trainable is not None else trainable_state(model), tmp / "trainable.pt")
+        torch.save(optimizer_state if optimizer_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / TRAINER_STATE).write_text(json.dumps({"global_step": step, **state}, indent=1), encoding="utf-8")
@@ -83,10 +90,16 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer, scheduler) ->
     missing = [n for n in saved if n not in params]
     if missing:
         raise ValueError(f"{ckpt}: parameters {missing[:3]} are not in this model; was the config changed?")
-    with torch.no_grad():
-        for n, t in saved.items():
-            params[n].copy_(t.to(params[n].device))
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
+    opt_state = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False)
+    from .fsdp import is_sharded, load_checkpoint as load_whole
+
+    if is_sharded(model) or any(isinstance(k, str) for k in opt_state.get("state", {})):
+        load_whole(model, optimizer, saved, opt_state)  # written by an FSDP run, or read into one
+    else:
+        with torch.no_grad():
+            for n, t in saved.items():
+                params[n].copy_(t.to(params[n].device))
+        optimizer.load_state_dict(opt_state)
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=False))
     set_rng_state(torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=False))
     return json.loads((ckpt / TRAINER_STATE).read_text(encoding="utf-8"))

@@ -238,21 +238,6 @@ EXAMPLES = {
 }
 
 
-def test_preference_keys_map_to_the_objective_and_its_settings():
-    def objective(**changes):
-        cfg = RunConfig.from_dict(translate(_lf(**{**EXAMPLES["dpo"], **changes}), "dpo.yaml").config)
-        return cfg.objective, cfg.objective_settings
-
-    assert objective() == ("dpo", {"beta": 0.1})
-    assert objective(pref_loss="ipo", pref_ftx=0.5) == ("dpo", {"loss_type": "ipo", "beta": 0.1, "sft_weight": 0.5})
-    assert objective(pref_loss="orpo", pref_beta=0.2) == ("orpo", {"beta": 0.2})
-    assert objective(pref_loss="simpo", pref_beta=None, simpo_gamma=0.7) == ("simpo", {"gamma": 0.7, "beta": 0.1})
-    with pytest.raises(ConfigError, match="pref_ftx: objective orpo has no such setting"):
-        objective(pref_loss="orpo", pref_ftx=1.0)
-    with pytest.raises(ConfigError, match="pref_loss: 'kto_pair' is not supported"):
-        objective(pref_loss="kto_pair")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("example", sorted(EXAMPLES))
 def test_llamafactory_examples_train_on_the_demo_model(tunesmith_home, example):

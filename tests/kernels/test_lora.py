@@ -190,6 +190,32 @@ def test_weight_cache_serves_the_same_results_after_the_adapters_change():
     assert cache.nbytes, "the cache was used"
 
 
+def test_weight_cache_serves_a_reference_pass_from_the_same_buffers():
+    """DPO/KTO's reference pass runs the same NF4 layers with the adapters switched off (A, B None):
+    it must read the cached training buffers' base block (right values, no second dequantized copy)."""
+    pytest.importorskip("bitsandbytes")
+    from tunesmith.kernels.lora import WeightCache
+
+    cache = WeightCache()
+    h, i, r = 64, 192, 4
+    gate, up, down = [_proj(o, n, r, torch.float32, True) for o, n in ((i, h), (i, h), (h, i))]
+    qkv = [_proj(64, h, r, torch.float32, True), _proj(32, h, r, torch.float32, True),
+           _proj(32, h, r, torch.float32, True)]
+    x = torch.randn(7, h, device=DEVICE)
+    q, k, v = lora_qkv(leaf(x), *[p[0] for p in qkv], *[t for p in qkv for t in p[1:3]], cache=cache)
+    out = lora_mlp(leaf(x), gate[0], up[0], down[0], "silu", *gate[1:3], *up[1:3], *down[1:3], cache=cache)
+    (out.sum() + q.sum() + k.sum() + v.sum()).backward()
+    kept = cache.nbytes
+    with torch.no_grad():  # the reference: base weights only
+        qb, kb, vb = lora_qkv(x, *[p[0] for p in qkv], *[None] * 6, cache=cache)
+        ob = lora_mlp(x, gate[0], up[0], down[0], "silu", *[None] * 6, cache=cache)
+    assert cache.nbytes == kept, "the reference pass made a second copy of the weights"
+    base = lambda p: (p[3], None, None, None, p[0].scale)  # noqa: E731
+    for got, p in zip((qb, kb, vb), qkv):
+        assert_close(got, lora_linear_reference(x, *base(p)), 1e-4, 1e-4, "qkv without adapters")
+    assert_close(ob, lora_mlp_reference(x, base(gate), base(up), base(down)), 1e-4, 1e-4, "mlp without adapters")
+
+
 def test_lora_qkv_and_mlp_with_different_scales_per_projection():
     """Adapters sharing an input usually share alpha/r, and their xa come from one GEMM; when the
     scales differ each projection gets its own. Both paths match the reference."""

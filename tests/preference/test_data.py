@@ -123,3 +123,35 @@ def test_sft_on_preference_or_kto_data_is_said_before_the_run(tunesmith_home):
     assert "leaves the undesirable replies out" in objective_data_note(_cfg(["identity", "kto_feedback"]))
     assert objective_data_note(_cfg(["preference_pairs"], "dpo")) is None
     assert objective_data_note(_cfg(["identity"])) is None
+
+
+def test_upload_mapping_offers_the_kto_label_column(tmp_path, fresh_home):
+    """A dropped chat file with a good/bad label: the mapping offers the label column (detected when it is
+    named like one), and the registered dataset keeps every label (what objective kto trains on)."""
+    from tunesmith.studio import data_tab
+
+    rows = [{"conversations": [{"from": "human", "value": f"Question {i}?"}, {"from": "gpt", "value": f"Answer {i}."}],
+             "thumbs_up": i % 2 == 0} for i in range(6)]
+    f = tmp_path / "feedback.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    peek, state = data_tab.look_at_upload(str(f))
+    mapping = data_tab.suggest_mapping(peek.rows, peek.mapping.format, str(f))
+    form = data_tab.mapping_form(peek.mapping.format, mapping, peek.rows)
+    # a column detection cannot know is a label (it knows kto_tag, kto_label, label): offered, not picked
+    assert form["kto_tag"]["visible"] and form["kto_tag"]["value"] == data_tab.NONE
+    assert "thumbs_up" in form["kto_tag"]["choices"] and form["kto_tag"]["label"] == "Good / bad label column (KTO)"
+    values = {k: d["value"] for k, d in form.items()}
+    values["kto_tag"] = "thumbs_up"
+    entry, _ = data_tab.register_upload(str(f), "feedback", peek.mapping.format, values, state, None)
+    labels = [ex["kto_label"] for ex in load_examples("feedback").examples]
+    assert labels == [True, False] * 3
+    # (none) picked: the file is plain chat, and sft trains every reply
+    values["kto_tag"] = data_tab.NONE
+    data_tab.register_upload(str(f), "feedback_plain", peek.mapping.format, values, state, None)
+    assert all("kto_label" not in ex for ex in load_examples("feedback_plain").examples)
+
+    rows = [{**r, "label": r.pop("thumbs_up")} for r in rows]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    peek, _ = data_tab.look_at_upload(str(f))
+    mapping = data_tab.suggest_mapping(peek.rows, peek.mapping.format, str(f))
+    assert data_tab.mapping_form(peek.mapping.format, mapping, peek.rows)["kto_tag"]["value"] == "label"

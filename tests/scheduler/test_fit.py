@@ -92,3 +92,84 @@ def test_a_run_that_cannot_fit_is_refused_naming_the_setting(tmp_path, fresh_hom
     assert not list((fresh_home / "runs").glob("*")) if (fresh_home / "runs").exists() else True
     # On a larger GPU the same run fits.
     fit.refuse_if_too_big(cfg, [_gpu(80)])
+
+
+# ---- several GPUs: FSDP divides what it shards -------------------------------------------------------------
+
+
+def test_fsdp_divides_the_layers_adapter_and_optimizer_by_the_gpus():
+    s = Settings(method="lora", tokens=4096, gradient_checkpointing=True)
+    one = estimate(LLAMA_8B, s)
+    ddp = estimate(LLAMA_8B, Settings(**{**s.__dict__, "world": 4, "strategy": "ddp"}))
+    two = estimate(LLAMA_8B, Settings(**{**s.__dict__, "world": 2, "strategy": "fsdp"}))
+    four = estimate(LLAMA_8B, Settings(**{**s.__dict__, "world": 4, "strategy": "fsdp"}))
+    assert ddp.weights == one.weights and ddp.trainable > one.trainable  # every GPU a whole copy, plus a bucket
+    assert four.weights < two.weights < one.weights
+    # the layers' 16-bit weights split; the embedding and head (2 x 1.05 GB) and two gathered layers stay
+    layer_bytes = 2 * LLAMA_8B.linear_params
+    assert two.weights == pytest.approx(layer_bytes / 2 + 2 * LLAMA_8B.other_params
+                                        + 2 * layer_bytes / LLAMA_8B.layers, rel=0.01)
+    assert two.trainable == pytest.approx(one.trainable / 2, rel=0.001)
+    assert two.activations == one.activations  # each GPU still runs its own rows through every layer
+
+
+def test_auto_picks_fsdp_only_when_one_gpu_is_too_small():
+    from tunesmith.engine.fit import choose_strategy
+
+    cfg = RunConfig().with_overrides(["method=lora", "training.batch_size=1", "data.cutoff_len=1024",
+                                      "training.gradient_accumulation=1"])
+    name, why = choose_strategy(cfg, 2, int(80e9), LLAMA_8B, "llama")
+    assert name == "ddp" and "one GPU holds the whole run" in why
+    name, why = choose_strategy(cfg, 2, int(16e9), LLAMA_8B, "llama")
+    assert name == "fsdp" and "one GPU would need" in why and "sharded over 2 GPUs" in why
+    assert choose_strategy(cfg, 1, int(16e9), LLAMA_8B, "llama")[0] == "single"
+    assert choose_strategy(cfg, 2, None, LLAMA_8B, "llama")[0] == "ddp"  # CPU processes
+    forced = cfg.with_overrides(["resources.strategy=fsdp"])
+    assert choose_strategy(forced, 2, int(80e9), LLAMA_8B, "llama") == ("fsdp", "resources.strategy is fsdp")
+    full = cfg.with_overrides(["method=full"])
+    assert choose_strategy(full, 2, int(16e9), LLAMA_8B, "llama")[0] == "ddp"
+
+
+def test_the_fit_line_of_a_two_gpu_run_names_the_strategy(monkeypatch):
+    """8B LoRA (16 GB of 16-bit weights) on two 16 GB GPUs: a whole copy per GPU does not fit, so auto shards it."""
+    monkeypatch.setattr(fit, "model_shape", lambda cfg: (LLAMA_8B, "llama"))
+    cfg = RunConfig().with_overrides(["method=lora", "training.batch_size=1", "data.cutoff_len=512",
+                                      "training.gradient_accumulation=1", "resources.gpus=2"])
+    fits = fit.check(cfg, [_gpu(16, 0), _gpu(16, 1)], use_free=False)
+    assert [f.strategy for f in fits] == ["fsdp", "fsdp"]
+    assert fits[0].line().endswith("each (FSDP over 2 GPUs)")
+    ddp = fit.check(cfg.with_overrides(["resources.strategy=ddp"]), [_gpu(16, 0), _gpu(16, 1)], use_free=False)
+    assert ddp[0].estimate.peak_bytes > fits[0].estimate.peak_bytes
+    assert not ddp[0].fits and fits[0].fits
+    assert fit.suggest(cfg.with_overrides(["resources.strategy=ddp"]), [_gpu(16, 0), _gpu(16, 1)]) \
+        == "resources.strategy=fsdp"
+
+
+def test_tokens_per_pass_follow_the_trainer():
+    cfg = RunConfig().with_overrides(["training.batch_size=2", "data.cutoff_len=1024", "training.gradient_accumulation=4"])
+    assert fit.pass_tokens(cfg, kernels_active=False) == (2048, 0)
+    assert fit.pass_tokens(cfg, kernels_active=True) == (2048, 8192)  # auto: a whole step first
+    mem = cfg.with_overrides(["training.memory_mode=memory"])
+    assert fit.pass_tokens(mem, kernels_active=True) == (1024, 0)  # one cutoff-long row per pass
+    # auto halves the pass until no layer is checkpointed, as the trainer's _fit_capacity does
+    s = Settings.from_run(cfg, kernels_active=True)
+    roomy, tight = estimate(LLAMA_8B, s, free_bytes=140 * GiB), estimate(LLAMA_8B, s, free_bytes=30 * GiB)
+    assert roomy.plan.startswith("no checkpointing") and tight.activations < roomy.activations
+
+
+def test_fsdp_is_refused_for_what_it_cannot_shard():
+    with pytest.raises(ConfigError, match="resources.strategy: fsdp shards LoRA and QLoRA runs only"):
+        RunConfig().with_overrides(["method=full", "resources.strategy=fsdp"])
+    with pytest.raises(ConfigError, match="fsdp shards 4-bit QLoRA"):
+        RunConfig().with_overrides(["quantization.bits=8", "resources.strategy=fsdp"])
+    with pytest.raises(ConfigError, match="resources.strategy"):
+        RunConfig().with_overrides(["resources.strategy=zero"])
+
+
+def test_the_studio_strategy_choices_are_values_the_config_takes():
+    from tunesmith.studio import gpu_panel
+
+    assert [v for _, v in gpu_panel.STRATEGIES] == ["auto", "ddp", "fsdp"]
+    for _, value in gpu_panel.STRATEGIES:
+        assert RunConfig().with_overrides([f"resources.strategy={value}"]).resources.strategy == value
+    assert "resources.strategy" in gpu_panel.FIT_FIELDS  # the fit line follows it

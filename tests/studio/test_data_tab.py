@@ -87,7 +87,7 @@ def test_alpaca_prefill(tmp_path):
     fmt, form, _ = form_of(jsonl(tmp_path / "math.jsonl", rows))
     assert fmt == "alpaca"
     assert shown(form) == {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
-                           "history": data_tab.NONE}
+                           "history": data_tab.NONE, "kto_tag": data_tab.NONE}
     assert form["prompt"]["label"] == "Instruction column"
     assert form["prompt"]["choices"] == ["instruction", "input", "output", "system"]  # the file's keys
     assert form["history"]["choices"][0] == data_tab.NONE  # optional columns can be left out
@@ -96,8 +96,8 @@ def test_alpaca_prefill(tmp_path):
 def test_sharegpt_prefill_with_custom_keys_and_role_names(tmp_path):
     fmt, form, _ = form_of(jsonl(tmp_path / "support.jsonl", CHATS))
     assert fmt == "sharegpt"
-    assert shown(form) == {"messages": "dialog", "system": data_tab.NONE, "role_tag": "speaker",
-                           "content_tag": "text", "user_tag": "customer", "assistant_tag": "agent"}
+    assert shown(form) == {"messages": "dialog", "system": data_tab.NONE, "kto_tag": data_tab.NONE,
+                           "role_tag": "speaker", "content_tag": "text", "user_tag": "customer", "assistant_tag": "agent"}
     assert form["role_tag"]["choices"] == ["speaker", "text"]  # keys inside the messages
     assert form["assistant_tag"]["choices"] == ["customer", "agent"]  # role names the file uses
     assert form["system"]["choices"] == [data_tab.NONE, "id", "persona", "dialog"]
@@ -108,8 +108,8 @@ def test_openai_prefill(tmp_path):
                           {"role": "assistant", "content": "Hello!"}]}] * 2
     fmt, form, _ = form_of(jsonl(tmp_path / "chat.jsonl", rows))
     assert fmt == "openai"
-    assert shown(form) == {"messages": "messages", "system": data_tab.NONE, "role_tag": "role",
-                           "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    assert shown(form) == {"messages": "messages", "system": data_tab.NONE, "kto_tag": data_tab.NONE,
+                           "role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
 
 
 def test_switching_format_refills_the_dropdowns(tmp_path):
@@ -145,8 +145,8 @@ def test_required_dropdowns_are_named_when_empty():
     spec = data_tab.mapping_spec("sharegpt", {"messages": "dialog", "system": data_tab.NONE, "role_tag": "speaker",
                                               "content_tag": "text", "user_tag": "customer", "assistant_tag": "agent",
                                               "prompt": "ignored: not a sharegpt field"})
-    assert spec == {"messages": "dialog", "system": None, "role_tag": "speaker", "content_tag": "text",
-                    "user_tag": "customer", "assistant_tag": "agent"}
+    assert spec == {"messages": "dialog", "system": None, "kto_tag": None, "role_tag": "speaker",
+                    "content_tag": "text", "user_tag": "customer", "assistant_tag": "agent"}
 
 
 # ---------------------------------------------------------------------------
