@@ -116,9 +116,13 @@ if [ "$UP_TO_DATE" = 1 ] && "$PYTHON" -c "import tunesmith.engine" 2>/dev/null; 
   exit 0
 fi
 
-step "Updating pip in $VENV" "10-20 s"
-"${PIP[@]}" install --upgrade pip
-done_step
+# Editable installs from pyproject.toml need pip 21.3; the pip a venv comes with is usually newer, and
+# upgrading it costs 10-20 s of a first start.
+if ! "$PYTHON" -c "import pip, sys; sys.exit(tuple(map(int, pip.__version__.split('.')[:2])) < (22, 0))" 2>/dev/null; then
+  step "Updating pip in $VENV (it is older than 22.0)" "10-20 s"
+  "${PIP[@]}" install --upgrade pip
+  done_step
+fi
 
 # ---- 2. PyTorch ---------------------------------------------------------------------------------
 if "$PYTHON" -c "import torch" 2>/dev/null; then
@@ -133,10 +137,13 @@ else
 fi
 
 # ---- 3. Tunesmith ---------------------------------------------------------------------------------
+# The kernels' compiler (triton, ~1 GB installed) only where PyTorch can use a CUDA GPU.
+PIP_EXTRAS=("${EXTRAS[@]}")
+if "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then PIP_EXTRAS+=(gpu); fi
 SPEC="."
-[ ${#EXTRAS[@]} -gt 0 ] && SPEC=".[$(IFS=,; echo "${EXTRAS[*]}")]"
-step "Installing Tunesmith and its libraries (transformers, peft, gradio, triton, bitsandbytes, ...): pip install -e '$SPEC'" \
-     "2-4 min the first time (about 1 GB to download), under a minute from pip's cache"
+[ ${#PIP_EXTRAS[@]} -gt 0 ] && SPEC=".[$(IFS=,; echo "${PIP_EXTRAS[*]}")]"
+step "Installing Tunesmith and its libraries (transformers, peft, gradio, bitsandbytes, ...): pip install -e '$SPEC'" \
+     "1-3 min the first time (about 250 MB to download), under a minute from pip's cache"
 if [[ " ${EXTRAS[*]:-} " == *" gguf "* ]]; then
   echo "    + llama-cpp-python, built from source: about 7 min on 2 idle cores, up to 30 on a busy machine"
   export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"

@@ -14,16 +14,20 @@ layers where a module is a DoRA (or other variant) layer or has a trainable base
 weight (freeze), and says so in its report; rsLoRA and PiSSA change only the
 scale and the starting values, which the fused path reads as they are.
 
-What it does not know: LoftQ (it rewrites the base weights, which the merge and
-GGUF export would then need too) is not offered.
+What it does not know: LoftQ. Its adapter corrects the rounding of the 4-bit base,
+while the merge and GGUF export add adapters to the original 16-bit weights, so
+RunConfig refuses `lora.init: loftq` with that reason and points to pissa.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -232,10 +236,29 @@ def _save(model, out_dir: Path | str, state_dict: dict | None = None) -> None:
     if not files:
         model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False, **given)
         return
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, _no_hub_lookups():
         init_dir = Path(d) / "pissa_init"
         init_dir.mkdir()
         for name, data in files.items():
             (init_dir / name).write_bytes(data)
         model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False,
                               path_initial_model_for_weight_conversion=str(init_dir), **given)
+
+
+@contextlib.contextmanager
+def _no_hub_lookups():
+    """PEFT's PiSSA conversion loads the starting adapter, which asks the Hub whether the base model's
+    config.json exists (to guess whether embeddings were resized); the adapter names its base
+    portably (tunesmith/demo is no Hub repo) and never trains embeddings, so the answer is not
+    needed and a run makes no network call for it. PEFT reads HF_HUB_OFFLINE at call time."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        with warnings.catch_warnings():  # "could not find a config file": it was not looked for
+            warnings.filterwarnings("ignore", message="Could not find a config file in")
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before

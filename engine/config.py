@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -83,6 +83,17 @@ class LoraConfig(_Section):
     init: Literal["default", "gaussian", "pissa"] = Field(
         "default", description="Adapter start: default (B = 0), gaussian (A ~ N(0, 1/r)), or pissa (the weights' top singular vectors: faster start).",
     )
+
+    @field_validator("init", mode="before")
+    @classmethod
+    def _no_loftq(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "loftq":
+            # LoftQ fits the adapter to the 4-bit base's quantization error; the merge and GGUF export add
+            # it to the original 16-bit weights (engine/export.py), which would apply that correction twice
+            raise ValueError("loftq is not supported: a LoftQ adapter corrects the 4-bit base's rounding, and "
+                             "the merge and GGUF export add it to the original 16-bit weights, where that "
+                             "correction would count twice. Use pissa (a faster start that merges exactly) or default")
+        return v
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -220,6 +231,41 @@ class TrainingConfig(_Section):
     report_to: list[Literal["none", "tensorboard", "wandb", "mlflow", "trackio", "swanlab"]] = Field(
         default_factory=list, description="Experiment trackers that also get the metrics (tensorboard, wandb, mlflow, trackio, swanlab; several allowed).",
     )
+
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="More options for the optimizer and schedule, by their own names (e.g. "
+        "betas: [0.9, 0.95], eps: 1e-6, num_cycles: 0.5, warmup_steps: 10); unknown names are refused.",
+    )
+
+    @field_validator("extra", mode="before")
+    @classmethod
+    def _extra_text(cls, v: Any) -> Any:
+        if v is None:
+            return {}
+        if isinstance(v, str):  # the studio's "extra arguments" box holds YAML text
+            try:
+                v = yaml.safe_load(v) if v.strip() else {}
+            except yaml.YAMLError:
+                raise ValueError("write one option a line, as YAML: name: value (e.g. eps: 1e-6)") from None
+            if v is None:
+                return {}
+            if not isinstance(v, dict):
+                raise ValueError("write one option a line, as YAML: name: value (e.g. eps: 1e-6)")
+        if isinstance(v, dict):
+            from .training.extra import numbers
+
+            v = {k: numbers(x) for k, x in v.items()}
+        return v
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_known(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        d = info.data
+        if v and {"optimizer", "lr_scheduler", "learning_rate"} <= d.keys():
+            from .training.extra import check  # imports torch: only when there is something to check
+
+            check(v, d["optimizer"], d["lr_scheduler"], d["learning_rate"])
+        return v
 
     @field_validator("report_to", mode="before")
     @classmethod

@@ -91,8 +91,7 @@ def launch(run_dir: Path, nproc: int = 1, gpus: list[int] | None = None, resume:
     atomic.write_text(run_dir / exits.LAUNCH_FILE, json.dumps(
         {"oom_kills_at_start": exits.oom_kill_count(), "time": time.time(), "gpus": gpus or [], "processes": nproc}))
     with open(run_dir / LOG_FILE, "ab") as log:
-        # cwd is the run directory: a repo checkout's top-level kernels/ folder must not shadow
-        # Hugging Face's `kernels` package in the worker.
+        # cwd is the run directory: the worker owns it.
         return subprocess.Popen(["/bin/sh", "-c", _LAUNCH_SH, "tunesmith-worker", *argv], cwd=str(run_dir),
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)

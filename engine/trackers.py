@@ -53,6 +53,19 @@ class Tracker(Protocol):
     def close(self) -> None: ...
 
 
+def tensorboard_logs(run_dir: Path | str) -> list[Path]:
+    """The TensorBoard event files a run kept (training.report_to with tensorboard), oldest first."""
+    logdir = Path(run_dir) / TENSORBOARD_DIR
+    return sorted(logdir.rglob("events.out.tfevents.*")) if logdir.is_dir() else []
+
+
+def tensorboard_command(run_dir: Path | str) -> str:
+    """The line that shows a run's TensorBoard logs (run it on the machine that holds the run folder)."""
+    import shlex
+
+    return f"tensorboard --logdir {shlex.quote(str(Path(run_dir) / TENSORBOARD_DIR))}"  # it listens on localhost only
+
+
 def check_available(names: list[str]) -> None:
     """ConfigError naming the pip package of the first chosen tracker that is not installed."""
     for name in names:

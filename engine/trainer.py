@@ -309,6 +309,7 @@ class Recipe:
         """Train (from the latest checkpoint when `resume`); returns the final status: completed or stopped."""
         from .objectives.sft import SFT  # noqa: F401 - registry loaded
         from .training.lm import StepContext
+        from .training.extra import apply as apply_extra
         from .training.optim import build_optimizer, build_scheduler
 
         cfg, t = self.cfg, self.cfg.training
@@ -327,6 +328,7 @@ class Recipe:
 
         self.optimizer, opt_name = build_optimizer(self.model, t, self.hw.device)
         self.scheduler = build_scheduler(self.optimizer, t, max_steps)
+        self.scheduler = apply_extra(self.optimizer, self.scheduler, t, max_steps)  # [issue 15] training.extra
         prec = self._precision()
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
         use_amp = amp_dtype is not None and device.type == "cuda"

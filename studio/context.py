@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gradio as gr
+import yaml
 from pydantic import BaseModel
 
 from tunesmith.engine.config import RunConfig, field_help
@@ -92,6 +93,9 @@ def form_value(path: str, value: Any) -> Any:
         if _is_float(path):
             return None  # a gr.Number shows None as empty; "" would fail its preprocessing
         return 0 if _is_int(path) else ""
+    if isinstance(value, dict) and path != "objective_settings":  # training.extra: its box holds YAML text
+        # (objective_settings lives in a gr.State that the objective's own widgets read as a mapping)
+        return yaml.safe_dump(value, sort_keys=False) if value else ""
     if isinstance(value, list) and path == "resources.gpus":
         return "[" + ", ".join(str(v) for v in value) + "]"  # "[1]" is GPU 1; "1" would be a count
     if isinstance(value, list):

@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 
 from tunesmith.engine import catalog, events, jobs, scheduler
 from tunesmith.engine.errors import RunError
+from tunesmith.engine.trackers import tensorboard_command, tensorboard_logs
 
 from . import monitor
 from .context import StudioContext, config_values
@@ -92,7 +93,20 @@ def run_files(run_id: str | None) -> list[Path]:
         run = jobs.get_run(run_id)
     except RunError:
         return []
-    return [run.run_dir / f for f in RUN_FILES if (run.run_dir / f).is_file()]
+    # [issue 15] with training.report_to tensorboard, its event files too
+    return [run.run_dir / f for f in RUN_FILES if (run.run_dir / f).is_file()] + tensorboard_logs(run.run_dir)
+
+
+def tensorboard_hint(run_id: str | None) -> dict:
+    """[issue 15] How to open a run's TensorBoard logs, shown when it kept them."""
+    try:
+        run_dir = jobs.get_run(run_id).run_dir if run_id else None
+    except RunError:
+        run_dir = None
+    if run_dir is None or not tensorboard_logs(run_dir):
+        return gr.update(value="", visible=False)
+    return gr.update(visible=True, value=tr("TensorBoard logs: download the event files above, or view them "
+                                            "with `{how}`", how=tensorboard_command(run_dir)))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -195,6 +209,7 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
         cancel = gr.Button(T("Cancel"))
     files = gr.File(label=T("Its settings, log and metrics (download)"), file_count="multiple", interactive=False,
                     visible=False, elem_id="runs-files")
+    tb_hint = gr.Markdown(visible=False, elem_id="runs-tensorboard")  # [issue 15]
     error = gr.Code(label=T("Why it failed (last lines of its log)"), language="shell", visible=False,
                     interactive=False, elem_id="runs-error")
     with gr.Accordion(T("Compare runs"), open=False, elem_id="runs-compare-box"):
@@ -269,7 +284,8 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
 
     def picked(run_id: str | None):
         found = run_files(run_id)
-        return run_error(run_id), gr.update(value=[str(f) for f in found] or None, visible=bool(found))
+        return (run_error(run_id), gr.update(value=[str(f) for f in found] or None, visible=bool(found)),
+                tensorboard_hint(run_id))
 
     @toast_errors
     def show_comparison(run_ids: list[str] | None):
@@ -282,7 +298,7 @@ def build_runs_tab(ctx: StudioContext) -> RunsHandles:
     refresh_btn.click(lambda cur: refresh(cur, None), run, refresh_outputs)
     ctx.demo.load(refresh, [run, seen], refresh_outputs, show_progress="hidden")
     table.select(pick_row, table, run)
-    run.change(picked, run, [error, files], show_progress="hidden")
+    run.change(picked, run, [error, files, tb_hint], show_progress="hidden")
     open_btn.click(open_run, run, [ctx.run_id, ctx.tabs])
     resume_btn.click(resume_run, run, [ctx.run_id, ctx.tabs])
     reuse.click(reuse_settings, run, [*ctx.fields.values(), ctx.applied_overrides, ctx.tabs])

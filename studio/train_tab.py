@@ -411,6 +411,9 @@ def build_train_tab(ctx: StudioContext) -> TrainHandles:
                     ctx.field("training.group_by_length", gr.Checkbox, label=T("Group examples of similar length"))
                     ctx.field("training.tokens_per_forward", gr.Number, precision=0, minimum=0,
                               label=T("Most tokens per forward pass (0 = automatic)"))
+                # [issue 15] training.extra: YAML text, checked against the optimizer's and schedule's own names
+                ctx.field("training.extra", gr.Textbox, lines=2, placeholder="betas: [0.9, 0.95]\neps: 1.0e-6",
+                          label=T("Extra arguments (optimizer and schedule options, one per line)"), elem_id="extra-args")
             with gr.Accordion(T("Advanced: logging and checkpoints"), open=False):
                 with gr.Row():
                     ctx.field("training.logging_steps", gr.Number, precision=0, minimum=1,

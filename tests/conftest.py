@@ -12,11 +12,8 @@ from pathlib import Path
 
 import pytest
 
-# A repo checkout has a top-level kernels/ folder; never let it shadow HF's `kernels` package.
-_REPO = str(Path(__file__).resolve().parent.parent)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _REPO]
-
-from timing import slow_timeout  # noqa: E402  (tests/ is on sys.path, as for tests/gguf/tinymodels)
+import tunesmith  # noqa: F401  first: its guard keeps this checkout's kernels/ from shadowing HF's `kernels`
+from timing import wait_for_run  # noqa: E402  (tests/ is on sys.path, as for tests/gguf/tinymodels)
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +49,7 @@ def demo_run(tunesmith_home):
 
     cfg = RunConfig.from_yaml(assets_dir() / "demo_identity.yaml").with_overrides(["output.run_name=e2e-identity"])
     run_id = jobs.submit(cfg)
-    info = jobs.wait(run_id, timeout=slow_timeout(120))  # ~60 s idle on 2 cores with loading
+    info = wait_for_run(run_id, 150)  # ~2 min on 2 idle cores with loading
     assert info.status == "completed", info.error
     return info
 

@@ -261,3 +261,31 @@ def test_export_tab_offers_the_install_button_only_while_llama_cpp_is_missing(no
     monkeypatch.setattr(no_llama_cpp, "llama_cpp_available", lambda: True)
     text, button = llamacpp_panel.current_status()
     assert not button["visible"] and not text["visible"]
+
+
+# ---- README: the GPU-size table and the button names ---------------------------------------------------
+
+
+def test_readme_gpu_table_is_what_the_fit_estimate_prints():
+    from tunesmith.engine.fit_table import table
+
+    assert table() in (REPO / "README.md").read_text(), \
+        "README's 'How big a GPU' table is stale: paste `python -m tunesmith.engine.fit_table` into it"
+
+
+def test_readme_quotes_button_and_tab_names_as_the_studio_shows_them():
+    """Every **bold** or *italic* UI name in "Run the studio" (not the bullets that define a term: "- **PyTorch**:",
+    "- **GGUF K-quants** (...)") is a string the studio puts on screen: a quoted literal in studio/, or a tab's
+    name after its number ("4 · Chat")."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Run the studio"):readme.index("## Run the tests")]
+    section = re.sub(r"^- \*\*[^*]+\*\*(:| \()", "", section, flags=re.M)
+    section = re.sub(r"\s*\n\s*", " ", section)  # a name may wrap onto the next line
+    names = set(re.findall(r"(?<!\*)\*\*([^*]+?)\*\*", section))
+    names |= set(re.findall(r"(?<![*\w])\*([^*\s][^*]*?)\*(?![*\w])", section))
+    ui = "\n".join(p.read_text() for p in (REPO / "studio").rglob("*.py"))
+    assert {"Start training", "3 · Train", "Install llama.cpp support"} <= names, names  # the parse found them
+    missing = [n for n in names if f'"{n}"' not in ui and not re.search(rf'"\d · {re.escape(n)}"', ui)]
+    assert not missing, f"README names UI elements the studio does not show: {missing}"

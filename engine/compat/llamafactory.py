@@ -93,7 +93,6 @@ _REFUSED: dict[str, str] = {
     "adapter_name_or_path": "continuing from an existing adapter is not supported yet; train from the base model",
     "create_new_adapter": "continuing from an existing adapter is not supported yet",
     "eval_dataset": "give the eval file as data.val_file (one file), or use val_size",
-    "warmup_steps": "give warmup_ratio instead (a fraction of all steps)",
     "image_max_pixels": "image/video/audio training is not supported yet", "video_max_pixels": "image/video/audio training is not supported yet",
     "freeze_vision_tower": "image/video/audio training is not supported yet", "freeze_multi_modal_projector": "image/video/audio training is not supported yet",
     "ref_model": "the reference model is the base model with the adapter switched off; remove it",
@@ -262,6 +261,24 @@ def translate(data: dict[str, Any], source: str = "config", base_dir: Path | Non
 
     # --- preference objectives: stage dpo (pref_loss picks dpo / orpo / simpo), kto
     _preference(given, data, take, put, refused, t, stage)
+
+    # --- HF TrainingArguments options without a RunConfig field of their own: training.extra, checked there
+    extra: dict[str, Any] = {}
+    for key in ("adam_beta1", "adam_beta2", "adam_epsilon", "warmup_steps"):
+        if given.get(key) is not None and not (key == "warmup_steps" and not given[key]):
+            extra[key] = take(key)
+        handled.add(key)
+    sched_kwargs = take("lr_scheduler_kwargs")
+    if isinstance(sched_kwargs, str):  # LLaMA-Factory passes it as JSON text on the command line
+        try:
+            sched_kwargs = json.loads(sched_kwargs)
+        except ValueError:
+            refused.append("lr_scheduler_kwargs: not a JSON mapping")
+            sched_kwargs = None
+    if isinstance(sched_kwargs, dict):
+        extra.update(sched_kwargs)
+    if extra:
+        put("+".join(sorted(extra)), "training.extra", extra)
 
     # --- LoRA
     lora_keys = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_dora", "use_rslora", "pissa_init")

@@ -592,6 +592,9 @@ ZH: dict[str, str] = {
     "Min completion length": "最短生成长度",
     "Fewest tokens before a completion may end (0 = any).": "回答至少要有多少个 token 才能结束（0 = 不限）。",
     "Upper clip range (DAPO uses 0.28); 0 or empty = epsilon.": "裁剪范围上限（DAPO 用 0.28）；0 或留空 = 与 epsilon 相同。",
+    'More options for the optimizer and schedule, by their own names (e.g. betas: [0.9, 0.95], eps: 1e-6, num_cycles: 0.5, warmup_steps: 10); unknown names are refused.': '优化器和学习率调度的其他选项，用它们自己的名字（例如 betas: [0.9, 0.95]、eps: 1e-6、num_cycles: 0.5、warmup_steps: 10）；不认识的名字会被拒绝。',
+    'Extra arguments (optimizer and schedule options, one per line)': '额外参数（优化器和调度的选项，每行一个）',
+    'TensorBoard logs: download the event files above, or view them with `{how}`': 'TensorBoard 日志：下载上面的事件文件，或用 `{how}` 查看',
 }
 
 # ---- studio2 (issue 14): GGUF chat, recommended settings, first-time guide, empty states, Share panel, GPUs ----

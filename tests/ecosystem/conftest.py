@@ -5,9 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunesmith.engine import adapters, jobs, models
+from tunesmith.engine import adapters, jobs, models, registry, scheduler
 from tunesmith.engine.config import RunConfig
 from tunesmith.engine.events import EventWriter
+
+
+def run_made_here(cfg: RunConfig) -> str:
+    """A registered run whose folder the test fills itself (no worker): marked completed and out of the
+    queue at once, so no later scheduler turn in this session starts a real worker for it."""
+    run_id = jobs.submit(cfg, start=False)
+    registry.update(run_id, status="completed")
+    scheduler.forget(run_id)
+    return run_id
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +25,7 @@ def adapter_run(tunesmith_home):
     written in-process the way the trainer writes them: no worker, so it is quick."""
     cfg = RunConfig().with_overrides(["method=lora", "lora.r=4", "lora.alpha=8", "output.run_name=hub-push",
                                       "data.datasets=[identity]"])
-    run_id = jobs.submit(cfg, start=False)
+    run_id = run_made_here(cfg)
     run = jobs.get_run(run_id)
     model, tok, _ = models.load_for_training(cfg)
     model = adapters.build_adapter(model, cfg)

@@ -101,6 +101,10 @@ def test_studio_share_panel_serves_and_stops(adapter_run):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=30) as r:
             assert json.loads(r.read())["data"][0]["id"] == "hub-push"
         assert share_panel.start_serving(adapter_run.id) == info  # a second click shows the same server
+        curl = info.split("```bash\n", 1)[1].split("\n```", 1)[0]  # the line the panel shows, run as shown
+        res = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=120)
+        reply = json.loads(res.stdout)
+        assert reply["object"] == "chat.completion" and reply["choices"][0]["message"]["role"] == "assistant"
     finally:
         assert share_panel.stop_serving(adapter_run.id) == "Stopped."
     with pytest.raises(OSError):

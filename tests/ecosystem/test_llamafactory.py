@@ -226,3 +226,50 @@ def test_translated_yaml_trains_on_the_demo_model(tunesmith_home, tmp_path):
     acc.Reload()
     losses = acc.Scalars("train/loss")
     assert [s.step for s in losses] == [1, 2, 3] and all(s.value > 0 for s in losses)
+
+
+# The shapes of LLaMA-Factory's examples/train_qlora/llama3_lora_sft_bnb_npu.yaml (4-bit),
+# train_full/llama3_full_sft.yaml and train_lora/llama3_lora_dpo.yaml, over the sft example.
+EXAMPLES = {
+    "qlora": {"quantization_bit": 4, "quantization_method": "bnb", "double_quantization": False},
+    "full": {"finetuning_type": "full", "lora_rank": None, "lora_target": None, "learning_rate": 1.0e-5},
+    "dpo": {"stage": "dpo", "pref_beta": 0.1, "pref_loss": "sigmoid", "dataset": "preference_pairs",
+            "learning_rate": 5.0e-6},
+}
+
+
+def test_preference_keys_map_to_the_objective_and_its_settings():
+    def objective(**changes):
+        cfg = RunConfig.from_dict(translate(_lf(**{**EXAMPLES["dpo"], **changes}), "dpo.yaml").config)
+        return cfg.objective, cfg.objective_settings
+
+    lf_dpo = {"loss_type": "sigmoid", "beta": 0.1, "label_smoothing": 0.0, "sft_weight": 0.0}  # LLaMA-Factory's defaults
+    assert objective() == ("dpo", lf_dpo)
+    assert objective(pref_loss="ipo", pref_ftx=0.5) == ("dpo", {**lf_dpo, "loss_type": "ipo", "sft_weight": 0.5})
+    assert objective(pref_loss="orpo", pref_beta=0.2) == ("orpo", {"beta": 0.2})
+    assert objective(pref_loss="simpo", pref_beta=None, simpo_gamma=0.7) == (
+        "simpo", {"beta": 0.1, "label_smoothing": 0.0, "sft_weight": 0.0, "gamma": 0.7})
+    with pytest.raises(ConfigError, match="pref_ftx: with pref_loss orpo"):
+        objective(pref_loss="orpo", pref_ftx=1.0)
+    with pytest.raises(ConfigError, match="pref_loss: kto_pair is not supported"):
+        objective(pref_loss="kto_pair")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_llamafactory_examples_train_on_the_demo_model(tunesmith_home, example):
+    from tunesmith.engine import jobs
+
+    data = _lf(**{"dataset": "identity", **EXAMPLES[example]}, output_dir=f"saves/demo/{example}", template="chatml",
+               bf16=False)
+    cfg = RunConfig.from_dict(translate(data, f"{example}.yaml").config).with_overrides(
+        ["training.max_steps=2", "data.cutoff_len=128", "training.gradient_accumulation=1", "training.batch_size=2",
+         "data.max_samples=8"])
+    assert cfg.method == {"qlora": "qlora", "full": "full"}.get(example, "lora")
+    assert cfg.objective == ("dpo" if example == "dpo" else "sft")
+    run = jobs.wait(jobs.submit(cfg), timeout=900)
+    assert run.status == "completed", run.error
+    assert run.has_full_model if example == "full" else run.has_adapter
+    losses = [e["loss"] for e in map(json.loads, (run.run_dir / "events.jsonl").read_text().splitlines())
+              if e.get("type") == "train"]
+    assert len(losses) == 2 and all(x > 0 for x in losses)

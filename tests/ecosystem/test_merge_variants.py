@@ -9,6 +9,8 @@ import torch
 from tunesmith.engine import adapters, export, jobs, models
 from tunesmith.engine.config import RunConfig
 
+from .conftest import run_made_here
+
 
 @pytest.mark.parametrize("variant", [["lora.use_dora=true"], ["lora.use_rslora=true"],
                                      ["lora.use_dora=true", "lora.use_rslora=true"]])
@@ -16,7 +18,7 @@ def test_merged_model_matches_the_adapter(tunesmith_home, tmp_path, variant):
     from transformers import AutoModelForCausalLM
 
     cfg = RunConfig().with_overrides(["method=lora", "lora.r=4", "lora.alpha=16", "data.datasets=[identity]", *variant])
-    run = jobs.get_run(jobs.submit(cfg, start=False))
+    run = jobs.get_run(run_made_here(cfg))
     model, tok, _ = models.load_for_training(cfg)
     pm = adapters.build_adapter(model, cfg)
     with torch.no_grad():  # stand-in for training: move B and the DoRA magnitudes off their start

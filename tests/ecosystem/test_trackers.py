@@ -73,3 +73,83 @@ def test_a_failing_tracker_is_dropped_not_fatal(tmp_path, caplog):
     events.write("train", step=2, loss=0.5)
     assert [s for s, _ in seen] == [1, 2] and "broken" not in sink.trackers
     assert "tracker broken failed" in caplog.text
+
+
+def test_the_runs_tab_offers_the_tensorboard_logs(fresh_home):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tunesmith.engine import jobs
+    from tunesmith.studio import runs_tab
+
+    plain = jobs.submit(RunConfig().with_overrides(["output.run_name=no-tb"]), start=False)
+    assert not runs_tab.tensorboard_hint(plain)["visible"]
+    assert not any("tfevents" in p.name for p in runs_tab.run_files(plain))
+
+    cfg = RunConfig().with_overrides(["training.report_to=[tensorboard]", "output.run_name=with-tb"])
+    run = jobs.get_run(jobs.submit(cfg, start=False))
+    sink = trackers.open_sink(cfg, run.run_dir)  # what the worker does
+    events = EventWriter(run.run_dir)
+    events.add_sink(sink)
+    events.write("train", step=1, loss=2.5)
+    sink.close()
+    logs = [p for p in runs_tab.run_files(run.id) if p.name.startswith("events.out.tfevents.")]
+    assert len(logs) == 1
+    acc = EventAccumulator(str(logs[0]))  # the downloaded file is readable on its own
+    acc.Reload()
+    assert [s.value for s in acc.Scalars("train/loss")] == [2.5]
+    hint = runs_tab.tensorboard_hint(run.id)
+    assert hint["visible"] and f"tensorboard --logdir {run.run_dir / 'tensorboard'}" in hint["value"]
+
+
+_OFFLINE_RUN = """
+import json, sys
+from pathlib import Path
+from tunesmith.engine import trackers
+from tunesmith.engine.config import RunConfig
+from tunesmith.engine.events import EventWriter
+
+run_dir = Path(sys.argv[1])
+cfg = RunConfig().with_overrides(["training.report_to=[wandb,trackio]", "output.run_name=offline"])
+sink = trackers.open_sink(cfg, run_dir)
+events = EventWriter(run_dir)
+events.add_sink(sink)
+for step, loss in ((1, 2.5), (2, 2.0)):
+    events.write("train", step=step, loss=loss, lr=1e-4)
+events.write("eval", step=2, eval_loss=1.75)
+events.write("train", step=3, loss=1.5, lr=1e-4)  # W&B commits a step's row when the next step begins
+summary = dict(sink.trackers["wandb"].run.summary)
+sink.close()
+from trackio import SQLiteStorage
+
+logs = SQLiteStorage.get_logs("tunesmith", "offline")
+print(json.dumps({"wandb": {k: summary[k] for k in ("train/loss", "eval/loss")},
+                  "trackio": [{k: v for k, v in r.items() if "/" in k or k == "step"} for r in logs]}))
+"""
+
+
+@pytest.mark.slow
+def test_wandb_and_trackio_log_offline(tmp_path):
+    """Both trackers' real calls, with no network: W&B in its offline mode (a run folder to `wandb sync`
+    later), Trackio in its local database."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    for name in ("wandb", "trackio"):
+        pytest.importorskip(name)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", TRACKIO_DIR=str(tmp_path / "trackio"),
+               HF_HUB_OFFLINE="1")
+    res = subprocess.run([sys.executable, "-c", _OFFLINE_RUN, str(run_dir)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    assert seen["wandb"] == {"train/loss": 2.0, "eval/loss": 1.75}  # step 2: train and eval in one row
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))  # what `wandb sync` uploads later
+    assert seen["trackio"] == [{"train/loss": 2.5, "train/learning_rate": 1e-4, "step": 1},
+                               {"train/loss": 2.0, "train/learning_rate": 1e-4, "step": 2},
+                               {"eval/loss": 1.75, "step": 2},
+                               {"train/loss": 1.5, "train/learning_rate": 1e-4, "step": 3}]
+    assert (tmp_path / "trackio" / "tunesmith.db").exists()

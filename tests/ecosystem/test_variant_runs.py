@@ -41,3 +41,16 @@ def test_dora_trains_and_merges(tunesmith_home, tmp_path):
         assert any("lora_magnitude_vector" in k for k in f.keys())
     assert (export.export_run(run.id, "merged", tmp_path / "merged").path / "config.json").exists()
     assert export.export_run(run.id, "adapter", tmp_path / "adapter").path.exists()
+
+
+@pytest.mark.slow
+def test_rslora_trains_and_exports_a_gguf_llama_cpp_reads(tunesmith_home, tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python (the gguf extra) is not installed")
+    run = _run("method=lora", "lora.use_rslora=true", "lora.r=8", "lora.alpha=16", "output.run_name=rslora")
+    acfg = json.loads((run.run_dir / "adapter" / "adapter_config.json").read_text())
+    assert acfg["use_rslora"] is True
+    assert "LoRA (rsLoRA)" in (run.run_dir / "worker.log").read_text()
+    res = export.export_run(run.id, "gguf", tmp_path / "gguf", quants=["f16"])
+    (gguf,) = [f for f in res.files if f["path"].endswith(".gguf")]
+    # llama.cpp ran the file against base + rsLoRA adapter in PyTorch: same next tokens, near-zero KL
+    assert gguf["fidelity_passed"] and gguf["top1_agreement"] >= 0.99, gguf["fidelity"]

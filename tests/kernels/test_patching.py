@@ -149,6 +149,21 @@ def test_dropout_keeps_stock_lora_layers_with_a_reason():
     m(input_ids=ids, labels=labels).loss.backward()  # runs: GLU kernel around PEFT's own layers
 
 
+def test_dora_keeps_stock_lora_layers_with_a_reason():
+    """[issue 15] DoRA layers run PEFT's own forward (the report says why); the rest is still fused."""
+    torch.manual_seed(0)
+    base = transformers.AutoModelForCausalLM.from_config(_config("qwen2")).to(DEVICE)
+    stock = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=TARGETS, use_dora=True,
+                                                       init_lora_weights=False))
+    ours = copy.deepcopy(stock)
+    r = K.patch(ours, mode="on")
+    assert "DoRA or another LoRA variant" in r.summary() and r.applied
+    stock.eval(), ours.eval()
+    ids, _ = _batch(128)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids=ids).logits, stock(input_ids=ids).logits, atol=2e-4, rtol=2e-4)
+
+
 def test_under_autocast_fp32_master_weights():
     """prepare_model_for_kbit_training leaves norms/embeddings/head in fp32 and the Trainer runs
     under bf16 autocast: the fused ops must run their GEMMs in bf16 and agree with stock."""

@@ -24,8 +24,7 @@ def _cfg(name: str) -> RunConfig:
 
 
 def _scheduler(tmp_path, *args: str) -> subprocess.Popen:
-    # cwd outside the checkout: its top-level kernels/ folder must not shadow HF's `kernels`.
-    return subprocess.Popen([sys.executable, "-m", "tunesmith.cli.main", "scheduler", *args], cwd=tmp_path,
+    return subprocess.Popen([sys.executable, "-m", "tunesmith.cli.main", "scheduler", *args],
                             env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 

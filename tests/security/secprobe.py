@@ -83,7 +83,7 @@ def start_studio(home: Path, cwd: Path, args: list[str], env: dict | None = None
     full_env.update(env or {})
     exe = [sys.executable, "-c", "from tunesmith.cli.main import entry; entry()"]
     with open(log, "wb") as out:
-        # cwd outside the checkout: its top-level kernels/ folder must not shadow HF's `kernels`.
+        # cwd outside the checkout, as a user's would be.
         proc = subprocess.Popen([*exe, "webui", *args, "--port", str(port)], cwd=str(cwd), env=full_env,
                                 stdout=out, stderr=subprocess.STDOUT)
     studio = Studio(f"http://127.0.0.1:{port}/", port, home, proc, log)

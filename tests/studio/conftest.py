@@ -57,7 +57,7 @@ def serve_studio(studio_home: Path, tmp_path_factory):
                HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     env.pop("TUNESMITH_AUTH", None)
     with open(log, "wb") as out:
-        # cwd outside the checkout: its top-level kernels/ folder must not shadow HF's `kernels`.
+        # cwd outside the checkout, as a user's would be.
         proc = subprocess.Popen(
             [sys.executable, "-c", f"from tunesmith.studio.app import launch; launch(port={port})"],
             cwd=str(tmp_path_factory.mktemp("cwd")), env=env, stdout=out, stderr=subprocess.STDOUT,

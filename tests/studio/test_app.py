@@ -18,6 +18,15 @@ from tunesmith.engine.jobs import RunInfo
 from tunesmith.studio import app, chat_tab, export_tab, runs_tab, train_tab
 
 
+@pytest.fixture(autouse=True)
+def no_scheduler_thread(monkeypatch):
+    """app.launch starts the studio's scheduler thread; these tests only look at what launch is given,
+    and a thread left ticking in the pytest process would start later tests' queued runs."""
+    from tunesmith.engine import scheduler
+
+    monkeypatch.setattr(scheduler, "start_background", lambda: None)
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path))
