@@ -343,7 +343,7 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="What to fine-tune.")
     objective: str = Field(
         "sft", description="What to learn: sft (replies to prompts), pretrain (every token of the text), dpo / orpo / "
-        "simpo / kto (preferences), reward (a reward model), grpo (rewarded answers); see engine/objectives/."
+        "simpo / kto (preferences), reward (a reward model), grpo (rewarded answers)."
     )
     objective_settings: dict[str, Any] = Field(
         default_factory=dict, description="Options of the chosen objective (e.g. beta for a preference loss)."

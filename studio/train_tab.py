@@ -151,9 +151,12 @@ def row_count(ref: str) -> int | None:
 def summary_markdown(cfg: RunConfig) -> str:
     """The card above Start: which model, which datasets (with rows), how."""
     sets = []
-    for ref in cfg.data.datasets:
+    # a dataset listed twice is trained twice per pass (the demo weights its identity set so): one entry, "x 2"
+    times = {ref: cfg.data.datasets.count(ref) for ref in cfg.data.datasets}
+    for ref in times:
         n = row_count(ref)
-        sets.append(f"**{html.escape(ref)}**" + (tr(" ({n} rows)", n=f"{n:,}") if n is not None else ""))
+        sets.append(f"**{html.escape(ref)}**" + (tr(" ({n} rows)", n=f"{n:,}") if n is not None else "")
+                    + (tr(" x {k}, listed {k} times", k=times[ref]) if times[ref] > 1 else ""))
     t = cfg.training
     length = (tr("{n} steps", n=t.max_steps) if t.max_steps else tr("{n} passes over the data", n=f"{t.num_epochs:g}"))
     lines = [tr("**You will train** {model}", model=f"`{cfg.model.name_or_path}`"),

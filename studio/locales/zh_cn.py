@@ -242,6 +242,7 @@ ZH: dict[str, str] = {
     "LoRA (16-bit)": "LoRA（16 位）",
     "Full fine-tune (all weights)": "全量微调（全部权重）",
     " ({n} rows)": "（{n} 行）",
+    " x {k}, listed {k} times": " x {k}（列出 {k} 次）",
     "{n} steps": "{n} 步",
     "{n} passes over the data": "遍历数据 {n} 轮",
     "**You will train** {model}": "**将要训练** {model}",
@@ -418,8 +419,8 @@ ZH: dict[str, str] = {
         "一次前向传播的最多 token 数；留空 = 按 memory_mode 选择（auto：放得下时整个优化步；memory：cutoff_len）。",
     "### What to learn": "### 学什么",
     "Objective": "训练目标",
-    "What to learn: sft (replies to prompts), pretrain (every token of the text), dpo / orpo / simpo / kto (preferences), reward (a reward model), grpo (rewarded answers); see engine/objectives/.":
-        "学什么：sft（学习对提示的回复）、pretrain（学习文本的每个 token）、dpo / orpo / simpo / kto（偏好）、reward（奖励模型）、grpo（按奖励学习回答）；见 engine/objectives/。",
+    "What to learn: sft (replies to prompts), pretrain (every token of the text), dpo / orpo / simpo / kto (preferences), reward (a reward model), grpo (rewarded answers).":
+        "学什么：sft（学习对提示的回复）、pretrain（学习文本的每个 token）、dpo / orpo / simpo / kto（偏好）、reward（奖励模型）、grpo（按奖励学习回答）。",
     # ---- issue 15: LoRA variants, freeze, long context, trackers
     "Stretch RoPE past the model's trained context: linear interpolates positions, dynamic (NTK) scales only past the trained length, yarn mixes both; none = as trained.": '把 RoPE 拉伸到模型训练时的上下文长度之外：linear 线性插值位置，dynamic（NTK）只在超出训练长度后缩放，yarn 兼用两者；none = 保持原样。',
     'With rope_scaling: new context length / the trained one.': '配合 rope_scaling：新的上下文长度 / 训练时的长度。',

@@ -239,3 +239,12 @@ def test_export_rows():
     assert row["file"] == "m-q8_0.gguf"
     [row] = export_tab.result_rows(ExportResult("adapter", Path("/x/adapter"), 2048))
     assert row == {"format": "adapter", "file": "adapter", "size": "2.0 KB", "check": ""}
+
+
+def test_summary_names_a_dataset_listed_twice_once_with_its_count(home):
+    """The demo lists identity twice (trained twice per pass): the card above Start says so once, not as
+    'identity + identity', which reads like a mistake."""
+    cfg = RunConfig().with_overrides(["data.datasets=[identity, identity, instruct_en_zh]"])
+    card = train_tab.summary_markdown(cfg)
+    assert card.count("**identity**") == 1 and "x 2, listed 2 times" in card
+    assert "**instruct_en_zh**" in card and "x 1" not in card
