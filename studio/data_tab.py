@@ -105,12 +105,16 @@ def describe_selection(selected: list[str] | None) -> str:
     """One line per chosen dataset: its format and description (or what a path/hub id means)."""
     entries = {e.name: e for e in engine_data.list_datasets()}
     lines = []
-    for name in selected or []:
+    chosen = list(selected or [])
+    for name in dict.fromkeys(chosen):  # a name chosen twice trains twice per pass: one line that says so
         e = entries.get(name)
+        times = chosen.count(name)
+        twice = " " + tr("(chosen {k} times: its rows train {k} times per pass)", k=times) if times > 1 else ""
         if e is None:
-            lines.append(f"- **{name}** — " + tr("not a registered name: read as a file path or a hub dataset id."))
+            lines.append(f"- **{name}** — " + tr("not a registered name: read as a file path or a hub dataset id.") + twice)
         else:
-            lines.append(f"- **{e.name}** ({e.format}) — {tr(e.description) if e.description else tr('no description')}")
+            lines.append(f"- **{e.name}** ({e.format}) — {tr(e.description) if e.description else tr('no description')}"
+                         + twice)
     return "\n".join(lines) or tr("Pick at least one dataset.")
 
 

@@ -243,6 +243,7 @@ ZH: dict[str, str] = {
     "Full fine-tune (all weights)": "全量微调（全部权重）",
     " ({n} rows)": "（{n} 行）",
     " x {k}, listed {k} times": " x {k}（列出 {k} 次）",
+    "(chosen {k} times: its rows train {k} times per pass)": "（选了 {k} 次：每轮训练其中的行 {k} 次）",
     "{n} steps": "{n} 步",
     "{n} passes over the data": "遍历数据 {n} 轮",
     "**You will train** {model}": "**将要训练** {model}",

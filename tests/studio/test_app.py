@@ -248,3 +248,11 @@ def test_summary_names_a_dataset_listed_twice_once_with_its_count(home):
     card = train_tab.summary_markdown(cfg)
     assert card.count("**identity**") == 1 and "x 2, listed 2 times" in card
     assert "**instruct_en_zh**" in card and "x 1" not in card
+
+
+def test_data_tab_lists_a_dataset_chosen_twice_once(home):
+    from tunesmith.studio import data_tab
+
+    text = data_tab.describe_selection(["identity", "identity", "instruct_en_zh"])
+    assert text.count("**identity**") == 1 and "chosen 2 times" in text
+    assert text.count("\n") == 1  # two lines: identity, instruct_en_zh
