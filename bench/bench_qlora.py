@@ -51,21 +51,14 @@ import subprocess
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import torch
 
 # --- shapes -----------------------------------------------------------------------------
-LLAMA3_ROPE = {"rope_type": "llama3", "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 8192}
-SHAPES = {
-    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-               num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
-               rope_theta=500000.0, rope_scaling={**LLAMA3_ROPE, "factor": 32.0}, max_position_embeddings=131072),
-    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=8, head_dim=128, vocab_size=128256, tie_word_embeddings=False,
-               rope_theta=500000.0, rope_scaling={**LLAMA3_ROPE, "factor": 8.0}, max_position_embeddings=131072),
-}
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sft import SHAPES, TARGETS  # noqa: E402  one definition of the shapes for every bench
+
 METHODS = ["stock-gc", "stock", "tunesmith-auto", "tunesmith-speed", "tunesmith-memory", "liger-gc"]
 EXTRA_METHODS = ["tunesmith-ckpt"]  # diagnosis only: every layer checkpointed, nothing offloaded
 GiB = 1024**3

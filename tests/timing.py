@@ -66,3 +66,14 @@ def wait_for_run(run_id: str, idle_seconds: float, cap: float = 3600.0):
             if time.monotonic() - t0 > budget:
                 raise TimeoutError(f"run {run_id} still not finished after {budget:.0f} s "
                                    f"(budget: 3 x {idle_seconds:.0f} s x this machine's slowness)") from None
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.2):
+    """predicate()'s first truthy value, polled every `poll` s; AssertionError naming `what` after `timeout` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

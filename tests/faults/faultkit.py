@@ -6,9 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from timing import wait_until  # noqa: F401  (tests/ is on sys.path; faultkit re-exports it)
 from tunesmith.engine.catalog import demo_overrides_list
 from tunesmith.engine.config import RunConfig
 
@@ -22,16 +22,6 @@ def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedPro
     env = dict(os.environ, TUNESMITH_HOME=str(home))
     return subprocess.run([sys.executable, "-m", "tunesmith.cli.main", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=str(home.parent))
-
-
-def wait_until(predicate, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class SmallDisk:

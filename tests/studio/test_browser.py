@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from timing import wait_until  # tests/ is on sys.path
 from tunesmith.engine.catalog import recommended_overrides
 
 from tunesmith.engine.config import RunConfig
@@ -33,13 +34,7 @@ def _open_tab(page, name: str) -> None:
 
 
 def _wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    return wait_until(predicate, timeout, what, poll)
 
 
 def _toasts(page) -> list[str]:

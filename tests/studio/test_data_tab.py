@@ -10,12 +10,12 @@ server; one browser test drives the same path in real Chromium.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import gradio as gr
 import pytest
 
+from timing import wait_until  # tests/ is on sys.path
 from tunesmith.engine import paths
 from tunesmith.engine.data import inspect as data_inspect
 from tunesmith.engine.data import list_datasets, load_examples
@@ -238,13 +238,7 @@ def _toasts(page) -> str:
 
 
 def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    return wait_until(predicate, timeout, what, poll=0.3)
 
 
 def _pick(page, elem_id: str, option: str) -> None:
