@@ -60,15 +60,10 @@ def show(args: argparse.Namespace) -> int:
 
 
 def _gpus(run_id: str) -> str:
-    """'0,1' given, 'auto' / '2' / '0,1' asked, 'cpu'."""
+    """'0,1' given, 'auto' / '2' / '0,1' asked, 'cpu'; '-' outside the queue."""
     from tunesmith.engine import scheduler
 
-    s = scheduler.slot(run_id)
-    if s is None:
-        return "-"
-    if s.assigned is not None:
-        return ",".join(map(str, s.assigned)) or "cpu"
-    return ",".join(map(str, s.gpus)) if isinstance(s.gpus, list) else str(s.gpus)
+    return scheduler.gpus_label(run_id) or "-"
 
 
 def move(args: argparse.Namespace) -> int:

@@ -176,6 +176,19 @@ def slot(run_id: str) -> Slot | None:
     return _slot(rows[0]) if rows else None
 
 
+def gpus_label(run_id: str, count: str = "{n}") -> str | None:
+    """The GPUs a run was given ('0,1', 'cpu') or, while it waits, asked for ('auto', '0,1', or `count`
+    filled with the number asked for); None when the run has no queue slot."""
+    s = slot(run_id)
+    if s is None:
+        return None
+    if s.assigned is not None:
+        return ",".join(map(str, s.assigned)) or "cpu"
+    if isinstance(s.gpus, list):
+        return ",".join(map(str, s.gpus))
+    return "auto" if s.gpus == "auto" else count.format(n=s.gpus)
+
+
 def _slot(r: sqlite3.Row) -> Slot:
     return Slot(r["run_id"], r["position"], json.loads(r["gpus"]), r["processes"], bool(r["resume"]),
                 json.loads(r["assigned"]) if r["assigned"] else None)

@@ -54,14 +54,7 @@ class RunsHandles:
 
 def gpus_cell(run_id: str) -> str:
     """The GPUs a run was given ('0,1', 'cpu') or, while it waits, asked for ('auto', '2 GPUs')."""
-    s = scheduler.slot(run_id)
-    if s is None:
-        return ""
-    if s.assigned is not None:
-        return ",".join(map(str, s.assigned)) or "cpu"
-    if isinstance(s.gpus, list):
-        return ",".join(map(str, s.gpus))
-    return "auto" if s.gpus == "auto" else f"{s.gpus} GPUs"
+    return scheduler.gpus_label(run_id, count="{n} GPUs") or ""
 
 
 def runs_frame() -> pd.DataFrame:
