@@ -118,3 +118,11 @@ def test_chat_rows_are_not_a_preference_test_set(dpo):
 
     with pytest.raises(DataError, match="not preference pairs.*Pick a preference dataset"):
         evaluate_preference_run(dpo.id, data="identity", n=4)
+
+
+def test_cli_eval_of_a_preference_run_prints_pair_scores(dpo, capsys):
+    from tunesmith.cli.main import main
+
+    assert main(["eval", dpo.id, "-n", "2", "--no-base"]) == 0
+    out = capsys.readouterr().out
+    assert "(2 pairs), objective dpo" in out and "accuracy" in out and "margin" in out and "rouge" not in out
