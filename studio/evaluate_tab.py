@@ -120,13 +120,23 @@ def _share(v: float | None) -> str:
 
 
 def preference_scores_frame(result) -> pd.DataFrame:
-    """One row per model (fine-tuned, and base where it was scored), one column per metric it has."""
-    rows = [(tr("fine-tuned"), result.metrics)] + ([(tr("base model"), result.base_metrics)]
-                                                   if result.base_metrics else [])
-    keys = [(k, c) for k, c in PREFERENCE_COLUMNS if any(m.get(k) is not None for _, m in rows)]
+    """One row per metric the evaluation has, one column per model (fine-tuned, and base where it was scored):
+    narrow enough for the column beside the form."""
+    models = [(tr("fine-tuned"), result.metrics)] + ([(tr("base model"), result.base_metrics)]
+                                                     if result.base_metrics else [])
     fmt = {"accuracy": _share, "logp_accuracy": _share, "loss": lambda v: _num(v, 3)}
-    return pd.DataFrame([[who] + [fmt.get(k, _signed)(m.get(k)) for k, _ in keys] for who, m in rows],
-                        columns=[tr("model")] + [tr(c) for _, c in keys])
+    rows = [[tr(col)] + [fmt.get(key, _signed)(m.get(key)) for _, m in models]
+            for key, col in PREFERENCE_COLUMNS if any(m.get(key) is not None for _, m in models)]
+    return pd.DataFrame(rows, columns=[tr("score")] + [who for who, _ in models])
+
+
+def table_widths(frame: pd.DataFrame, text_columns: int, total: int = 1220) -> list[str]:
+    """Column widths (px): the first `text_columns` share what the short ones (numbers, marks) leave; a short
+    column is as wide as its longest value or header word, so its header wraps instead of widening it."""
+    short = [max(4, *(len(str(v)) for v in frame[c]), *(len(w) for w in str(c).split())) * 9 + 24
+             for c in frame.columns[text_columns:]]
+    rest = max(160, (total - sum(short)) // text_columns)
+    return [f"{rest}px"] * text_columns + [f"{w}px" for w in short]
 
 
 def pairs_frame(result) -> pd.DataFrame:
@@ -174,9 +184,11 @@ def describe(run_id: str | None):
     if objective in PREFERENCE_HINTS:
         unit = "replies" if objective == "kto" else "pairs"
         return (tr(PREFERENCE_HINTS[objective]), gr.update(label=tr("Test pairs")),
-                gr.update(label=tr("How many replies") if unit == "replies" else tr("How many pairs")),
+                gr.update(label=tr("How many replies") if unit == "replies" else tr("How many pairs"),
+                          info=tr("More pairs give a surer score and take longer.")),
                 gr.update(label=tr("Also score the base model")))
-    return (tr(ANSWERS_HINT), gr.update(label=tr("Questions")), gr.update(label=tr("How many questions")),
+    return (tr(ANSWERS_HINT), gr.update(label=tr("Questions")),
+            gr.update(label=tr("How many questions"), info=tr("More questions give a surer score and take longer.")),
             gr.update(label=tr("Also ask the base model")))
 
 
@@ -213,13 +225,16 @@ def build_evaluate_tab(ctx: StudioContext) -> EvaluateHandles:
         if run_objective(run_id) in evaluate_preference.OBJECTIVES:
             result = evaluate_preference.evaluate_preference_run(run_id, data=data, n=int(n), base=with_base,
                                                                  progress=lambda f, m: progress(f, desc=m))
-            return (preference_scores_frame(result), gr.update(value=pairs_frame(result), label=tr("Pairs")),
+            table = pairs_frame(result)
+            widths = table_widths(table, 2 if result.unit == "rows" else 3)
+            return (preference_scores_frame(result), gr.update(value=table, label=tr("Pairs"), column_widths=widths),
                     describe(run_id)[0],
                     gr.update(value=str(result.path), visible=True))
         results = evaluate.evaluate_run(run_id, data=data, n=int(n), base=with_base,
                                         progress=lambda f, m: progress(f, desc=m))
         path = results[0].path
-        return (scores_frame(results), gr.update(value=predictions_frame(results), label=tr("Answers")),
+        return (scores_frame(results),
+                gr.update(value=predictions_frame(results), label=tr("Answers"), column_widths=None),
                 tr(ANSWERS_HINT),
                 gr.update(value=str(path) if path else None, visible=bool(path)))
 

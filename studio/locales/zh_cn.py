@@ -363,6 +363,8 @@ ZH: dict[str, str] = {
     "How many replies": "回复数量",
     "Also score the base model": "同时给基座模型打分",
     "Pairs": "成对数据",
+    "score": "指标",
+    "More pairs give a surer score and take longer.": "成对数据越多，分数越可靠，耗时也越长。",
     "reward chosen": "较好回复的奖励",
     "reward rejected": "较差回复的奖励",
     "margin": "奖励差距",

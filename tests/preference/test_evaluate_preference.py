@@ -82,8 +82,8 @@ def test_dpo_evaluation_reports_the_held_out_pairs_as_the_chart_did(dpo, home):
     assert "assistant" not in " ".join(table["question"])  # not the chat template's rendering
     assert (table["prefers chosen"] == "✓").sum() == round(8 * m["accuracy"])
     scores = preference_scores_frame(result)
-    assert list(scores["model"]) == ["fine-tuned", "base model"]
-    assert {"preference accuracy", "margin", "log-prob accuracy"} <= set(scores.columns)
+    assert list(scores.columns) == ["score", "fine-tuned", "base model"]
+    assert {"preference accuracy", "margin", "log-prob accuracy"} <= set(scores["score"])
     assert "0 by definition" in describe(dpo.id)[0]
 
     written = json.loads((result.path.parent / "scores.json").read_text())
@@ -108,7 +108,7 @@ def test_reward_evaluation_scores_replies_as_the_chat_tab_does(reward):
     m = result.metrics
     assert m["accuracy"] == sum(p.correct for p in result.pairs) / 3 and m["logp_accuracy"] is None
     scores = preference_scores_frame(result)
-    assert list(scores["model"]) == ["fine-tuned"] and "log-prob accuracy" not in scores.columns
+    assert list(scores.columns) == ["score", "fine-tuned"] and "log-prob accuracy" not in set(scores["score"])
     assert "base prefers chosen" not in pairs_frame(result).columns
 
 
