@@ -33,7 +33,11 @@ $TUNESMITH_HOME/evals/<run-id>/<time>/ as pairs.jsonl and scores.json (temporary
 rename).
 
 What it does not know: whether the preferred replies are good ones; it measures agreement with
-the pairs' labels only.
+the pairs' labels only. The run is loaded as the Chat tab loads it (engine.infer: a QLoRA run's
+base in 16 bits), so its numbers can differ slightly from the 4-bit training-time eval. The
+reference passes switch the adapter off on the model the chat caches, as training does (no
+second copy of the weights): a chat with the same run while it is evaluated may get a few
+tokens from the base model.
 """
 
 from __future__ import annotations
@@ -51,7 +55,6 @@ from .errors import DataError, RunError
 Progress = Callable[[float, str], None]
 OBJECTIVES = ("dpo", "orpo", "simpo", "kto", "reward")
 DEFAULT_ROWS = 20
-_NUMERIC = ("chosen_reward", "rejected_reward", "margin")
 
 
 @dataclass
@@ -259,21 +262,19 @@ def _score_rows(run, cfg, rows: list[dict], base: bool, questions: dict, progres
             progress((i + 1) / len(rows), f"{i + 1}/{len(rows)} {'rows' if kto else 'pairs'}")
 
     metrics = _summary(scores, None if kto else loss_sum / len(rows), logp_right)
-    base_metrics, note = None, None
-    if base and cfg.objective == "reward":
-        note = "A reward model's base has no score head: there is no base score to compare."
-    elif base and kto:
-        note = ("KTO's rewards are log-prob ratios against the base model, so the base's are 0 by definition; "
-                "unpaired rows give no log-prob preference to compare.")
-    elif base:
-        if base_runs_loss:
-            base_metrics = _summary(base_scores, base_loss_sum / len(rows), base_logp_right)
-        else:
-            base_metrics = {"accuracy": None, "reward_chosen": 0.0, "reward_rejected": 0.0, "margin": 0.0,
-                            "loss": None, "logp_accuracy": sum(base_logp_right) / len(base_logp_right)}
-            note = ("DPO's rewards are log-prob ratios against the base model, so the base's are 0 by definition; "
-                    "compare the log-prob accuracy instead.")
-    return scores, metrics, base_metrics, note
+    if not base:
+        return scores, metrics, None, None
+    if cfg.objective == "reward":
+        return scores, metrics, None, "A reward model's base has no score head: there is no base score to compare."
+    if kto:
+        return scores, metrics, None, ("KTO's rewards are log-prob ratios against the base model, so the base's are 0 "
+                                       "by definition; unpaired rows give no log-prob preference to compare.")
+    if base_runs_loss:
+        return scores, metrics, _summary(base_scores, base_loss_sum / len(rows), base_logp_right), None
+    base_metrics = {"accuracy": None, "reward_chosen": 0.0, "reward_rejected": 0.0, "margin": 0.0, "loss": None,
+                    "logp_accuracy": sum(base_logp_right) / len(base_logp_right)}
+    return scores, metrics, base_metrics, ("DPO's rewards are log-prob ratios against the base model, so the base's "
+                                           "are 0 by definition; compare the log-prob accuracy instead.")
 
 
 def _write(result: PreferenceResult) -> Path:

@@ -233,8 +233,9 @@ def build_evaluate_tab(ctx: StudioContext) -> EvaluateHandles:
         results = evaluate.evaluate_run(run_id, data=data, n=int(n), base=with_base,
                                         progress=lambda f, m: progress(f, desc=m))
         path = results[0].path
-        return (scores_frame(results),
-                gr.update(value=predictions_frame(results), label=tr("Answers"), column_widths=None),
+        answers = predictions_frame(results)  # text columns only: they share the width, so all of them show
+        widths = table_widths(answers, len(answers.columns))
+        return (scores_frame(results), gr.update(value=answers, label=tr("Answers"), column_widths=widths),
                 tr(ANSWERS_HINT),
                 gr.update(value=str(path) if path else None, visible=bool(path)))
 

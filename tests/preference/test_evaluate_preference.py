@@ -4,9 +4,10 @@
   step (the same seeded split, the objective's own math), a margin that grew, the base model's
   rewards at 0 with its log-prob accuracy beside them, a per-pair table and files under evals/;
 - a reward run's evaluation scores each reply as the Chat tab's scorer does, and has no base row;
+- a KTO run's evaluation scores labelled replies: right when the reward has the label's sign;
 - a test set of chat rows is refused in one sentence that says what to pick.
 
-Two short runs through the job manager on the demo model (about 10 s each on 2 cores, and the
+Three short runs through the job manager on the demo model (about 10 s each on 2 cores, and the
 evaluations a few seconds), in a TUNESMITH_HOME of their own: other tests count the reward runs
 of the session's home.
 """
@@ -110,6 +111,21 @@ def test_reward_evaluation_scores_replies_as_the_chat_tab_does(reward):
     scores = preference_scores_frame(result)
     assert list(scores.columns) == ["score", "fine-tuned"] and "log-prob accuracy" not in set(scores["score"])
     assert "base prefers chosen" not in pairs_frame(result).columns
+
+
+def test_kto_evaluation_scores_labelled_replies(home):
+    from tunesmith.engine.evaluate_preference import evaluate_preference_run
+    from tunesmith.studio.evaluate_tab import describe, pairs_frame
+
+    kto = _run("kto", "eval-kto", "data.datasets=[kto_feedback]", "data.val_size=0.1")
+    result = evaluate_preference_run(kto.id, n=6, base=True)
+    assert result.unit == "rows" and len(result.pairs) == 6 and result.base_metrics is None
+    for p in result.pairs:  # a row is the good reply (chosen) or the bad one (rejected), never both
+        assert bool(p.chosen) != bool(p.rejected)
+        assert p.correct == ((p.chosen_reward or 0) > 0 if p.chosen else (p.rejected_reward or 0) < 0)
+    assert result.metrics["accuracy"] == sum(p.correct for p in result.pairs) / 6
+    assert list(pairs_frame(result).columns) == ["question", "reply", "label", "reward", "right way"]
+    assert "good or bad" in describe(kto.id)[0]
 
 
 def test_chat_rows_are_not_a_preference_test_set(dpo):
