@@ -166,13 +166,11 @@ def _as_floats(sums: dict) -> dict[str, float]:
 def _base_ctx(ctx, cfg):
     """A StepContext whose model is the base: the adapter switched off, or (a full fine-tune) the base
     model loaded on its own."""
-    import torch
-
     from . import infer
     from .training.lm import CausalLM, StepContext
 
     if getattr(ctx.model, "disable_adapter", None) is not None:
-        with ctx.model.disable_adapter(), torch.no_grad():
+        with ctx.reference():  # the objective's own switch (no grad)
             yield ctx
         return
     model, _ = infer.get_model(cfg.model.name_or_path)
