@@ -126,6 +126,8 @@ def _lora_projection(module: torch.nn.Module):
     qs = _nf4_state(base, w)
     if qs is not None:
         return Proj(w.data, qs, base.bias, scale, int(qs.shape[0])), A, B, ""
+    if w.dim() == 2 and w.shape[1] == 1 and getattr(base, "in_features", 1) != 1:
+        return None, None, None, "packed 4-bit weight without its quantization state"
     if w.dtype not in (torch.float32, torch.float16, torch.bfloat16) or getattr(w, "quant_state", None) is not None:
         return None, None, None, f"base weight dtype {w.dtype} (only 16/32-bit and NF4 are fused)"
     return Proj(w, None, base.bias, scale, w.shape[0]), A, B, ""
