@@ -39,9 +39,9 @@ quantization state bitsandbytes keeps on the module; the patch-time probes look 
 inside the unit's hooks, so the kernels' recompute runs after FSDP's pre-backward all-gather and
 the adapter's gradients reach its reduce-scatter as on the stock path. What would keep weights
 beyond a unit's forward is off: the memory plan keeps no dequantized NF4 weights and captures no
-CUDA graphs (kernels.plan_memory sees the DTensors and says so in its line). The fused LM head
-reads the head FSDP leaves whole. 8-bit optimizers become adamw_torch (bitsandbytes' kernels do
-not take sharded tensors).
+CUDA graphs (kernels.plan_memory sees the DTensors and says so in the run log's memory line). The
+fused LM head reads the head FSDP leaves whole. 8-bit optimizers become adamw_torch
+(bitsandbytes' kernels do not take sharded tensors).
 
 What it does not know: loading. Every rank reads the whole model before sharding it: LoRA into
 CPU memory (then only its shard goes to the GPU), QLoRA quantized on its own GPU (the NF4 weights
@@ -118,10 +118,8 @@ def adjust(cfg, strategy: Strategy, say: Callable[[str], None]):
     say(strategy.describe())
     if not strategy.sharded:
         return cfg
+    # Tunesmith's kernels stay on: the memory plan's line says what FSDP turns off for them
     changes: dict[str, Any] = {}
-    if cfg.kernels != "off":
-        say("kernels: under FSDP they run inside each layer's forward and backward, where its weights are "
-            "whole; no NF4 weight cache and no CUDA graphs (those keep weights beyond that)")
     training = cfg.training
     if "8bit" in training.optimizer:
         training = training.model_copy(update={"optimizer": "adamw_torch"})

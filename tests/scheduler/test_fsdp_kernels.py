@@ -87,7 +87,6 @@ def test_fsdp_with_kernels_trains_like_one_process_with_kernels(tiny_model, fres
     memory = [m for m in said if m.startswith("memory (")]
     assert len(memory) == 1 and "checkpoint 2/2 layers" in memory[0]
     assert "FSDP: no NF4 weight cache, no CUDA graphs" in memory[0]
-    assert any(m.startswith("kernels: under FSDP they run inside each layer's forward") for m in said)
     assert not any("stock path" in m for m in said)
     _wait_gone(sharded.run_dir)
 
