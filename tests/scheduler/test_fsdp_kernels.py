@@ -1,9 +1,10 @@
-"""FSDP2 with Tunesmith's kernels on: 2 CPU processes (torchrun, gloo) under the Triton interpreter.
+"""FSDP2 (and DDP) with Tunesmith's kernels on: 2 CPU processes (torchrun, gloo) under the Triton interpreter.
 
 A tiny random Llama (2 layers, the demo tokenizer) trains with QLoRA (NF4 bases: the LoRA-fused
 projections dequantize the packed bytes FSDP gathers) and kernels=on, sharded over 2 processes x
 batch 1 and in 1 process x batch 2 (accumulation 2 either way): the loss curve, the gradient norms
-and the adapter are the same, and the run log says which kernels ran and what FSDP turned off.
+and the adapter are the same, and the run log says which kernels ran and what FSDP turned off. Two DDP processes with the
+kernels give the same curve.
 Every decoder layer is checkpointed (the plan on a machine without CUDA), so the kernels'
 recompute runs under FSDP's pre-backward all-gather.
 
@@ -60,18 +61,21 @@ def _infos(run_dir: Path) -> list[str]:
     return [e["message"] for e in events.read_events(run_dir) if e["type"] == "info"]
 
 
-def test_fsdp_with_kernels_trains_like_one_process_with_kernels(tiny_model, fresh_home, monkeypatch):
+def test_fsdp_and_ddp_with_kernels_train_like_one_process_with_kernels(tiny_model, fresh_home, monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # the workers run the Triton kernels on the CPU
-    sharded = _train(tiny_model, "fsdp", "training.batch_size=1", "resources.processes=2",
-                     "resources.strategy=fsdp")
+    two = ["training.batch_size=1", "resources.processes=2"]
+    sharded = _train(tiny_model, "fsdp", *two, "resources.strategy=fsdp")
+    copies = _train(tiny_model, "ddp", *two, "resources.strategy=ddp")
     one = _train(tiny_model, "one", "training.batch_size=2")
 
     def curve(run, key):
         return [e[key] for e in events.read_events(run.run_dir) if e["type"] == "train"]
 
-    assert curve(sharded, "step") == [1, 2]
-    assert curve(sharded, "loss") == pytest.approx(curve(one, "loss"), rel=1e-4)
-    assert curve(sharded, "grad_norm") == pytest.approx(curve(one, "grad_norm"), rel=1e-4)
+    for run in (sharded, copies):
+        assert curve(run, "step") == [1, 2]
+        assert curve(run, "loss") == pytest.approx(curve(one, "loss"), rel=1e-4)
+        assert curve(run, "grad_norm") == pytest.approx(curve(one, "grad_norm"), rel=1e-4)
+    assert any("kernels[on] llama: swapped" in m for m in _infos(copies.run_dir))
     mine = load_file(str(sharded.run_dir / "adapter" / "adapter_model.safetensors"))
     theirs = load_file(str(one.run_dir / "adapter" / "adapter_model.safetensors"))
     assert mine.keys() == theirs.keys() and mine
@@ -89,6 +93,7 @@ def test_fsdp_with_kernels_trains_like_one_process_with_kernels(tiny_model, fres
     assert "FSDP: no NF4 weight cache, no CUDA graphs" in memory[0]
     assert not any("stock path" in m for m in said)
     _wait_gone(sharded.run_dir)
+    _wait_gone(copies.run_dir)
 
 
 def _wait_gone(run_dir: Path, timeout: float = 60) -> None:
@@ -97,3 +102,23 @@ def _wait_gone(run_dir: Path, timeout: float = 60) -> None:
     while launcher.find_worker(run_dir) is not None:
         assert time.time() - t0 < timeout
         time.sleep(0.2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_fsdp_with_kernels_on_two_gpus_trains_like_one_gpu(tiny_model, fresh_home, monkeypatch):
+    """The same run on GPUs (NCCL, bf16 gathers, compiled kernels): the kernels apply on both, and
+    the sharded curve follows one GPU's with the same global batch (bf16: looser)."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    sharded = _train(tiny_model, "fsdp-gpu", "training.batch_size=1", "resources.gpus=[0,1]",
+                     "resources.strategy=fsdp", "kernels=auto")
+    one = _train(tiny_model, "one-gpu", "training.batch_size=2", "resources.gpus=[0]", "kernels=auto")
+
+    def losses(run):
+        return [e["loss"] for e in events.read_events(run.run_dir) if e["type"] == "train"]
+
+    assert losses(sharded) == pytest.approx(losses(one), rel=2e-2)
+    said = _infos(sharded.run_dir)
+    assert any(m.startswith("kernels: kernels[auto] llama: swapped") and "LoRA-fused" in m for m in said)
+    assert any(m.startswith("memory (") and "FSDP: no NF4 weight cache, no CUDA graphs" in m for m in said)
+    _wait_gone(sharded.run_dir)
