@@ -1,4 +1,4 @@
-"""The kernels on a model sharded by FSDP2 (fully_shard on every decoder layer and the decoder).
+"""The kernels on a model sharded by FSDP2 (fully_shard on every decoder layer and the decoder); ~25 s.
 
 One process (a gloo group of one): FSDP still keeps each weight as a DTensor shard outside its
 unit's forward, gathers it in the forward and again before the backward, and reduce-scatters the
