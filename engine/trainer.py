@@ -172,7 +172,6 @@ class Recipe:
         """Will tunesmith.kernels patch this model on this machine? Then the kernels' memory plan
         (kernels.tune_memory) decides checkpointing, and the 16-bit weights stay 16-bit."""
         from tunesmith.kernels.patching import ARCHS
-
         from tunesmith.kernels.utils import interpreting
 
         cfg = getattr(model, "config", None)

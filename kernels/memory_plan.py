@@ -57,8 +57,7 @@ def plan_memory(model: torch.nn.Module, tokens_per_step: int, prefer: str = "aut
     plan.graphs = wants_graphs(plan.checkpointed, tokens_per_step, cuda, prefer) and not sharded
     plan.graph_forward = wants_forward_graphs(plan.graphs, plan.offload, prefer)
     plan.settings = KernelSettings.for_mode(prefer, cache_nf4_weights=plan.weight_cache_bytes > 0)
-    if sharded:
-        plan.sharded = True
+    plan.sharded = sharded
     return plan
 
 
