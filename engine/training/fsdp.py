@@ -31,10 +31,17 @@ full_state_dict=True, cpu_offload=True): the files are the same as a one-process
 (trainable.pt by parameter name; optimizer.pt keyed by parameter name), rank 0 writes them, and a
 resumed FSDP run loads them on every rank.
 
-What changes under FSDP, said once in the run log: Tunesmith's Triton kernels step aside (they
-read whole weights outside a layer's forward: patch-time probes, the dequantized NF4 weight cache,
-CUDA graphs; FSDP keeps only a shard there), so the stock path with gradient checkpointing runs;
-8-bit optimizers become adamw_torch (bitsandbytes' kernels do not take sharded tensors).
+What changes under FSDP, said once in the run log: Tunesmith's Triton kernels run (patched after
+fully_shard) inside each unit's forward and backward, where FSDP has gathered the unit's weights
+whole: the fused LoRA/NF4 projections read the packed NF4 bytes FSDP hands back with the
+quantization state bitsandbytes keeps on the module; the patch-time probes look at whole shapes
+(a DTensor's) and stand-in weights, never a shard; transformers checkpoints a layer's forward,
+inside the unit's hooks, so the kernels' recompute runs after FSDP's pre-backward all-gather and
+the adapter's gradients reach its reduce-scatter as on the stock path. What would keep weights
+beyond a unit's forward is off: the memory plan keeps no dequantized NF4 weights and captures no
+CUDA graphs (kernels.plan_memory sees the DTensors and says so in the run log's memory line). The
+fused LM head reads the head FSDP leaves whole. 8-bit optimizers become adamw_torch
+(bitsandbytes' kernels do not take sharded tensors).
 
 What it does not know: loading. Every rank reads the whole model before sharding it: LoRA into
 CPU memory (then only its shard goes to the GPU), QLoRA quantized on its own GPU (the NF4 weights
@@ -111,11 +118,8 @@ def adjust(cfg, strategy: Strategy, say: Callable[[str], None]):
     say(strategy.describe())
     if not strategy.sharded:
         return cfg
+    # Tunesmith's kernels stay on: the memory plan's line says what FSDP turns off for them
     changes: dict[str, Any] = {}
-    if cfg.kernels != "off" and torch.cuda.is_available():
-        changes["kernels"] = "off"
-        say("kernels: off under FSDP (they read whole weights outside a layer's forward, where FSDP keeps a "
-            "shard); the stock path with gradient checkpointing runs instead")
     training = cfg.training
     if "8bit" in training.optimizer:
         training = training.model_copy(update={"optimizer": "adamw_torch"})
