@@ -37,14 +37,20 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return out
 
 
+_DTENSOR: type | None | bool = False  # torch's DTensor class, looked up once (False: not yet)
+
+
 def is_sharded_tensor(t) -> bool:
     """A DTensor: FSDP2 keeps this shard of the parameter outside its unit's forward and backward
-    (its .shape is the whole tensor's)."""
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # a torch without DTensor cannot have sharded anything
-        return False
-    return isinstance(t, DTensor)
+    (its .shape is the whole tensor's). Asked per projection per pass: the class is looked up once."""
+    global _DTENSOR
+    if _DTENSOR is False:
+        try:
+            from torch.distributed.tensor import DTensor
+        except ImportError:  # a torch without DTensor cannot have sharded anything
+            DTensor = None
+        _DTENSOR = DTensor
+    return _DTENSOR is not None and isinstance(t, _DTENSOR)
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

@@ -148,6 +148,22 @@ def _decoder(model: torch.nn.Module) -> tuple[torch.nn.Module, list[torch.nn.Mod
     return dec, list(layers)
 
 
+def check_packed_dtype(model: torch.nn.Module, gather: torch.dtype | None) -> None:
+    """FSDP casts every parameter it gathers to `gather` (its mixed-precision param dtype): the packed
+    NF4 bytes, stored as the quantization's compute dtype, would be converted as numbers and ruined
+    if that differs. Refused with the fields to make equal."""
+    if gather is None or gather == torch.float32:
+        return
+    packed = {p.dtype for p in model.parameters() if type(p).__name__ == "Params4bit"}
+    if packed - {gather}:
+        from ..errors import ConfigError
+
+        names = {torch.bfloat16: "bfloat16 (bf16)", torch.float16: "float16 (fp16)", torch.float32: "float32"}
+        raise ConfigError(f"FSDP: quantization.compute_dtype is {names.get(next(iter(packed)), packed)} but "
+                          f"training.precision gathers weights as {names.get(gather, gather)}; set both to the same "
+                          "dtype (or leave both auto).")
+
+
 def shard(model: torch.nn.Module, strategy: Strategy, hw, precision: str = "auto") -> torch.nn.Module:
     """Wrap the decoder layers and the decoder with fully_shard (a no-op unless `strategy` is fsdp).
     `precision` (training.precision) sets the dtype layers are gathered and computed in on GPUs."""
@@ -156,10 +172,11 @@ def shard(model: torch.nn.Module, strategy: Strategy, hw, precision: str = "auto
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(precision, hw.compute_dtype)
+    check_packed_dtype(model, dtype if hw.device == "cuda" else None)
     device = torch.device("cuda", torch.cuda.current_device()) if hw.device == "cuda" else torch.device("cpu")
     mesh = init_device_mesh(device.type, (dist.world(),))
     mp = MixedPrecisionPolicy()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(precision, hw.compute_dtype)
     if hw.device == "cuda" and dtype != torch.float32:
         mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
     dec, layers = _decoder(model)
