@@ -170,7 +170,9 @@ def _base_ctx(ctx, cfg):
     from .training.lm import CausalLM, StepContext
 
     if getattr(ctx.model, "disable_adapter", None) is not None:
-        with ctx.reference():  # the objective's own switch (no grad)
+        # the objective's own switch (no grad), on the model the Chat tab may be answering from: held
+        # exclusively, so no chat reply is generated while the adapter is off
+        with infer.exclusive(ctx.model), ctx.reference():
             yield ctx
         return
     model, _ = infer.get_model(cfg.model.name_or_path)

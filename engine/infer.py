@@ -107,6 +107,15 @@ def forget(target: str | None = None) -> None:
 
 
 _GGUF_LOCKS: dict[str, threading.Lock] = {}
+_MODEL_LOCKS: "dict[int, threading.RLock]" = {}
+
+
+def exclusive(model) -> "threading.RLock":
+    """The lock a loaded model's users hold while they need it as it is: a chat generating from it, or an
+    evaluation that switches its adapter off for base passes (engine.evaluate_preference), so a reply
+    never mixes tokens of the base and the tuned model. Re-entrant: one thread may nest it."""
+    with _LOCK:
+        return _MODEL_LOCKS.setdefault(id(model), threading.RLock())
 
 
 def _gguf_lock(target: str) -> threading.Lock:
@@ -152,7 +161,7 @@ def stream_generate(model, tok, input_ids: torch.Tensor, max_new_tokens: int = 2
 
     def _run() -> None:
         try:
-            with torch.inference_mode():
+            with exclusive(model), torch.inference_mode():
                 model.generate(**gen_kwargs)
         except BaseException as e:  # surfaced to the caller below
             errors.append(e)

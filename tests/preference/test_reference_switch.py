@@ -36,3 +36,30 @@ def test_reference_is_the_base_and_the_adapter_comes_back():
         torch.testing.assert_close(again.detach(), tuned)
         assert again.requires_grad  # the adapter is trained again after the reference pass
     assert {n: p.requires_grad for n, p in model.named_parameters()} == grads_before
+
+
+def test_a_chat_waits_while_an_evaluation_has_the_adapter_off():
+    """engine.infer.exclusive: a chat's generation does not start while an evaluation holds the model
+    (its base passes switch the adapter off), and goes on once it lets go."""
+    import threading
+
+    from transformers import AutoTokenizer
+
+    from tunesmith.engine import infer
+
+    model = AutoModelForCausalLM.from_pretrained(demo_model_dir(), dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(demo_model_dir())
+    ids = infer.build_prompt_ids(tok, [{"role": "user", "content": "hi"}])
+    pieces: list[str] = []
+    done = threading.Event()
+
+    def chat() -> None:
+        pieces.extend(infer.stream_generate(model, tok, ids, max_new_tokens=3))
+        done.set()
+
+    with infer.exclusive(model):  # the evaluation's base passes
+        t = threading.Thread(target=chat, daemon=True)
+        t.start()
+        assert not done.wait(1.0) and not pieces  # nothing generated meanwhile
+    assert done.wait(60)
+    t.join()
