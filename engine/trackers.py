@@ -54,7 +54,7 @@ MLFLOW_ARTIFACTS = "mlartifacts"
 
 class Tracker(Protocol):
     def log(self, metrics: dict[str, float], step: int) -> None: ...
-    def close(self) -> None: ...
+    def close(self, status: str = "completed") -> None: ...  # completed, stopped or failed
 
 
 def tensorboard_logs(run_dir: Path | str) -> list[Path]:
@@ -131,7 +131,7 @@ class TensorBoardTracker:
             self.writer.add_scalar(k, v, step)
         self.writer.flush()  # the studio and `tensorboard --logdir` see points while the run goes
 
-    def close(self) -> None:
+    def close(self, status: str = "completed") -> None:
         self.writer.close()
 
 
@@ -145,8 +145,8 @@ class WandbTracker:
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, status: str = "completed") -> None:
+        self.run.finish(exit_code=1 if status == "failed" else 0)
 
 
 class MlflowTracker:
@@ -175,8 +175,9 @@ class MlflowTracker:
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.mlflow.log_metrics(metrics, step=step, run_id=self.run.info.run_id)
 
-    def close(self) -> None:
-        self.mlflow.end_run()
+    def close(self, status: str = "completed") -> None:
+        # without this MLflow's exit hook would mark a failed run FINISHED
+        self.mlflow.end_run(status={"failed": "FAILED", "stopped": "KILLED"}.get(status, "FINISHED"))
 
 
 class TrackioTracker:
@@ -190,8 +191,8 @@ class TrackioTracker:
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.trackio.log(metrics, step=step)
 
-    def close(self) -> None:
-        self.trackio.finish()
+    def close(self, status: str = "completed") -> None:
+        self.trackio.finish()  # Trackio keeps no run status
 
 
 class SwanlabTracker:
@@ -205,8 +206,8 @@ class SwanlabTracker:
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.swanlab.log(metrics, step=step)
 
-    def close(self) -> None:
-        self.swanlab.finish()
+    def close(self, status: str = "completed") -> None:
+        self.swanlab.finish(state={"failed": "crashed", "stopped": "aborted"}.get(status, "success"))
 
 
 TRACKERS: dict[str, type] = {
@@ -250,10 +251,11 @@ class TrackerSink:
                 log.warning("tracker %s failed (%s: %s); it gets no more metrics for this run", name, type(e).__name__, e)
                 self.trackers.pop(name, None)
 
-    def close(self) -> None:
+    def close(self, status: str = "completed") -> None:
+        """End every tracker's run as `status` (completed, stopped or failed), where the tracker keeps one."""
         for name, tracker in self.trackers.items():
             try:
-                tracker.close()
+                tracker.close(status)
             except Exception as e:  # noqa: BLE001
                 log.warning("tracker %s did not close cleanly: %s", name, e)
         self.trackers = {}

@@ -88,6 +88,10 @@ def test_the_adapter_folder_says_it_belongs_on_the_4bit_base(loftq_run):
     assert "LoftQ: load the base in 4 bits" in (adapter / "README.md").read_text()
     acfg = json.loads((adapter / "adapter_config.json").read_text())
     assert acfg["init_lora_weights"] is True  # loading it elsewhere does not run LoftQ again
+    from tunesmith.engine import hub
+
+    card = hub.model_card(jobs.load_config(run), run, "adapter", "me/loftq")  # what a Hub push writes
+    assert "A LoftQ adapter" in card and "load the base in 4 bits" in card
 
 
 def test_merged_loftq_model_is_the_4bit_base_plus_the_adapter(loftq_run, tmp_path):

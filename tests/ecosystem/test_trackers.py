@@ -60,12 +60,26 @@ def test_mlflow_without_its_local_store_packages_says_what_to_install(monkeypatc
     trackers.check_available(["mlflow"])
 
 
+def test_a_failed_training_run_ends_failed_in_mlflow(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = RunConfig().with_overrides(["training.report_to=[mlflow]", "output.run_name=broken"])
+    sink = trackers.open_sink(cfg, tmp_path)
+    run_id = sink.trackers["mlflow"].run.info.run_id
+    sink({"type": "train", "step": 1, "loss": 3.0})
+    sink.close("failed")  # what the worker does when training raises
+    sink.close("failed")  # a second close (a failure after the normal close) changes nothing
+    got = mlflow.MlflowClient(tracking_uri=trackers.mlflow_local_uri(tmp_path)).get_run(run_id)
+    assert got.info.status == "FAILED" and got.data.metrics["train/loss"] == 3.0
+    assert (tmp_path / trackers.MLFLOW_DB).is_file()
+
+
 def test_a_failing_tracker_is_dropped_not_fatal(tmp_path, caplog):
     class Broken:
         def log(self, metrics, step):
             raise ConnectionError("server went away")
 
-        def close(self):
+        def close(self, status="completed"):
             pass
 
     seen = []
@@ -74,7 +88,7 @@ def test_a_failing_tracker_is_dropped_not_fatal(tmp_path, caplog):
         def log(self, metrics, step):
             seen.append((step, metrics))
 
-        def close(self):
+        def close(self, status="completed"):
             pass
 
     sink = trackers.TrackerSink({"broken": Broken(), "good": Good()})
