@@ -146,7 +146,8 @@ def run_trl(model_dir: Path, data: Path, args, cpu: bool) -> dict:
     trainer.train()
     t = times
     elapsed = t[-1] - t[args.warmup - 1]
-    out = {"elapsed": elapsed, "losses": losses}
+    out = {"elapsed": elapsed, "losses": losses,
+           "step_times": [b - a for a, b in zip(t[args.warmup - 1:], t[args.warmup:])]}
     if torch.cuda.is_available():
         out["peak_gib"] = torch.cuda.max_memory_allocated() / GiB
     return out
@@ -198,7 +199,9 @@ def run_tunesmith(model_dir: Path, data: Path, work: Path, args, cpu: bool) -> d
     evs = [json.loads(x) for x in runs[-1].read_text().splitlines() if x.strip()]
     train = {e["step"]: e for e in evs if e["type"] == "train"}
     last, first = train[args.warmup + args.steps], train[args.warmup]
+    ends = [train[s]["elapsed_s"] for s in range(args.warmup, args.warmup + args.steps + 1)]
     return {"elapsed": last["elapsed_s"] - first["elapsed_s"], "losses": [train[s]["loss"] for s in sorted(train)],
+            "step_times": [b - a for a, b in zip(ends, ends[1:])],
             "peak_gib": max((e["peak_mem_gb"] for e in train.values()), default=None) if not cpu else None,
             "tokens_seen": last["tokens_seen"], "notes": [e["message"] for e in evs if e["type"] == "info"]}
 
@@ -228,6 +231,11 @@ def measure(method: str, model_dir: Path, data: Path, work: Path, step_tokens: f
     row = {"method": method, "status": "ok", "tokens_per_s": round(args.steps * step_tokens / r["elapsed"], 1),
            "step_s": round(r["elapsed"] / args.steps, 3), "first_loss": r["losses"][0], "last_loss": r["losses"][-1],
            "losses": r["losses"], "wall_s": round(time.time() - t, 1)}
+    if r.get("step_times"):  # the spread shows whether the window's mean is typical
+        st = sorted(r["step_times"])
+        row["median_step_s"] = round(st[len(st) // 2], 4)
+        row["median_tokens_per_s"] = round(step_tokens / st[len(st) // 2], 1)
+        row["step_times"] = [round(x, 4) for x in r["step_times"]]
     for k in ("peak_gib", "tokens_seen", "notes"):
         if r.get(k) is not None:
             row[k] = round(r[k], 2) if k == "peak_gib" else r[k]
@@ -235,14 +243,18 @@ def measure(method: str, model_dir: Path, data: Path, work: Path, step_tokens: f
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| shape | method | tokens/s | vs trl-stock | step s | peak GiB | first loss | last loss | wall s | status |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    base = {r["shape"]: r.get("tokens_per_s") for r in rows if r["method"] == "trl-stock" and r["status"] == "ok"}
+    lines = ["| shape | method | tokens/s | vs trl-stock | median step tokens/s | vs trl-stock | step s | peak GiB | "
+             "first loss | last loss | wall s | status |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    ok = [r for r in rows if r["method"] == "trl-stock" and r["status"] == "ok"]
+    base = {r["shape"]: r.get("tokens_per_s") for r in ok}
+    base_med = {r["shape"]: r.get("median_tokens_per_s") for r in ok}
     for r in rows:
-        tps = r.get("tokens_per_s")
+        tps, med = r.get("tokens_per_s"), r.get("median_tokens_per_s")
         ratio = f"{tps / base[r['shape']]:.2f}x" if tps and base.get(r["shape"]) else "-"
+        mratio = f"{med / base_med[r['shape']]:.2f}x" if med and base_med.get(r["shape"]) else "-"
         fl, ll = r.get("first_loss"), r.get("last_loss")
-        lines.append(f"| {r['shape']} | {r['method']} | {tps or '-'} | {ratio} | {r.get('step_s', '-')} | "
+        lines.append(f"| {r['shape']} | {r['method']} | {tps or '-'} | {ratio} | {med or '-'} | {mratio} | {r.get('step_s', '-')} | "
                      f"{r.get('peak_gib', '-')} | {round(fl, 4) if fl is not None else '-'} | "
                      f"{round(ll, 4) if ll is not None else '-'} | {r.get('wall_s')} | {r['status']} |")
     return "\n".join(lines)
@@ -257,7 +269,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reply", type=int, default=256, help="tokens of each reply")
     # 1b,8b on one H200 in about 4-5 min with the model folders to build: most of it is building 8B and
     # loading it twice; 8B stock steps take ~5-6 s (4 pairs of 2 x ~525 tokens, plus the reference pass)
-    ap.add_argument("--steps", type=int, default=4, help="timed optimizer steps per method")
+    ap.add_argument("--steps", type=int, default=12, help="timed optimizer steps per method")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (Triton compiles, allocator warm-up)")
     ap.add_argument("--cpu", action="store_true", help="run on the CPU (fp32 LoRA, no bitsandbytes): a smoke test")
     ap.add_argument("--tiny", action="store_true", help="--shapes tiny --prompt 24 --reply 16 --steps 2 --warmup 1")

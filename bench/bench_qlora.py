@@ -58,6 +58,7 @@ import torch
 # --- shapes -----------------------------------------------------------------------------
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sft import SHAPES, TARGETS  # noqa: E402  one definition of the shapes for every bench
+from tunesmith.engine.training.profiling import gaps, host_stalls  # noqa: E402
 
 METHODS = ["stock-gc", "stock", "tunesmith-auto", "tunesmith-speed", "tunesmith-memory", "liger-gc"]
 EXTRA_METHODS = ["tunesmith-ckpt"]  # diagnosis only: every layer checkpointed, nothing offloaded
@@ -311,44 +312,8 @@ def profile(shape: str, method: str, args) -> None:
     print(prof.key_averages().table(sort_by="cuda_time_total" if _old_profiler() else "device_time_total",
                                     row_limit=30, max_name_column_width=70))
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=70))
-    gaps(prof)
-    stalls = {}
-    for e in prof.events():
-        if any(k in e.name for k in ("Synchronize", "cudaFree", "cudaMalloc", "cudaHostAlloc", "cudaEventQuery")):
-            n, t = stalls.get(e.name, (0, 0.0))
-            stalls[e.name] = (n + 1, t + e.cpu_time_total)
-    for name, (n, t) in sorted(stalls.items(), key=lambda kv: -kv[1][1]):
-        print(f"  host: {name} x{n}, {t / 1e3:.2f} ms")
-
-
-def gaps(prof, top: int = 15) -> None:
-    """Where the GPU sat idle in the profiled steps: busy share, and the largest gaps with the
-    kernels on either side (a gap after a big GEMM means the host fell behind or waited)."""
-    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
-                     if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)
-    if not kernels:
-        print("no device events")
-        return
-    busy, end, holes = 0.0, kernels[0][0], []
-    prev = kernels[0][2]
-    for s, e, name in kernels:
-        if s > end:
-            holes.append((s - end, prev, name))
-        if e > end:
-            busy += e - max(s, end)
-            end = e
-            prev = name
-    span = end - kernels[0][0]
-    print(f"device busy {busy / 1e3:.1f} ms of {span / 1e3:.1f} ms ({busy / span:.1%}); "
-          f"{len(holes)} gaps, {sum(h[0] for h in holes) / 1e3:.1f} ms idle; "
-          f"gaps > 50 us: {sum(h[0] for h in holes if h[0] > 50) / 1e3:.1f} ms")
-    by_pair: dict = {}
-    for d, a, b in holes:
-        k = (a[:50], b[:50])
-        n, t = by_pair.get(k, (0, 0.0))
-        by_pair[k] = (n + 1, t + d)
-    for (a, b), (n, t) in sorted(by_pair.items(), key=lambda kv: -kv[1][1])[:top]:
-        print(f"  {t / 1e3:8.2f} ms in {n:5d} gaps  after {a}  before {b}")
+    print("\n".join(gaps(prof)))
+    print("\n".join(host_stalls(prof)))
 
 
 def _old_profiler() -> bool:

@@ -311,6 +311,7 @@ class Recipe:
         from .training.lm import StepContext
         from .training.extra import apply as apply_extra
         from .training.optim import build_optimizer, build_scheduler
+        from .training.profiling import StepProfiler
 
         cfg, t = self.cfg, self.cfg.training
         device = self._device()
@@ -376,7 +377,10 @@ class Recipe:
         grad_norm = None
         sums: dict[str, Any] = {k: v for k, v in window.items()}
         self._last_saved = step
+        prof = StepProfiler.from_env(self.run_dir, dist.is_main())  # TUNESMITH_PROFILE_STEPS, off by default
         while step < max_steps:
+            if prof:
+                prof.before(step + 1)
             if pos >= len(order):
                 epoch, pos = epoch + 1, 0
                 order = order_for(epoch)
@@ -411,6 +415,8 @@ class Recipe:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             step += 1
+            if prof:
+                prof.after(step)
 
             stop = dist.any_rank(self.stop_requested() if dist.is_main() else False, device)
             if step == 1 or step % t.logging_steps == 0 or step == max_steps or stop:

@@ -34,6 +34,7 @@ log = logging.getLogger("tunesmith.trainer")
 
 NAME = "tunesmith_varlen"
 _KW: dict | None = None  # extra keyword arguments the installed varlen_attn takes
+_DTYPE: torch.dtype = torch.bfloat16  # the 16-bit dtype the probe checked (flash takes no fp32)
 
 
 def _varlen_fn():
@@ -45,11 +46,14 @@ def _varlen_fn():
 def _call(q, k, v, cu, max_len: int, scale: float | None) -> torch.Tensor:
     """q (T, H, D), k/v (T, Hkv, D) -> (T, H, D), causal within each segment of cu."""
     kw = dict(_KW or {})
+    dtype = q.dtype
+    if dtype != _DTYPE:  # fp32 weights (full fine-tuning) under autocast: RoPE's fp32 cos/sin promote q and k;
+        q, k, v = q.to(_DTYPE), k.to(_DTYPE), v.to(_DTYPE)  # SDPA would run in the autocast dtype here too
     if k.shape[1] != q.shape[1] and not kw.pop("gqa_native", False):
         rep = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     kw.pop("gqa_native", None)
-    return _varlen_fn()(q, k, v, cu, cu, max_len, max_len, scale=scale, **kw)
+    return _varlen_fn()(q, k, v, cu, cu, max_len, max_len, scale=scale, **kw).to(dtype)
 
 
 def varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
@@ -86,7 +90,7 @@ def _reference(q, k, v, lens, scale):
 def _probe(dtype: torch.dtype) -> dict | None:
     """The keyword arguments under which varlen_attn matches per-example SDPA (forward and
     backward, GQA heads), or None."""
-    global _KW
+    global _KW, _DTYPE
     try:
         params = inspect.signature(_varlen_fn()).parameters
     except (ImportError, AttributeError, ValueError) as e:
@@ -108,7 +112,7 @@ def _probe(dtype: torch.dtype) -> dict | None:
     T, H, Hkv, D = sum(lens), 8, 2, 64
     cu = torch.tensor([0] + [sum(lens[:i + 1]) for i in range(len(lens))], dtype=torch.int32, device="cuda")
     for kw in tries:
-        _KW = kw
+        _KW, _DTYPE = kw, dtype
         try:
             q, k, v = (torch.randn(T, h, D, device="cuda", dtype=dtype, generator=g).requires_grad_()
                        for h in (H, Hkv, Hkv))
@@ -129,7 +133,7 @@ def _probe(dtype: torch.dtype) -> dict | None:
 
 def install(model, dtype: torch.dtype) -> str | None:
     """Switch `model` (a PeftModel or a transformers model) to varlen attention; None if it cannot."""
-    global _KW
+    global _KW, _DTYPE
     if not torch.cuda.is_available():
         return None
     from transformers import AttentionInterface
@@ -146,7 +150,7 @@ def install(model, dtype: torch.dtype) -> str | None:
     kw = _probe(dtype)
     if kw is None:
         return None
-    _KW = kw
+    _KW, _DTYPE = kw, dtype
     AttentionInterface.register(NAME, varlen_attention)
     from transformers import masking_utils
 

@@ -134,18 +134,32 @@ class StepContext:
         self.lm = lm
         self.device = device
         self._autocast = autocast
+        self._adapter_layers: list[torch.nn.Module] | None = None  # PEFT layers, found on first reference()
 
     def autocast(self):
         return self._autocast()
 
     @contextlib.contextmanager
     def reference(self):
-        """The frozen base model: the adapter switched off for the duration (LoRA/QLoRA)."""
-        disable = getattr(self.model, "disable_adapter", None)
-        if disable is None:
+        """The frozen base model: the adapter switched off for the duration (LoRA/QLoRA), no grad.
+
+        PEFT's own switch (`disable_adapter()`) also toggles requires_grad on every adapter tensor,
+        both ways: ~0.3 ms per LoRA layer of host time (30 ms a step on a 1B model with 112 of
+        them, while the GPU waits). Under no_grad only the layers' flag matters, so that alone is
+        flipped and put back."""
+        if getattr(self.model, "disable_adapter", None) is None:
             raise RuntimeError("a reference model needs a LoRA/QLoRA run (method full keeps no frozen copy)")
-        with disable(), torch.no_grad():
-            yield self.model
+        if self._adapter_layers is None:
+            self._adapter_layers = [m for m in self.model.modules() if "_disable_adapters" in m.__dict__]
+        was = [m.__dict__["_disable_adapters"] for m in self._adapter_layers]
+        try:
+            for m in self._adapter_layers:
+                m.__dict__["_disable_adapters"] = True
+            with torch.no_grad():
+                yield self.model
+        finally:
+            for m, w in zip(self._adapter_layers, was):
+                m.__dict__["_disable_adapters"] = w
 
     def generate(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Sampling for on-policy objectives; the model is put in eval mode for the call."""
