@@ -103,6 +103,7 @@ def loftq_init(model, cfg: RunConfig) -> dict:
     state = None
     err_before = err_after = norm = 0.0
     fitted = 0
+    device = "cpu"  # where bitsandbytes quantized (and so where later roundings should happen)
     for name, mod in model.named_modules():
         if isinstance(mod, bnb.nn.Linear4bit):
             quantized.append(_param_name(name) + ".weight")
@@ -112,6 +113,7 @@ def loftq_init(model, cfg: RunConfig) -> dict:
             continue
         base = mod.get_base_layer()
         q = dequantize_4bit_layer(base).float()
+        device = q.device.type
         w = source.get(_param_name(name) + ".weight").to(q.device, torch.float32)
         residual = w - q
         u, sv, vh = torch.linalg.svd(residual, full_matrices=False)
@@ -134,7 +136,7 @@ def loftq_init(model, cfg: RunConfig) -> dict:
         "quantization": "bitsandbytes 4-bit", "quant_type": cfg.quantization.quant_type,
         "blocksize": int(state.blocksize), "double_quant": cfg.quantization.double_quant,
         "dtype": str(getattr(state, "original_dtype", state.dtype)).removeprefix("torch."),
-        "device": "cuda" if q.is_cuda else "cpu", "weights": sorted(quantized),
+        "device": device, "weights": sorted(quantized),
     }
     setattr(model, _LOFTQ_ATTR, record)
     log.info("LoftQ: %d adapters fitted to their weights' 4-bit rounding in %.1f s; weight error vs the original "
