@@ -156,3 +156,15 @@ def test_loftq_reads_a_hub_models_weights_from_the_hub_cache(tmp_path, monkeypat
     missing = cfg.with_overrides(["model.name_or_path=org/absent"])
     with pytest.raises(ConfigError, match="loftq needs org/absent's original safetensors"):
         adapters.original_weights_dir(missing)
+
+
+def test_the_studio_offers_every_adapter_start():
+    from typing import get_args
+
+    from tunesmith.engine.config import LoraConfig
+    from tunesmith.studio.locales.zh_cn import ZH
+    from tunesmith.studio.variants_panel import LORA_INITS
+
+    assert [v for _, v in LORA_INITS] == list(get_args(LoraConfig.model_fields["init"].annotation))
+    assert all(label in ZH for label, _ in LORA_INITS)
+    assert LoraConfig.model_fields["init"].description in ZH  # the help line under the widget
