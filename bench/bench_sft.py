@@ -10,6 +10,9 @@ What is timed is what users run, on the same generated chat dataset:
 
   stock             TRL SFTTrainer + PEFT + bitsandbytes: prepare_model_for_kbit_training, gradient
                     checkpointing (non-reentrant), padded micro-batches, adamw_8bit
+  stock-bf16        (diagnostic, not run by default) stock with the norms and embeddings that
+                    prepare_model_for_kbit_training upcasts to fp32 cast back to bf16, so its
+                    residual stream is bf16 like Unsloth's and Tunesmith's
   unsloth           Unsloth's FastLanguageModel (4-bit) + get_peft_model(use_gradient_checkpointing=
                     "unsloth") + its patched SFTTrainer, adamw_8bit (packing on: TRL's packing under it)
   tunesmith-auto    `tunesmith train` (engine.jobs -> worker -> engine.trainer) with memory_mode auto
@@ -70,7 +73,7 @@ SHAPES = {
                  num_key_value_heads=2, head_dim=16, vocab_size=4096, tie_word_embeddings=True),
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-METHODS = ["stock", "unsloth", "tunesmith-auto", "tunesmith-memory"]  # also: tunesmith-speed
+METHODS = ["stock", "unsloth", "tunesmith-auto", "tunesmith-memory"]  # also: tunesmith-speed, stock-bf16
 PACKED_METHODS = ["unsloth", "tunesmith-auto"]
 BS, GA, CUTOFF, LR, SEED, LOG_STEPS = 2, 4, 2048, 2e-4, 42, 10
 GiB = 1024**3
@@ -203,6 +206,10 @@ def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool)
         transformers.set_seed(SEED)  # the LoRA A matrices start as Tunesmith's (same seed, same peft init)
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
                                                      gradient_checkpointing_kwargs={"use_reentrant": False})
+        if method == "stock-bf16":  # undo its fp32 upcast of norms and embeddings: a bf16 residual stream
+            for prm in model.parameters():
+                if prm.dtype == torch.float32:
+                    prm.data = prm.data.to(torch.bfloat16)
         model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, bias="none",
                                                            target_modules=TARGETS, task_type="CAUSAL_LM"))
     if tok.pad_token is None:

@@ -12,6 +12,8 @@ EXAMPLES = """examples:
   tunesmith eval RUN --no-base --json              # scores and predictions as JSON
 Scores: exact match, ROUGE-L (0-1, higher is better), BLEU (0-100), perplexity (lower is better).
 Predictions are written to $TUNESMITH_HOME/evals/RUN_ID/TIME/predictions.jsonl.
+A preference run (dpo, orpo, simpo, kto, reward) is scored on held-out pairs instead: preference
+accuracy, mean rewards of the chosen and rejected replies and their margin (evals/.../pairs.jsonl).
 """
 
 
@@ -49,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
         bar.set_description(msg[:40])
         bar.refresh()
 
+    from tunesmith.engine import evaluate_preference
+
+    if evaluate_preference.is_preference_run(args.run_id):
+        return _preference(evaluate_preference.evaluate_preference_run(
+            args.run_id, data=args.data, n=args.rows or None, base=not args.no_base, progress=progress), bars, args)
     results = evaluate.evaluate_run(args.run_id, data=args.data, n=args.rows or None, base=not args.no_base,
                                     max_new_tokens=args.max_new_tokens, progress=progress)
     for bar in bars:
@@ -63,4 +70,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r.label:<7} {_fmt(s['exact_match']):>7} {_fmt(s['rouge_l']):>8} {_fmt(s['bleu'], 1):>7} "
               f"{_fmt(s['perplexity'], 2):>11}  {r.target}")
     print(f"predictions: {results[0].path}")
+    return 0
+
+
+def _preference(result, bars: list, args: argparse.Namespace) -> int:
+    for bar in bars:
+        bar.close()
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+        return 0
+    print(f"test set: {result.test_set} ({len(result.pairs)} {result.unit}), objective {result.objective}")
+    print(f"{'model':<7} {'accuracy':>9} {'chosen':>8} {'rejected':>9} {'margin':>8} {'logp-acc':>9}")
+    for label, m in (("tuned", result.metrics), ("base", result.base_metrics)):
+        if m:
+            print(f"{label:<7} {_fmt(m['accuracy']):>9} {_fmt(m['reward_chosen']):>8} {_fmt(m['reward_rejected']):>9} "
+                  f"{_fmt(m['margin']):>8} {_fmt(m['logp_accuracy']):>9}")
+    if result.base_note:
+        print(f"base: {result.base_note}")
+    print(f"pairs: {result.path}")
     return 0

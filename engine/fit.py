@@ -32,8 +32,9 @@ L the base's linear-layer parameters, O the rest, P the trainable ones):
   decoder layers' weights and the adapter, its gradients and optimizer states
   are divided by the number of GPUs; two layers are whole at a time (the one
   computing and the one being gathered); the embedding and LM head stay whole
-  (twice the embedding when they are tied); Tunesmith's kernels step aside, so
-  activations follow the stock path. `choose_strategy` picks FSDP for
+  (twice the embedding when they are tied); Tunesmith's kernels run as on one
+  GPU (the same activations and plan) except that the plan never keeps the NF4
+  weights dequantized. `choose_strategy` picks FSDP for
   resources.strategy auto when DDP's estimate does not fit one GPU.
 The 2.6 and 12 come from the H100 peaks in bench/RESULTS.md (1B and 8B shapes,
 2 x 2048 tokens: stock 17.9 / 50.8 GiB, stock-gc 8.5 / 16.8 GiB, Tunesmith speed
@@ -142,11 +143,11 @@ class Settings:
     @classmethod
     def from_run(cls, cfg: RunConfig, kernels_active: bool, world: int = 1, strategy: str = "ddp") -> "Settings":
         t = cfg.training
-        tokens, step = pass_tokens(cfg, kernels_active and strategy != "fsdp")
+        tokens, step = pass_tokens(cfg, kernels_active)
         return cls(
             method=cfg.method, bits=cfg.quantization.bits, double_quant=cfg.quantization.double_quant,
             lora_r=cfg.lora.r, targets=cfg.lora.target_modules, tokens=tokens, step_tokens=step,
-            memory_mode=t.memory_mode, kernels=kernels_active and strategy != "fsdp",
+            memory_mode=t.memory_mode, kernels=kernels_active,
             gradient_checkpointing=t.gradient_checkpointing, optimizer=t.optimizer, world=world,
             strategy=strategy if world > 1 else "ddp",
         )
@@ -254,7 +255,8 @@ def estimate(shape: ModelShape, s: Settings, free_bytes: int | None = None) -> E
         # mirror kernels.checkpoint.plan_checkpointing + kernels.choose_plan
         budget = (free_bytes if free_bytes is not None else 1 << 62) - GiB - transient - p * 12 - weights
         need = lambda k: int(1.3 * ((n - k) * full + k * ckpt))  # noqa: E731
-        cache = 2 * shape.linear_params if s.method == "qlora" and s.bits == 4 else 0
+        # under FSDP the plan keeps no dequantized NF4 weights (every rank would hold every layer whole)
+        cache = 2 * shape.linear_params if s.method == "qlora" and s.bits == 4 and not fsdp else 0
         if cache and need(0) <= budget - cache:
             return Estimate(weights, trainable, transient + n * full, cache,
                             "no checkpointing, NF4 weights kept dequantized")

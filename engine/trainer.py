@@ -172,9 +172,12 @@ class Recipe:
         """Will tunesmith.kernels patch this model on this machine? Then the kernels' memory plan
         (kernels.tune_memory) decides checkpointing, and the 16-bit weights stay 16-bit."""
         from tunesmith.kernels.patching import ARCHS
+        from tunesmith.kernels.utils import interpreting
 
         cfg = getattr(model, "config", None)
-        return (self.cfg.kernels != "off" and self.cfg.method in ("qlora", "lora") and self.hw.device == "cuda"
+        # on the CPU only kernels=on under the Triton interpreter (TRITON_INTERPRET=1: tests, slow)
+        device_ok = self.hw.device == "cuda" or (self.cfg.kernels == "on" and interpreting())
+        return (self.cfg.kernels != "off" and self.cfg.method in ("qlora", "lora") and device_ok
                 and getattr(cfg, "model_type", None) in ARCHS)
 
     def _wrap(self, model):

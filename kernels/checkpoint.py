@@ -28,6 +28,12 @@ token, 16-bit; +30% and 1 GiB reserve for transients and fragmentation):
 It is an estimate, not a measurement: it does not know about other
 processes allocating later, or attention implementations that keep more.
 
+Under FSDP2 each decoder layer is a unit: transformers checkpoints the layer's
+forward, inside the unit's hooks, so the forward runs on the weights FSDP
+gathered for it, FSDP's pre-backward hook gathers them again before this
+checkpoint's backward recomputes the layer, and the adapter gradients reach
+FSDP's reduce-scatter through the unit's whole parameters, as on the stock path.
+
 Recompute notes: the autocast state of forward is re-entered for the
 recompute; RNG state is not replayed (use no dropout in checkpointed layers,
 as LoRA with dropout 0 and these models' attention_dropout 0 do).
@@ -35,17 +41,19 @@ as LoRA with dropout 0 and these models' attention_dropout 0 do).
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from dataclasses import dataclass
 
 import torch
 
 from .layer_graphs import LayerGraphs
-from .model_parts import decoder_layers, unwrap_model
+from .model_parts import decoder_layers, is_sharded, unwrap_model
 from .recompute import recomputing_scope
 from .settings import KernelSettings
 
 GiB = 1024**3
+log = logging.getLogger("tunesmith.kernels")
 
 
 @dataclass
@@ -58,6 +66,7 @@ class CheckpointPlan:
     weight_cache_bytes: int = 0  # set by kernels.plan_memory: dequantized NF4 weights kept
     graphs: bool = False         # checkpointed layers' backward as CUDA graphs (kernels/layer_graphs.py)
     graph_forward: bool = False  # ... and their first (no-grad) pass, when offloaded
+    sharded: bool = False        # FSDP shards the weights: no NF4 weight cache, no CUDA graphs
     # the kernels' options that go with this plan (kernels.plan_memory picks them; apply_memory_plan
     # attaches them to the model's patched modules)
     settings: KernelSettings = KernelSettings()
@@ -73,7 +82,9 @@ class CheckpointPlan:
         est = f", est. activations {self.est_peak_bytes / GiB:.1f} GiB" if self.est_peak_bytes else ""
         cache = f" + NF4 weights kept dequantized ({self.weight_cache_bytes / GiB:.1f} GiB)" \
             if self.weight_cache_bytes else ""
-        return f"{what}{cache} ({self.reason}{est})"
+        fsdp = "; FSDP: no NF4 weight cache, no CUDA graphs (weights are whole only inside a layer's " \
+            "forward and backward)" if self.sharded else ""
+        return f"{what}{cache} ({self.reason}{est}){fsdp}"
 
 
 def layer_activation_bytes(config, tokens: int, elem: int = 2) -> tuple[int, int]:
@@ -125,7 +136,7 @@ def apply_checkpointing(model: torch.nn.Module, plan: CheckpointPlan) -> None:
     layers = decoder_layers(model)
     offloader = _Offloader() if plan.offload else None
     graphs = None
-    if plan.graphs and plan.checkpointed and torch.cuda.is_available():
+    if plan.graphs and plan.checkpointed and torch.cuda.is_available() and not is_sharded(model):
         graphs = LayerGraphs(layers, forward=plan.graph_forward and plan.offload)
     for i, layer in enumerate(layers):
         on = i < plan.checkpointed
@@ -133,11 +144,25 @@ def apply_checkpointing(model: torch.nn.Module, plan: CheckpointPlan) -> None:
         if on:
             layer._gradient_checkpointing_func = functools.partial(checkpoint, offloader=offloader, index=i,
                                                                    graphs=graphs)
+    if plan.checkpointed and is_sharded(model) and not _hooks_outside_checkpoint():
+        log.warning("checkpointing under FSDP: this transformers checkpoints a layer's __call__, so FSDP's "
+                    "all-gather runs again in each recompute (correct, slower); transformers 5 checkpoints forward")
     if plan.checkpointed:
         inner = unwrap_model(model)
         # the layer inputs must require grad for the LoRA grads of layer 0 to flow (as HF does)
         if hasattr(inner, "enable_input_require_grads"):
             inner.enable_input_require_grads()
+
+
+def _hooks_outside_checkpoint() -> bool:
+    """Does transformers checkpoint a layer's forward (its module hooks, FSDP2's all-gather and
+    reshard among them, then run once, outside the checkpoint)? transformers 5 does; earlier
+    versions checkpoint __call__, hooks included."""
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:
+        return False
+    return "__call__" not in vars(GradientCheckpointingLayer)
 
 
 # --- the checkpoint itself ------------------------------------------------------------

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .model_parts import is_sharded_tensor
 from .nf4 import dequantize_nf4, dequantize_nf4_rows, is_nf4_weight, scratch
 from .utils import compute_dtype, empty, no_autocast  # noqa: F401  (re-exported for the fused ops)
 
@@ -77,6 +78,10 @@ def lora_projection(module: torch.nn.Module) -> tuple[Proj | None, torch.Tensor 
     d = module.__dict__
     base = d["_modules"].get("base_layer", module)
     w = base.__dict__["_parameters"].get("weight")
+    if is_sharded_tensor(w):
+        # FSDP2's shard, seen outside the unit's forward (patch time): the answer is only read for its
+        # reason; inside the forward the unit's whole weights are there and decide
+        return _lora_projection(module)
     key = (d.get("training"), len(d.get("merged_adapters") or ()), d.get("_disable_adapters"),
            repr(d.get("_active_adapter")), repr(d.get("scaling")),
            None if w is None else (w.data_ptr(), w.requires_grad, w.device))
@@ -118,12 +123,26 @@ def _lora_projection(module: torch.nn.Module):
         return None, None, None, f"base layer {type(base).__name__} is not a Linear"
     if w.requires_grad:
         return None, None, None, "base weight is trainable"
-    if is_nf4_weight(w):
-        qs = w.quant_state
+    qs = _nf4_state(base, w)
+    if qs is not None:
         return Proj(w.data, qs, base.bias, scale, int(qs.shape[0])), A, B, ""
+    if w.dim() == 2 and w.shape[1] == 1 and getattr(base, "in_features", 1) != 1:
+        return None, None, None, "packed 4-bit weight without its quantization state"
     if w.dtype not in (torch.float32, torch.float16, torch.bfloat16) or getattr(w, "quant_state", None) is not None:
         return None, None, None, f"base weight dtype {w.dtype} (only 16/32-bit and NF4 are fused)"
     return Proj(w, None, base.bias, scale, w.shape[0]), A, B, ""
+
+
+def _nf4_state(base: torch.nn.Module, w: torch.Tensor):
+    """The NF4 QuantState of a bitsandbytes 4-bit weight, else None. FSDP2 hands a unit's forward
+    plain tensors holding the packed bytes (the Params4bit, and the state on it, stay behind in the
+    shard); bitsandbytes' Linear4bit keeps the state on the module too, as its own forward reads it."""
+    if is_nf4_weight(w):
+        return w.quant_state
+    qs = base.__dict__.get("quant_state")
+    if getattr(qs, "quant_type", None) == "nf4" and w.dim() == 2 and w.shape[1] == 1:
+        return qs
+    return None
 
 
 # --- the math shared by the fused ops ---------------------------------------------

@@ -21,6 +21,12 @@ replayed from CUDA graphs once their shapes repeat (kernels/layer_graphs.py;
 TUNESMITH_CUDA_GRAPHS=0 turns that off), except in memory mode: the graphs'
 buffers cost memory at the peak.
 
+Under FSDP2 (the model's weights sharded: DTensors outside a unit's forward) the
+kernels run inside each unit's forward and backward, where its weights are
+whole, but the plan keeps nothing of them beyond that: no NF4 weight cache
+(every rank would hold every layer whole) and no CUDA graphs (a replay would
+read weights FSDP has freed and skip its all-gathers); plan.summary() says so.
+
 Everything chosen lives on the plan and, once applied, on that one model:
 another model in the process keeps its own plan and settings.
 
@@ -33,6 +39,7 @@ import torch
 
 from .checkpoint import CheckpointPlan, apply_checkpointing, plan_checkpointing
 from .layer_graphs import wants_forward_graphs, wants_graphs
+from .model_parts import is_sharded
 from .patching import release_weight_cache, set_settings
 from .settings import KernelSettings
 
@@ -44,10 +51,13 @@ def plan_memory(model: torch.nn.Module, tokens_per_step: int, prefer: str = "aut
     use). plan.summary() says what and why."""
     release_weight_cache(model)
     cuda = torch.cuda.is_available()
-    plan = choose_plan(model, tokens_per_step, prefer, torch.cuda.mem_get_info()[0] if cuda else None)
-    plan.graphs = wants_graphs(plan.checkpointed, tokens_per_step, cuda, prefer)
+    sharded = is_sharded(model)
+    plan = choose_plan(model, tokens_per_step, prefer, torch.cuda.mem_get_info()[0] if cuda else None,
+                       sharded=sharded)
+    plan.graphs = wants_graphs(plan.checkpointed, tokens_per_step, cuda, prefer) and not sharded
     plan.graph_forward = wants_forward_graphs(plan.graphs, plan.offload, prefer)
     plan.settings = KernelSettings.for_mode(prefer, cache_nf4_weights=plan.weight_cache_bytes > 0)
+    plan.sharded = sharded
     return plan
 
 
@@ -66,12 +76,15 @@ def tune_memory(model: torch.nn.Module, tokens_per_step: int, prefer: str = "aut
 
 
 def choose_plan(model: torch.nn.Module, tokens_per_step: int, prefer: str,
-                free_bytes: int | None) -> CheckpointPlan:
+                free_bytes: int | None, sharded: bool | None = None) -> CheckpointPlan:
     """The checkpointing decision for `free_bytes` of free GPU memory (None: no CUDA), with
     weight_cache_bytes > 0 when the dequantized NF4 weights fit too. No graphs, default settings:
-    plan_memory adds those."""
+    plan_memory adds those. Weights sharded by FSDP (sharded None: look at the model) are never
+    kept dequantized: each rank would hold every layer whole, the memory FSDP exists to save."""
     plan = plan_checkpointing(model, tokens_per_step, prefer, free_bytes=free_bytes)
-    if prefer != "memory" and plan.checkpointed == 0 and free_bytes is not None:
+    if sharded is None:
+        sharded = is_sharded(model)
+    if prefer != "memory" and plan.checkpointed == 0 and free_bytes is not None and not sharded:
         need = nf4_cache_bytes(model)
         if need:
             with_cache = plan_checkpointing(model, tokens_per_step, prefer, free_bytes=free_bytes - need)

@@ -35,3 +35,25 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
             out = list(m)
             break
     return out
+
+
+_DTENSOR: type | None | bool = False  # torch's DTensor class, looked up once (False: not yet)
+
+
+def is_sharded_tensor(t) -> bool:
+    """A DTensor: FSDP2 keeps this shard of the parameter outside its unit's forward and backward
+    (its .shape is the whole tensor's). Asked per projection per pass: the class is looked up once."""
+    global _DTENSOR
+    if _DTENSOR is False:
+        try:
+            from torch.distributed.tensor import DTensor
+        except ImportError:  # a torch without DTensor cannot have sharded anything
+            DTensor = None
+        _DTENSOR = DTensor
+    return _DTENSOR is not None and isinstance(t, _DTENSOR)
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Are `model`'s weights sharded over processes (FSDP2's fully_shard)? Then they are whole only
+    inside a unit's forward and backward: nothing may keep a dequantized copy or a CUDA graph of them."""
+    return any(is_sharded_tensor(p) for p in unwrap_model(model).parameters())

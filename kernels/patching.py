@@ -27,6 +27,7 @@ runs stock.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import types
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .model_parts import decoder_layers, unwrap_model
+from .model_parts import decoder_layers, is_sharded_tensor, unwrap_model
 from .settings import KernelSettings
 from .utils import interpreting
 
@@ -265,11 +266,22 @@ def _patch_rms_norm(model, spec, lora_fused):
 
 
 def _probe_rms(m, eps, offset, casting, reference) -> bool:
-    """Does the stock forward compute what our kernel computes? (two random rows, no grad)"""
+    """Does the stock forward compute what our kernel computes? (two random rows, no grad)
+
+    A weight sharded by FSDP2 (a DTensor, whole only inside its unit's forward) is probed through a
+    stand-in: a shallow copy of the module holding a random weight of the whole shape, so patching
+    after fully_shard reads no shard and needs no collective."""
+    w = m.weight
+    if is_sharded_tensor(w):
+        m = copy.copy(m)
+        m._parameters = dict(m._parameters)
+        m._parameters["weight"] = torch.nn.Parameter(
+            1 + 0.1 * torch.randn(w.shape, device=w.device, dtype=w.dtype), requires_grad=False)
+        w = m.weight
     with torch.no_grad():
-        x = torch.randn(2, m.weight.shape[0], device=m.weight.device, dtype=m.weight.dtype)
+        x = torch.randn(2, w.shape[0], device=w.device, dtype=w.dtype)
         stock = _stock_forward(m)(x)
-        ours = reference(x, m.weight, eps, offset, casting)
+        ours = reference(x, w, eps, offset, casting)
     return stock.shape == ours.shape and torch.allclose(stock.float(), ours.float(), atol=1e-2, rtol=1e-2)
 
 

@@ -111,16 +111,19 @@ def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float, offset: 
     x2 = contiguous_2d(x)
     rows = x2.shape[0]
     out_dtype = x.dtype if casting == "gemma" else torch.promote_types(x.dtype, weight.dtype)
-    y = empty((rows, n), out_dtype, x.device)
+    # allocated in x's shape, not returned as a view: FSDP2 warns on a unit's output that is a view
+    # (an in-place op on it would drop its pre-backward hook), and the decoder returns this norm's
+    y = empty((*shape[:-1], n), out_dtype, x.device)
+    y2 = y.view(rows, n)
     rstd = empty((rows,), torch.float32, x.device)
     block, warps = calculate_settings(n)
     if rows:
         tile = _rows_per_tile(x2)
         _rms_norm_forward_kernel[(triton.cdiv(rows, tile),)](
-            y, y.stride(0), x2, x2.stride(0), weight, rstd, rows, n, eps, offset,
+            y2, y2.stride(0), x2, x2.stride(0), weight, rstd, rows, n, eps, offset,
             CASTING=CASTING[casting], ROWS=tile, BLOCK=block, num_warps=warps,
         )
-    return y.view(*shape[:-1], n), rstd
+    return y, rstd
 
 
 def rms_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,

@@ -31,10 +31,17 @@ full_state_dict=True, cpu_offload=True): the files are the same as a one-process
 (trainable.pt by parameter name; optimizer.pt keyed by parameter name), rank 0 writes them, and a
 resumed FSDP run loads them on every rank.
 
-What changes under FSDP, said once in the run log: Tunesmith's Triton kernels step aside (they
-read whole weights outside a layer's forward: patch-time probes, the dequantized NF4 weight cache,
-CUDA graphs; FSDP keeps only a shard there), so the stock path with gradient checkpointing runs;
-8-bit optimizers become adamw_torch (bitsandbytes' kernels do not take sharded tensors).
+What changes under FSDP, said once in the run log: Tunesmith's Triton kernels run (patched after
+fully_shard) inside each unit's forward and backward, where FSDP has gathered the unit's weights
+whole: the fused LoRA/NF4 projections read the packed NF4 bytes FSDP hands back with the
+quantization state bitsandbytes keeps on the module; the patch-time probes look at whole shapes
+(a DTensor's) and stand-in weights, never a shard; transformers checkpoints a layer's forward,
+inside the unit's hooks, so the kernels' recompute runs after FSDP's pre-backward all-gather and
+the adapter's gradients reach its reduce-scatter as on the stock path. What would keep weights
+beyond a unit's forward is off: the memory plan keeps no dequantized NF4 weights and captures no
+CUDA graphs (kernels.plan_memory sees the DTensors and says so in the run log's memory line). The
+fused LM head reads the head FSDP leaves whole. 8-bit optimizers become adamw_torch
+(bitsandbytes' kernels do not take sharded tensors).
 
 What it does not know: loading. Every rank reads the whole model before sharding it: LoRA into
 CPU memory (then only its shard goes to the GPU), QLoRA quantized on its own GPU (the NF4 weights
@@ -111,11 +118,8 @@ def adjust(cfg, strategy: Strategy, say: Callable[[str], None]):
     say(strategy.describe())
     if not strategy.sharded:
         return cfg
+    # Tunesmith's kernels stay on: the memory plan's line says what FSDP turns off for them
     changes: dict[str, Any] = {}
-    if cfg.kernels != "off" and torch.cuda.is_available():
-        changes["kernels"] = "off"
-        say("kernels: off under FSDP (they read whole weights outside a layer's forward, where FSDP keeps a "
-            "shard); the stock path with gradient checkpointing runs instead")
     training = cfg.training
     if "8bit" in training.optimizer:
         training = training.model_copy(update={"optimizer": "adamw_torch"})
@@ -144,6 +148,22 @@ def _decoder(model: torch.nn.Module) -> tuple[torch.nn.Module, list[torch.nn.Mod
     return dec, list(layers)
 
 
+def check_packed_dtype(model: torch.nn.Module, gather: torch.dtype | None) -> None:
+    """FSDP casts every parameter it gathers to `gather` (its mixed-precision param dtype): the packed
+    NF4 bytes, stored as the quantization's compute dtype, would be converted as numbers and ruined
+    if that differs. Refused with the fields to make equal."""
+    if gather is None or gather == torch.float32:
+        return
+    packed = {p.dtype for p in model.parameters() if type(p).__name__ == "Params4bit"}
+    if packed - {gather}:
+        from ..errors import ConfigError
+
+        names = {torch.bfloat16: "bfloat16 (bf16)", torch.float16: "float16 (fp16)", torch.float32: "float32"}
+        raise ConfigError(f"FSDP: quantization.compute_dtype is {names.get(next(iter(packed)), packed)} but "
+                          f"training.precision gathers weights as {names.get(gather, gather)}; set both to the same "
+                          "dtype (or leave both auto).")
+
+
 def shard(model: torch.nn.Module, strategy: Strategy, hw, precision: str = "auto") -> torch.nn.Module:
     """Wrap the decoder layers and the decoder with fully_shard (a no-op unless `strategy` is fsdp).
     `precision` (training.precision) sets the dtype layers are gathered and computed in on GPUs."""
@@ -152,10 +172,11 @@ def shard(model: torch.nn.Module, strategy: Strategy, hw, precision: str = "auto
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(precision, hw.compute_dtype)
+    check_packed_dtype(model, dtype if hw.device == "cuda" else None)
     device = torch.device("cuda", torch.cuda.current_device()) if hw.device == "cuda" else torch.device("cpu")
     mesh = init_device_mesh(device.type, (dist.world(),))
     mp = MixedPrecisionPolicy()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(precision, hw.compute_dtype)
     if hw.device == "cuda" and dtype != torch.float32:
         mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
     dec, layers = _decoder(model)

@@ -357,6 +357,35 @@ ZH: dict[str, str] = {
     "expected answer": "期望答案",
     "fine-tuned answer": "微调后的回答",
     "base answer": "基座模型的回答",
+    # ---- evaluate tab: preference runs (studio/evaluate_tab.py PREFERENCE_*)
+    "Test pairs": "测试成对数据",
+    "How many pairs": "成对数据数量",
+    "How many replies": "回复数量",
+    "Also score the base model": "同时给基座模型打分",
+    "Pairs": "成对数据",
+    "score": "指标",
+    "More pairs give a surer score and take longer.": "成对数据越多，分数越可靠，耗时也越长。",
+    "reward chosen": "较好回复的奖励",
+    "reward rejected": "较差回复的奖励",
+    "margin": "奖励差距",
+    "log-prob accuracy": "对数概率准确率",
+    "chosen reply": "较好的回复",
+    "rejected reply": "较差的回复",
+    "prefers chosen": "偏好较好回复",
+    "base prefers chosen": "基座模型偏好较好回复",
+    "reply": "回复",
+    "label": "标记",
+    "right way": "方向正确",
+    "good": "好",
+    "bad": "差",
+    "A preference run is scored on held-out pairs, not on answers. Preference accuracy: the share of pairs whose chosen reply gets the higher reward. Reward: how much more likely the fine-tuned model makes a reply than the base model does (beta × log-ratio); margin = chosen − rejected, higher is better. Log-prob accuracy: the share of pairs whose chosen reply the model finds more likely outright. The base model's rewards are 0 by definition (it is the reference): compare the log-prob accuracy.":
+        "偏好训练的运行用留出的成对数据来评分，而不是看回答。偏好准确率：较好回复得到更高奖励的成对数据所占比例。奖励：微调后的模型比基座模型更倾向于生成该回复的程度（beta × 对数概率比）；奖励差距 = 较好 − 较差，越高越好。对数概率准确率：模型直接认为较好回复更可能出现的成对数据所占比例。基座模型的奖励按定义为 0（它就是参考模型）：请比较对数概率准确率。",
+    "A KTO run is scored on held-out replies marked good or bad. Accuracy: the share of replies whose reward has the right sign (good above 0, bad below). Reward: how much more likely the fine-tuned model makes a reply than the base model does (beta × log-ratio); reward chosen is the good replies' mean, reward rejected the bad ones'. The base model's rewards are 0 by definition, so it gets no row.":
+        "KTO 运行用留出的、标记为好或差的回复来评分。准确率：奖励符号正确的回复所占比例（好的大于 0，差的小于 0）。奖励：微调后的模型比基座模型更倾向于生成该回复的程度（beta × 对数概率比）；较好回复的奖励是好回复的平均值，较差回复的奖励是差回复的平均值。基座模型的奖励按定义为 0，所以没有它的一行。",
+    "A reward model is scored on held-out pairs. Preference accuracy: the share of pairs whose chosen reply it scores higher. Reward chosen / rejected: its mean scores; margin: their difference, higher is better. The base model has no score head, so it gets no row.":
+        "奖励模型用留出的成对数据来评分。偏好准确率：它给较好回复打分更高的成对数据所占比例。较好 / 较差回复的奖励：它的平均分；奖励差距：两者之差，越高越好。基座模型没有打分头，所以没有它的一行。",
+    "A preference run is scored on held-out pairs, not on answers. Preference accuracy: the share of pairs whose chosen reply gets the higher reward. Reward: beta × the mean log-prob of a reply's tokens (no reference model, so the base model is scored the same way); margin = chosen − rejected, higher is better. Log-prob accuracy: the share of pairs whose chosen reply the model finds more likely outright.":
+        "偏好训练的运行用留出的成对数据来评分，而不是看回答。偏好准确率：较好回复得到更高奖励的成对数据所占比例。奖励：beta × 回复各词元的平均对数概率（没有参考模型，所以基座模型也按同样方式打分）；奖励差距 = 较好 − 较差，越高越好。对数概率准确率：模型直接认为较好回复更可能出现的成对数据所占比例。",
     # ---- runs tab
     "id": "编号",
     "name": "名称",

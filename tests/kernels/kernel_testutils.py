@@ -39,10 +39,12 @@ def leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().requires_grad_(True)
 
 
-def nf4_llama(layers: int = 4, targets=("q_proj", "down_proj"), random_lora: bool = False):
+def nf4_llama(layers: int = 4, targets=("q_proj", "down_proj"), random_lora: bool = False,
+              quant_storage: torch.dtype = torch.uint8):
     """(PEFT model, NF4 base parameter count): a tiny random Llama whose decoder projections are all
     NF4 bitsandbytes layers (double quant, blocksize 64), with LoRA on `targets` (random_lora: B
-    non-zero too, so every adapter gradient is). The same weights on every call."""
+    non-zero too, so every adapter gradient is). The same weights on every call. quant_storage:
+    the dtype the packed bytes are stored as (FSDP shards them as the compute dtype)."""
     bnb = pytest.importorskip("bitsandbytes")
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
@@ -57,9 +59,10 @@ def nf4_llama(layers: int = 4, targets=("q_proj", "down_proj"), random_lora: boo
                 if not isinstance(lin, torch.nn.Linear):
                     continue
                 q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=False, compute_dtype=torch.float32,
-                                      compress_statistics=True, quant_type="nf4", quant_storage=torch.uint8)
+                                      compress_statistics=True, quant_type="nf4", quant_storage=quant_storage)
                 q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, compress_statistics=True,
-                                             quant_type="nf4", blocksize=64)
+                                             quant_type="nf4", blocksize=64, quant_storage=quant_storage,
+                                             module=q)  # as Linear4bit.__init__ does: the state lands on q too
                 q = q.to(DEVICE)
                 if not q.weight.bnb_quantized:
                     q.weight = q.weight._quantize(DEVICE)

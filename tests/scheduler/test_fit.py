@@ -113,6 +113,19 @@ def test_fsdp_divides_the_layers_adapter_and_optimizer_by_the_gpus():
     assert two.activations == one.activations  # each GPU still runs its own rows through every layer
 
 
+def test_fsdp_keeps_the_kernels_plan_without_the_dequantized_nf4_weights():
+    """Under FSDP the kernels run as on one GPU (same activations, same plan) but the memory plan keeps
+    no 16-bit copy of the NF4 weights: each GPU would hold every layer whole."""
+    cfg = RunConfig().with_overrides(["training.batch_size=2", "data.cutoff_len=2048"])
+    assert Settings.from_run(cfg, kernels_active=True, world=2, strategy="fsdp").kernels
+    s = Settings(method="qlora", tokens=4096, kernels=True)
+    one = estimate(LLAMA_8B, s, free_bytes=140 * GiB)
+    two = estimate(LLAMA_8B, Settings(**{**s.__dict__, "world": 2, "strategy": "fsdp"}), free_bytes=140 * GiB)
+    assert one.weight_cache > 0 and one.plan == "no checkpointing, NF4 weights kept dequantized"
+    assert two.weight_cache == 0 and two.plan == "no checkpointing"
+    assert two.activations == one.activations and two.weights < one.weights
+
+
 def test_auto_picks_fsdp_only_when_one_gpu_is_too_small():
     from tunesmith.engine.fit import choose_strategy
 

@@ -114,3 +114,19 @@ def test_a_resumed_fsdp_run_continues_exactly(sharded, tmp_path):
     assert sorted(resumed) == [3, 4]
     assert resumed == pytest.approx({s: whole[s] for s in (3, 4)}, rel=1e-4)
     _same_adapter(run_dir, sharded.run_dir, 1e-4)
+
+
+def test_fsdp_refuses_a_gather_dtype_that_would_cast_packed_nf4_bytes():
+    """QLoRA under FSDP on GPUs: the packed NF4 bytes are stored as the compute dtype; gathering them
+    in another dtype would convert them as numbers. Refused naming both fields."""
+    import bitsandbytes as bnb
+
+    from tunesmith.engine.errors import ConfigError
+    from tunesmith.engine.training.fsdp import check_packed_dtype
+
+    m = torch.nn.Module()
+    m.w = bnb.nn.Params4bit(torch.zeros(8, 1, dtype=torch.bfloat16), requires_grad=False)
+    check_packed_dtype(m, torch.bfloat16)  # the same dtype: fine
+    check_packed_dtype(m, None)  # the CPU: no mixed precision
+    with pytest.raises(ConfigError, match="quantization.compute_dtype .*training.precision"):
+        check_packed_dtype(m, torch.float16)

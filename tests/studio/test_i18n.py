@@ -35,6 +35,7 @@ def _table_keys() -> set[str]:
     keys = {label for layout in data_tab.MAP_LAYOUT.values() for label, _ in layout.values()}
     keys |= set(data_tab.FORMAT_HELP.values()) | {"given", "detected", "as registered"}
     keys |= set(runs_tab.COLUMNS) | set(evaluate_tab.SCORE_COLUMNS) | set(export_tab.RESULT_COLUMNS)
+    keys |= {c for _, c in evaluate_tab.PREFERENCE_COLUMNS} | set(evaluate_tab.PREFERENCE_HINTS.values())
     keys |= set(train_tab.METHOD_NAMES.values())
     keys |= {"queued", "running", "stopping", "completed", "stopped", "failed"}
     keys |= set(recommend.REASONS) | set(guide.NEXT.values()) | set(guide.EMPTY.values()) | {guide.TRAINING,
