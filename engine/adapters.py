@@ -14,9 +14,13 @@ layers where a module is a DoRA (or other variant) layer or has a trainable base
 weight (freeze), and says so in its report; rsLoRA and PiSSA change only the
 scale and the starting values, which the fused path reads as they are.
 
-What it does not know: LoftQ. Its adapter corrects the rounding of the 4-bit base,
-while the merge and GGUF export add adapters to the original 16-bit weights, so
-RunConfig refuses `lora.init: loftq` with that reason and points to pissa.
+LoftQ (`lora.init: loftq`, QLoRA 4-bit only): the adapter starts as the best rank-r
+fit of each weight's 4-bit rounding error, so base + adapter starts closer to the
+original model than the 4-bit base alone. Such an adapter belongs to the 4-bit base:
+the adapter folder records which weights were 4-bit and how (tunesmith_loftq.json,
+and a line in its README.md), and chat, the merge and GGUF export put the adapter on
+those weights rounded through 4-bit (quantized_base_weight) instead of the original
+ones, where the correction would count twice.
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ def build_adapter(model, cfg: RunConfig):
     from peft import LoraConfig, get_peft_model
 
     lc = cfg.lora
-    init: Any = {"default": True, "gaussian": "gaussian", "pissa": _PISSA_INIT}[lc.init]
+    # loftq: PEFT builds a plain adapter, then loftq_init sets its starting values
+    init: Any = {"default": True, "gaussian": "gaussian", "pissa": _PISSA_INIT, "loftq": True}[lc.init]
     peft_cfg = LoraConfig(
         r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
         use_dora=lc.use_dora, use_rslora=lc.use_rslora, init_lora_weights=init,
@@ -62,11 +67,205 @@ def build_adapter(model, cfg: RunConfig):
     model = get_peft_model(model, peft_cfg)
     if lc.init == "pissa":
         _remember_pissa_init(model)
+    if lc.init == "loftq":
+        loftq_init(model, cfg)
     trainable, total = model.get_nb_trainable_parameters()
     variant = ", ".join(n for n, on in (("DoRA", lc.use_dora), ("rsLoRA", lc.use_rslora), (f"{lc.init} init", lc.init != "default")) if on)
     log.info("LoRA%s: %s trainable of %s parameters (%.2f%%)", f" ({variant})" if variant else "",
              f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
+
+
+# ---- LoftQ --------------------------------------------------------------------
+
+LOFTQ_FILE = "tunesmith_loftq.json"  # in an adapter folder: the 4-bit base it was fitted to
+_LOFTQ_ATTR = "_tunesmith_loftq"
+_PEFT_PREFIX = "base_model.model."
+
+
+def loftq_init(model, cfg: RunConfig) -> dict:
+    """Start every LoRA pair on a 4-bit layer at the best rank-r fit of that weight's rounding error
+    (LoftQ, Li et al. 2023, arXiv:2310.08659): with Q the dequantized NF4 weight and W the original,
+    scale * B @ A = the top-r SVD of W - Q, so Q + scale * B @ A starts nearer W than Q does.
+
+    The base stays as it is (already 4-bit), which is PEFT's replace_lora_weights_loftq approach;
+    this does the same fit itself because PEFT's runs its SVD on "cuda" only (no CPU runs) and ignores
+    the LoRA scale (right only when alpha equals r). The original weights are read one at a time
+    from the model's safetensors (the local folder, or the hub cache for a hub id).
+    Returns the record save_adapter writes next to the adapter (LOFTQ_FILE)."""
+    import time
+
+    import bitsandbytes as bnb
+
+    started = time.monotonic()
+    source = _OriginalWeights(original_weights_dir(cfg))
+    quantized: list[str] = []
+    state = None
+    err_before = err_after = norm = 0.0
+    fitted = 0
+    device = "cpu"  # where bitsandbytes quantized (and so where later roundings should happen)
+    for name, mod in model.named_modules():
+        if isinstance(mod, bnb.nn.Linear4bit):
+            quantized.append(_param_name(name) + ".weight")
+            state = state or mod.weight.quant_state
+        lora_a = getattr(mod, "lora_A", None)
+        if lora_a is None or "default" not in lora_a or not isinstance(mod.get_base_layer(), bnb.nn.Linear4bit):
+            continue
+        base = mod.get_base_layer()
+        q = dequantize_4bit_layer(base).float()
+        device = q.device.type
+        w = source.get(_param_name(name) + ".weight").to(q.device, torch.float32)
+        residual = w - q
+        u, sv, vh = torch.linalg.svd(residual, full_matrices=False)
+        r, scale = mod.r["default"], mod.scaling["default"]
+        root = (sv[:r] / scale).sqrt()  # split evenly, so scale * B @ A = U_r S_r Vh_r
+        a, b = mod.lora_A["default"].weight, mod.lora_B["default"].weight
+        a.data = (root[:, None] * vh[:r]).to(a.dtype)
+        b.data = (u[:, :r] * root[None, :]).to(b.dtype)
+        err_before += residual.square().sum().item()
+        err_after += (residual - scale * (b.float() @ a.float())).square().sum().item()
+        norm += w.square().sum().item()
+        fitted += 1
+    if not fitted or state is None:
+        raise ConfigError("lora.init: loftq found no LoRA layer on a 4-bit weight; it needs method qlora with "
+                          "quantization.bits 4.")
+    record = {
+        "about": "A LoftQ adapter: it corrects the rounding of this 4-bit base, so it belongs on those weights "
+                 "(dequantized), not on the original 16-bit ones.",
+        # a CPU eval forward repacks the state (keeping what it was in original_*), so cfg says the rest
+        "quantization": "bitsandbytes 4-bit", "quant_type": cfg.quantization.quant_type,
+        "blocksize": int(state.blocksize), "double_quant": cfg.quantization.double_quant,
+        "dtype": str(getattr(state, "original_dtype", state.dtype)).removeprefix("torch."),
+        "device": device, "weights": sorted(quantized),
+    }
+    setattr(model, _LOFTQ_ATTR, record)
+    log.info("LoftQ: %d adapters fitted to their weights' 4-bit rounding in %.1f s; weight error vs the original "
+             "%.3f%% -> %.3f%% (4-bit base alone -> base + adapter)", fitted, time.monotonic() - started,
+             100 * math.sqrt(err_before / norm), 100 * math.sqrt(err_after / norm))
+    return record
+
+
+def _packed_4bit(layer) -> tuple[torch.Tensor, Any]:
+    """A bitsandbytes 4-bit layer's packed weight and quant state in the standard layout: on CPUs with
+    AVX512-BF16, bitsandbytes repacks them at the first no-grad forward in eval mode, and the
+    dequantizer reads only the standard layout."""
+    data, state = layer.weight.data, layer.weight.quant_state
+    if getattr(state, "packing_format_for_cpu", False):
+        import copy
+
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+        # on copies: the inverse edits the state it is given, which the layer keeps using
+        data, state = _convert_weight_packed_for_cpu_inverse(data.clone(), copy.deepcopy(state))
+    return data, state
+
+
+def dequantize_4bit_layer(layer) -> torch.Tensor:
+    """The weight a bitsandbytes 4-bit layer computes with, dequantized (its compute dtype)."""
+    from bitsandbytes.functional import dequantize_4bit
+
+    return dequantize_4bit(*_packed_4bit(layer))
+
+
+def original_weights_dir(cfg: RunConfig) -> Path:
+    """The folder with the base model's safetensors: the local folder, or the hub snapshot (the cache
+    from_pretrained just filled; downloaded when missing)."""
+    from . import models
+
+    src = Path(models.resolve_model_path(cfg.model.name_or_path))
+    if src.is_dir():
+        return src
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(cfg.model.name_or_path, revision=cfg.model.revision,
+                                      allow_patterns=["*.safetensors", "*.safetensors.index.json", "config.json"]))
+    except Exception as e:  # offline and not cached, gated, ...
+        raise ConfigError(f"lora.init: loftq needs {cfg.model.name_or_path}'s original safetensors weights and could "
+                          f"not get them ({type(e).__name__}); use init default, or a local model folder.") from e
+
+
+class _OriginalWeights:
+    """Tensors by name from a folder of safetensors files, one at a time."""
+
+    def __init__(self, folder: Path):
+        from safetensors import safe_open
+
+        self.where: dict[str, Path] = {}
+        for f in sorted(Path(folder).glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as st:
+                self.where.update(dict.fromkeys(st.keys(), f))
+        if not self.where:
+            raise ConfigError(f"lora.init: loftq needs the base model's .safetensors weights; {folder} has none.")
+
+    def get(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        key = name if name in self.where else name.split(".", 1)[-1]  # a checkpoint saved without "model."
+        if key not in self.where:
+            raise ConfigError(f"lora.init: loftq cannot find the original weight {name} in the base model's "
+                              "safetensors; use init default.")
+        with safe_open(str(self.where[key]), framework="pt") as st:
+            return st.get_tensor(key)
+
+
+def _param_name(module_name: str) -> str:
+    """A PEFT module name as the base model names it (what checkpoints and merges use)."""
+    name = module_name.removeprefix(_PEFT_PREFIX)
+    return name.removesuffix(".base_layer")
+
+
+def loftq_record(adapter_dir: Path | str) -> dict | None:
+    """The LoftQ record of an adapter folder, None for any other adapter."""
+    import json
+
+    f = Path(adapter_dir) / LOFTQ_FILE
+    return json.loads(f.read_text(encoding="utf-8")) if f.exists() else None
+
+
+def quantized_base_weight(w: torch.Tensor, record: dict) -> torch.Tensor:
+    """What training saw for the original weight `w`: w rounded to 4 bits as bitsandbytes did then
+    (same type, block size, double quantization, dtype, and device kind when there is one), in fp32."""
+    from bitsandbytes.functional import dequantize_4bit, quantize_4bit
+
+    device = "cuda" if record.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
+    packed, state = quantize_4bit(w.to(device, getattr(torch, record["dtype"])), blocksize=record["blocksize"],
+                                  compress_statistics=record["double_quant"], quant_type=record["quant_type"])
+    return dequantize_4bit(packed, state).to("cpu", torch.float32)
+
+
+@torch.no_grad()
+def use_loftq_base(model, adapter_dir: Path | str) -> int:
+    """Round the weights a LoftQ adapter's base had in 4 bits through 4 bits, in place, on a 16-bit
+    model loaded for chat or serving; returns how many (0 for any other adapter)."""
+    record = loftq_record(adapter_dir)
+    if record is None:
+        return 0
+    params = dict(model.named_parameters())
+    for name in record["weights"]:
+        p = params[name]
+        p.copy_(quantized_base_weight(p.data, record).to(p.device, p.dtype))
+    log.info("LoftQ adapter: %d base weights rounded through 4 bits, as in training", len(record["weights"]))
+    return len(record["weights"])
+
+
+def _write_loftq_record(model, out_dir: Path) -> None:
+    import json
+
+    record = getattr(model, _LOFTQ_ATTR, None)
+    if record is None:
+        return
+    (out_dir / LOFTQ_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    card = out_dir / "README.md"
+    note = ("\n## LoftQ: load the base in 4 bits\n\nThis adapter was initialised with LoftQ against the "
+            f"{record['quant_type'].upper()} 4-bit base (bitsandbytes, block size {record['blocksize']}, double "
+            f"quantization {'on' if record['double_quant'] else 'off'}): it corrects that base's rounding. Load "
+            "the base with `BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="
+            f"\"{record['quant_type']}\", bnb_4bit_use_double_quant={record['double_quant']})` before adding "
+            "it; on the original 16-bit weights its correction counts twice. Tunesmith's merged and GGUF "
+            f"exports already use the 4-bit base; {LOFTQ_FILE} lists its 4-bit weights.\n")
+    text = card.read_text(encoding="utf-8") if card.exists() else ""
+    card.write_text(text + note, encoding="utf-8")
 
 
 # ---- freeze tuning ------------------------------------------------------------
@@ -235,6 +434,7 @@ def _save(model, out_dir: Path | str, state_dict: dict | None = None) -> None:
     # look the base model up on the Hub to find out
     if not files:
         model.save_pretrained(str(out_dir), safe_serialization=True, save_embedding_layers=False, **given)
+        _write_loftq_record(model, Path(out_dir))
         return
     with tempfile.TemporaryDirectory() as d, _no_hub_lookups():
         init_dir = Path(d) / "pissa_init"

@@ -80,20 +80,11 @@ class LoraConfig(_Section):
     # ---- LoRA variants (issue 15) ----
     use_dora: bool = Field(False, description="DoRA: learn each weight's magnitude apart from its direction (more parameters, slower, often better at low rank).")
     use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r) instead of alpha / r, which keeps high ranks stable.")
-    init: Literal["default", "gaussian", "pissa"] = Field(
-        "default", description="Adapter start: default (B = 0), gaussian (A ~ N(0, 1/r)), or pissa (the weights' top singular vectors: faster start).",
+    init: Literal["default", "gaussian", "pissa", "loftq"] = Field(
+        "default", description="Adapter start: default (B = 0), gaussian (A ~ N(0, 1/r)), pissa (the weights' top "
+        "singular vectors: faster start), or loftq (QLoRA 4-bit only: starts by correcting the 4-bit rounding; "
+        "exports merge into the 4-bit base).",
     )
-
-    @field_validator("init", mode="before")
-    @classmethod
-    def _no_loftq(cls, v: Any) -> Any:
-        if isinstance(v, str) and v.strip().lower() == "loftq":
-            # LoftQ fits the adapter to the 4-bit base's quantization error; the merge and GGUF export add
-            # it to the original 16-bit weights (engine/export.py), which would apply that correction twice
-            raise ValueError("loftq is not supported: a LoftQ adapter corrects the 4-bit base's rounding, and "
-                             "the merge and GGUF export add it to the original 16-bit weights, where that "
-                             "correction would count twice. Use pissa (a faster start that merges exactly) or default")
-        return v
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -374,6 +365,22 @@ class RunConfig(_Section):
         if self.resources.strategy == "fsdp" and self.method == "qlora" and self.quantization.bits == 8:
             raise ValueError("resources.strategy: fsdp shards 4-bit QLoRA, not 8-bit; set quantization.bits 4 "
                              "or strategy ddp")
+        return self
+
+    @model_validator(mode="after")
+    def _loftq_needs_4bit(self) -> "RunConfig":
+        # LoftQ fits the adapter to the 4-bit base's rounding error. A 16-bit base (method lora) has none:
+        # PEFT's in-memory LoftQ would swap that base for its 4-bit rounding, costing 16-bit memory for
+        # 4-bit quality, and every later use would need that rewritten base. qlora gets the same start
+        # in a quarter of the memory, so lora is refused with that pointer rather than half-supported.
+        if self.lora.init != "loftq" or self.method not in ("lora", "qlora"):
+            return self
+        if self.method != "qlora" or self.quantization.bits != 4:
+            raise ValueError("lora.init: loftq corrects the rounding of a 4-bit base; use method qlora with "
+                             "quantization.bits 4 (or init pissa for a 16-bit base)")
+        if self.lora.use_dora:
+            raise ValueError("lora.init: loftq with lora.use_dora is not supported (DoRA's magnitudes would "
+                             "start from the uncorrected 4-bit weights); turn one of them off")
         return self
 
     @model_validator(mode="after")

@@ -8,7 +8,11 @@ The merge adds the LoRA delta (alpha/r * B @ A; alpha/sqrt(r) for rsLoRA; DoRA
 rescales each output row to its learned magnitude) to the *original* 16-bit base
 weights, one safetensors shard at a time, in fp32 and cast back to the base
 dtype: memory stays around one shard plus the adapter, whatever the model size,
-and nothing goes through dequantized NF4 weights.
+and nothing goes through dequantized NF4 weights, except for a LoftQ adapter
+(lora.init loftq): it corrects the 4-bit base's rounding, so it is merged into the
+weights that base had in training, rounded through 4 bits again exactly as then
+(engine.adapters.quantized_base_weight); on the original weights its correction
+would count twice. The export notes say so.
 
 Output folders: an export is written into a temporary sibling folder, then its
 files are renamed into the output folder, which keeps a manifest
@@ -21,6 +25,7 @@ before anything changes. A non-empty folder without a manifest is refused.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -33,9 +38,13 @@ from typing import Callable, Iterator
 
 import torch
 
-from . import atomic, jobs, models, paths
+from . import adapters, atomic, jobs, models, paths
 from .diskspace import disk_full_reason
 from .errors import ExportError
+
+log = logging.getLogger(__name__)
+LOFTQ_NOTE = ("LoftQ adapter: merged into the 4-bit ({quant}) base it was trained against (its weights rounded "
+              "through 4 bits as in training), not the original 16-bit weights, where its correction would count twice")
 
 Progress = Callable[[float, str], None]
 
@@ -200,31 +209,47 @@ def merge_to_dir(run_id: str, out_dir: Path, progress: Progress | None = None) -
         raise ExportError(f"Run {run.id} has no adapter to merge ({run.status}). Train it first, or wait for a save.")
     adapter_dir = run.run_dir / "adapter"
     deltas, scale, acfg = _adapter_deltas(adapter_dir)
+    loftq = _loftq_record(run, cfg, adapter_dir)
+    rounded_names = set(loftq["weights"]) if loftq else set()
     base = _base_dir(cfg.model.name_or_path, cfg.model.revision)
     shards = sorted(base.glob("*.safetensors"))
     if not shards:
         raise ExportError(f"{base}: no .safetensors weights to merge into (only safetensors bases are supported).")
     used: set[str] = set()
+    rounded: set[str] = set()
     info = dict(format="merged", run_id=run.id, base_model=cfg.model.name_or_path, lora_r=acfg["r"],
                 lora_alpha=acfg.get("lora_alpha"))
+    if loftq:
+        info["loftq_base"] = f"4-bit {loftq['quant_type']}"
+        log.info(LOFTQ_NOTE.format(quant=loftq["quant_type"].upper()))
+    into = " into the 4-bit base (LoftQ)" if loftq else ""
     with _staged(Path(out_dir), **info) as tmp:
         for i, shard in enumerate(shards):
-            progress(i / len(shards), f"merging {shard.name}")
+            progress(i / len(shards), f"merging {shard.name}{into}")
             tensors: dict[str, torch.Tensor] = {}
             with safe_open(str(shard), framework="pt") as f:
                 meta = f.metadata() or {}
                 for name in f.keys():
                     t = f.get_tensor(name)
+                    base_w = None
+                    if name in rounded_names:  # LoftQ: the 4-bit base weight training computed with
+                        base_w = adapters.quantized_base_weight(t, loftq)
+                        rounded.add(name)
                     if name in deltas:
                         a, b, mag = deltas[name]
-                        w = t.float() + scale * (b.float() @ a.float())
+                        w = (base_w if base_w is not None else t.float()) + scale * (b.float() @ a.float())
                         if mag is not None:  # DoRA: W' = m * (W + sBA) / ||W + sBA|| per output row
                             w = (mag.float() / torch.linalg.norm(w, dim=1)).unsqueeze(1) * w
                         t = w.to(t.dtype)
                         used.add(name)
+                    elif base_w is not None:
+                        t = base_w.to(t.dtype)
                     tensors[name] = t.contiguous()
             save_file(tensors, str(tmp / shard.name), metadata={"format": meta.get("format", "pt")})
             del tensors
+        if rounded_names - rounded:
+            raise ExportError(f"The LoftQ record names 4-bit weights not found in the base model: "
+                              f"{sorted(rounded_names - rounded)[:3]}")
         missing = set(deltas) - used
         if missing:
             raise ExportError(f"The adapter targets weights not found in the base model: {sorted(missing)[:3]}")
@@ -242,6 +267,15 @@ def merge_to_dir(run_id: str, out_dir: Path, progress: Progress | None = None) -
             shutil.copy2(adapter_dir / HEAD_FILE, tmp / HEAD_FILE)
     progress(1.0, "merged")
     return Path(out_dir)
+
+
+def _loftq_record(run, cfg, adapter_dir: Path) -> dict | None:
+    """The adapter's LoftQ record (which base weights were 4-bit, and how), None for other adapters."""
+    record = adapters.loftq_record(adapter_dir)
+    if record is None and cfg.lora.init == "loftq":
+        raise ExportError(f"Run {run.id} trained a LoftQ adapter, but {adapter_dir} lacks {adapters.LOFTQ_FILE} "
+                          "(which base weights were 4-bit), so it cannot be merged into its 4-bit base; train it again.")
+    return record
 
 
 def export_adapter(run_id: str, out_dir: Path, progress: Progress | None = None) -> Path:
@@ -278,15 +312,23 @@ def export_run(
     try:
         if fmt == "adapter":
             path = export_adapter(run.id, out, progress)
-            return ExportResult("adapter", path, _dir_size(path))
+            res = ExportResult("adapter", path, _dir_size(path))
+            record = adapters.loftq_record(path)
+            if record:
+                res.notes.append(f"LoftQ adapter: load its base in 4 bits ({record['quant_type']}, bitsandbytes) "
+                                 f"before adding it; README.md and {adapters.LOFTQ_FILE} say how")
+            return res
         if fmt == "merged":
             path = merge_to_dir(run.id, out, progress)
             res = ExportResult("merged", path, _dir_size(path))
+            _note_loftq(run, res)
             if (path / "reward_head.safetensors").exists():
                 res.notes.append("reward model: the merged decoder plus reward_head.safetensors, the score head "
                                  "(hidden size -> 1) read at each reply's last token")
             return res
-        return _export_gguf(run.id, out, quants or ["f16"], progress)
+        res = _export_gguf(run.id, out, quants or ["f16"], progress)
+        _note_loftq(run, res)
+        return res
     except ExportError:
         raise
     except Exception as e:  # OSError, SafetensorError, torch.save's RuntimeError on a full disk
@@ -296,6 +338,12 @@ def export_run(
         if isinstance(e, OSError):
             raise ExportError(f"Could not write to {out}: {e.strerror or e}. Check permissions.") from e
         raise
+
+
+def _note_loftq(run, res: ExportResult) -> None:
+    record = adapters.loftq_record(run.run_dir / "adapter") if run.has_adapter else None
+    if record:
+        res.notes.insert(0, LOFTQ_NOTE.format(quant=record["quant_type"].upper()))
 
 
 def _export_gguf(run_id: str, out: Path, quants: list[str], progress: Progress) -> ExportResult:
@@ -308,8 +356,10 @@ def _export_gguf(run_id: str, out: Path, quants: list[str], progress: Progress) 
     shutil.rmtree(merged, ignore_errors=True)  # left by a killed export
     merge_to_dir(run.id, merged, lambda f, m: progress(0.25 * f, m))
     # The fidelity check compares with the HF model as trained: base + adapter, unmerged
-    # (a full fine-tune is its own reference).
-    reference = run.run_dir / "adapter" if run.has_adapter else merged
+    # (a full fine-tune is its own reference). A LoftQ adapter's base is 4-bit, which the reference
+    # loader (16-bit base + adapter) would not give: its merge, checked against training, stands in.
+    loftq = run.has_adapter and adapters.loftq_record(run.run_dir / "adapter") is not None
+    reference = run.run_dir / "adapter" if run.has_adapter and not loftq else merged
     stem = re.sub(r"[^\w.-]+", "-", run.name)
     try:
         with _staged(out, replace=False, format="gguf", run_id=run.id) as staging:

@@ -99,6 +99,10 @@ def model_card(cfg: RunConfig, run: jobs.RunInfo, fmt: str, repo: str, files: li
     if fmt == "adapter":
         if base == "tunesmith/demo":
             lines += ["The base is Tunesmith's bundled demo model: load it from a Tunesmith install.", ""]
+        if cfg.lora.init == "loftq":  # [issue 15] see engine/adapters.py, LoftQ
+            lines += ["A LoftQ adapter: it corrects the rounding of the 4-bit (bitsandbytes "
+                      f"{cfg.quantization.quant_type.upper()}) base, so load the base in 4 bits before adding it; on "
+                      "the original 16-bit weights its correction counts twice (tunesmith_loftq.json says how).", ""]
         lines += ["```python", "from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer", "",
                   f'model = AutoPeftModelForCausalLM.from_pretrained("{repo}")',
                   f'tokenizer = AutoTokenizer.from_pretrained("{repo}")', "```"]

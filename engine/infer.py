@@ -64,7 +64,10 @@ def _load(target: str):
         raise RunError(f"Run {run.id} has no adapter yet ({run.status}); wait for it to save one.")
     from peft import PeftModel
 
+    from .adapters import use_loftq_base
+
     model, tok = models.load_for_inference(cfg.model.name_or_path, cfg.model)
+    use_loftq_base(model, run.run_dir / "adapter")  # a LoftQ adapter goes on its 4-bit base, as trained
     model = PeftModel.from_pretrained(model, str(run.run_dir / "adapter"))
     model.eval()
     return model, tok

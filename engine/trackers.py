@@ -12,7 +12,9 @@ Each tracker is a small object with log(metrics, step) and close():
     tensorboard  RUN_DIR/tensorboard/ (torch.utils.tensorboard, else tensorboardX);
                  view with: tensorboard --logdir RUN_DIR/tensorboard
     wandb        wandb.init(project=$WANDB_PROJECT or "tunesmith", dir=RUN_DIR); WANDB_MODE=offline works
-    mlflow       $MLFLOW_TRACKING_URI, else RUN_DIR/mlruns (a local file store)
+    mlflow       $MLFLOW_TRACKING_URI, else RUN_DIR/mlflow.db (MLflow's local SQLite store; `mlflow ui
+                 --backend-store-uri sqlite:///RUN_DIR/mlflow.db` shows it); mlflow-skinny plus
+                 sqlalchemy and alembic is enough
     trackio      trackio.init(project=$TRACKIO_PROJECT or "tunesmith"); local by default
     swanlab      swanlab.init(project=$SWANLAB_PROJECT or "tunesmith", logdir=RUN_DIR/swanlog); SWANLAB_MODE=offline works
 
@@ -41,16 +43,18 @@ log = logging.getLogger(__name__)
 PACKAGES: dict[str, tuple[str, str]] = {
     "tensorboard": ("tensorboard", "tensorboard"),
     "wandb": ("wandb", "wandb"),
-    "mlflow": ("mlflow", "mlflow"),
+    "mlflow": ("mlflow", "mlflow-skinny"),  # the tracking client alone; `mlflow` (UI, server) is ~10x bigger
     "trackio": ("trackio", "trackio"),
     "swanlab": ("swanlab", "swanlab"),
 }
 TENSORBOARD_DIR = "tensorboard"
+MLFLOW_DB = "mlflow.db"  # with no MLFLOW_TRACKING_URI: RUN_DIR/mlflow.db, artifacts in RUN_DIR/mlartifacts
+MLFLOW_ARTIFACTS = "mlartifacts"
 
 
 class Tracker(Protocol):
     def log(self, metrics: dict[str, float], step: int) -> None: ...
-    def close(self) -> None: ...
+    def close(self, status: str = "completed") -> None: ...  # completed, stopped or failed
 
 
 def tensorboard_logs(run_dir: Path | str) -> list[Path]:
@@ -66,6 +70,11 @@ def tensorboard_command(run_dir: Path | str) -> str:
     return f"tensorboard --logdir {shlex.quote(str(Path(run_dir) / TENSORBOARD_DIR))}"  # it listens on localhost only
 
 
+def mlflow_local_uri(run_dir: Path | str) -> str:
+    """The MLflow tracking URI of a run's own store (no MLFLOW_TRACKING_URI set): a SQLite file in it."""
+    return "sqlite:///" + (Path(run_dir).resolve() / MLFLOW_DB).as_posix()
+
+
 def check_available(names: list[str]) -> None:
     """ConfigError naming the pip package of the first chosen tracker that is not installed."""
     for name in names:
@@ -79,6 +88,13 @@ def check_available(names: list[str]) -> None:
             found = found or importlib.util.find_spec("tensorboardX") is not None
         if not found:
             raise ConfigError(f"training.report_to: {name} is not installed. Install it with: pip install {pip}")
+        if name == "mlflow" and not os.environ.get("MLFLOW_TRACKING_URI"):
+            # the run folder's SQLite store needs SQLAlchemy and Alembic, which mlflow-skinny leaves out
+            missing = [m for m in ("sqlalchemy", "alembic") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise ConfigError(f"training.report_to: mlflow keeps its runs in a SQLite file in the run folder, "
+                                  f"which needs {' and '.join(missing)}. Install it with: pip install {' '.join(missing)} "
+                                  "(or set MLFLOW_TRACKING_URI to an MLflow server)")
 
 
 def _flat_config(cfg: RunConfig) -> dict[str, Any]:
@@ -115,7 +131,7 @@ class TensorBoardTracker:
             self.writer.add_scalar(k, v, step)
         self.writer.flush()  # the studio and `tensorboard --logdir` see points while the run goes
 
-    def close(self) -> None:
+    def close(self, status: str = "completed") -> None:
         self.writer.close()
 
 
@@ -129,8 +145,8 @@ class WandbTracker:
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, status: str = "completed") -> None:
+        self.run.finish(exit_code=1 if status == "failed" else 0)
 
 
 class MlflowTracker:
@@ -138,18 +154,30 @@ class MlflowTracker:
         import mlflow
 
         self.mlflow = mlflow
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            mlflow.set_tracking_uri((Path(run_dir) / "mlruns").resolve().as_uri())
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "tunesmith"))
+        experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", "tunesmith")
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            mlflow.set_experiment(experiment)
+        else:
+            # A SQLite file in the run folder: MLflow's own local backend since 3.x (its ./mlruns file
+            # store now refuses to start unless MLFLOW_ALLOW_FILE_STORE=true, and is frozen). Artifacts,
+            # were any logged, stay in the run folder too instead of the worker's working directory.
+            local = Path(run_dir).resolve()
+            mlflow.set_tracking_uri(mlflow_local_uri(local))
+            client = mlflow.MlflowClient()
+            found = client.get_experiment_by_name(experiment)
+            exp_id = found.experiment_id if found else client.create_experiment(
+                experiment, artifact_location=(local / MLFLOW_ARTIFACTS).as_uri())
+            mlflow.set_experiment(experiment_id=exp_id)
         self.run = mlflow.start_run(run_name=_run_name(cfg, run_dir))
         # MLflow caps a param value at 6000 characters; ours are short scalars
         mlflow.log_params({k: v for k, v in _flat_config(cfg).items() if v is not None})
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self.mlflow.log_metrics(metrics, step=step)
+        self.mlflow.log_metrics(metrics, step=step, run_id=self.run.info.run_id)
 
-    def close(self) -> None:
-        self.mlflow.end_run()
+    def close(self, status: str = "completed") -> None:
+        # without this MLflow's exit hook would mark a failed run FINISHED
+        self.mlflow.end_run(status={"failed": "FAILED", "stopped": "KILLED"}.get(status, "FINISHED"))
 
 
 class TrackioTracker:
@@ -163,8 +191,8 @@ class TrackioTracker:
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.trackio.log(metrics, step=step)
 
-    def close(self) -> None:
-        self.trackio.finish()
+    def close(self, status: str = "completed") -> None:
+        self.trackio.finish()  # Trackio keeps no run status
 
 
 class SwanlabTracker:
@@ -178,8 +206,8 @@ class SwanlabTracker:
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.swanlab.log(metrics, step=step)
 
-    def close(self) -> None:
-        self.swanlab.finish()
+    def close(self, status: str = "completed") -> None:
+        self.swanlab.finish(state={"failed": "crashed", "stopped": "aborted"}.get(status, "success"))
 
 
 TRACKERS: dict[str, type] = {
@@ -223,10 +251,11 @@ class TrackerSink:
                 log.warning("tracker %s failed (%s: %s); it gets no more metrics for this run", name, type(e).__name__, e)
                 self.trackers.pop(name, None)
 
-    def close(self) -> None:
+    def close(self, status: str = "completed") -> None:
+        """End every tracker's run as `status` (completed, stopped or failed), where the tracker keeps one."""
         for name, tracker in self.trackers.items():
             try:
-                tracker.close()
+                tracker.close(status)
             except Exception as e:  # noqa: BLE001
                 log.warning("tracker %s did not close cleanly: %s", name, e)
         self.trackers = {}

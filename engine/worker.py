@@ -48,6 +48,7 @@ def run(run_dir: Path, resume: bool = False) -> int:
     # that training fills to the last byte (freed before they are written).
     if rank.is_main:
         diskspace.reserve(run_dir)
+    trackers = None
     try:
         distributed.init()
         cfg = RunConfig.from_yaml(run_dir / CONFIG_FILE)
@@ -75,7 +76,7 @@ def run(run_dir: Path, resume: bool = False) -> int:
             status = "stopped"
         recipe.cleanup()
         if trackers is not None:
-            trackers.close()
+            trackers.close(status)
         msg = "finished" if status == "completed" else ("stopped by the user; the adapter trained so far is saved "
                                                          "(resume continues from the checkpoint written at Stop)")
         if status == "stopped" and not ((run_dir / "adapter").exists() or (run_dir / "model").exists()):
@@ -84,6 +85,7 @@ def run(run_dir: Path, resume: bool = False) -> int:
         log.info("run %s", status)
         return 0
     except TunesmithError as e:
+        _close_failed(trackers)
         _release(run_dir, rank)
         if rank.is_main:
             _drop_incomplete_checkpoints(run_dir)
@@ -91,6 +93,7 @@ def run(run_dir: Path, resume: bool = False) -> int:
         _record_failure(events, str(e))
         return 1
     except BaseException as e:  # noqa: BLE001 - the worker must always record why it died
+        _close_failed(trackers)
         _release(run_dir, rank)
         if rank.is_main:
             _drop_incomplete_checkpoints(run_dir)  # also gives their space back to the failure report
@@ -106,6 +109,12 @@ def run(run_dir: Path, resume: bool = False) -> int:
     finally:
         _release(run_dir, rank)
         distributed.shutdown()
+
+
+def _close_failed(trackers) -> None:
+    """Trackers show a failed run as failed (MLflow would mark it finished at exit)."""
+    if trackers is not None:
+        trackers.close("failed")
 
 
 def _release(run_dir: Path, rank: distributed.RankContext) -> None:

@@ -15,7 +15,8 @@ from .context import StudioContext
 from .i18n import T, localize
 
 LORA_INITS = [("Default (starts as the base model)", "default"), ("Gaussian", "gaussian"),
-              ("PiSSA (from the weights' main directions)", "pissa")]
+              ("PiSSA (from the weights' main directions)", "pissa"),
+              ("LoftQ (QLoRA: corrects the 4-bit rounding)", "loftq")]
 ROPE = [("None (as trained)", "none"), ("Linear", "linear"), ("Dynamic (NTK)", "dynamic"), ("YaRN", "yarn")]
 ATTENTION = [("Automatic", "auto"), ("Eager (plain PyTorch)", "eager"), ("SDPA", "sdpa"),
              ("FlashAttention 2", "flash_attention_2")]

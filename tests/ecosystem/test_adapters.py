@@ -151,11 +151,3 @@ def test_mixing_in_prepare_datasets():
     mixed, _ = prepare_datasets(cfg.with_overrides(["data.mix=[1.0, 0.0]"]), tok, use_cache=False)
     only_identity, _ = prepare_datasets(cfg.with_overrides(["data.datasets=[identity]"]), tok, use_cache=False)
     assert len(mixed) == len(only_identity) < len(full)
-
-
-def test_loftq_is_refused_with_the_reason_and_what_to_use():
-    with pytest.raises(ConfigError) as e:
-        RunConfig().with_overrides(["method=qlora", "lora.init=loftq"])
-    msg = str(e.value)
-    assert "lora.init: loftq is not supported" in msg
-    assert "16-bit weights" in msg and "Use pissa" in msg and "\n" not in msg

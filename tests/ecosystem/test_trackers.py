@@ -45,8 +45,33 @@ def test_report_to_parses_lists_and_none():
 def test_missing_tracker_package_is_named(name):
     if importlib.util.find_spec(name) is not None:
         pytest.skip(f"{name} is installed here")
-    with pytest.raises(ConfigError, match=f"pip install {name}$"):
+    with pytest.raises(ConfigError, match=f"pip install {trackers.PACKAGES[name][1]}$"):
         trackers.check_available([name])
+
+
+def test_mlflow_without_its_local_store_packages_says_what_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "mlflow" else
+                        (None if n == "alembic" else real(n, *a)))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ConfigError, match="needs alembic. Install it with: pip install alembic"):
+        trackers.check_available(["mlflow"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # a server keeps the runs instead
+    trackers.check_available(["mlflow"])
+
+
+def test_a_failed_training_run_ends_failed_in_mlflow(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = RunConfig().with_overrides(["training.report_to=[mlflow]", "output.run_name=broken"])
+    sink = trackers.open_sink(cfg, tmp_path)
+    run_id = sink.trackers["mlflow"].run.info.run_id
+    sink({"type": "train", "step": 1, "loss": 3.0})
+    sink.close("failed")  # what the worker does when training raises
+    sink.close("failed")  # a second close (a failure after the normal close) changes nothing
+    got = mlflow.MlflowClient(tracking_uri=trackers.mlflow_local_uri(tmp_path)).get_run(run_id)
+    assert got.info.status == "FAILED" and got.data.metrics["train/loss"] == 3.0
+    assert (tmp_path / trackers.MLFLOW_DB).is_file()
 
 
 def test_a_failing_tracker_is_dropped_not_fatal(tmp_path, caplog):
@@ -54,7 +79,7 @@ def test_a_failing_tracker_is_dropped_not_fatal(tmp_path, caplog):
         def log(self, metrics, step):
             raise ConnectionError("server went away")
 
-        def close(self):
+        def close(self, status="completed"):
             pass
 
     seen = []
@@ -63,7 +88,7 @@ def test_a_failing_tracker_is_dropped_not_fatal(tmp_path, caplog):
         def log(self, metrics, step):
             seen.append((step, metrics))
 
-        def close(self):
+        def close(self, status="completed"):
             pass
 
     sink = trackers.TrackerSink({"broken": Broken(), "good": Good()})
@@ -153,3 +178,58 @@ def test_wandb_and_trackio_log_offline(tmp_path):
                                {"eval/loss": 1.75, "step": 2},
                                {"train/loss": 1.5, "train/learning_rate": 1e-4, "step": 3}]
     assert (tmp_path / "trackio" / "tunesmith.db").exists()
+
+
+def _same(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
+    assert [s for s, _ in got] == [s for s, _ in want]
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_mlflow_and_swanlab_get_a_training_runs_metrics(tunesmith_home, monkeypatch):
+    """A real (tiny) training run with report_to [mlflow, swanlab], no network: MLflow in the run folder's
+    SQLite store, SwanLab in its offline mode (a run file `swanlab sync` uploads later). Each one's own
+    reader gives back the losses events.jsonl holds."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("swanlab")
+    from tunesmith.engine import jobs
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("SWANLAB_MODE", "offline")  # the worker inherits it
+    cfg = RunConfig().with_overrides([
+        "data.datasets=[identity]", "data.max_samples=8", "data.cutoff_len=96", "training.max_steps=3",
+        "training.batch_size=2", "training.gradient_accumulation=1", "training.gradient_checkpointing=false",
+        "data.val_size=0.25", "training.eval_steps=3", "training.report_to=[mlflow,swanlab]",
+        "output.run_name=trackers"])
+    run = jobs.wait(jobs.submit(cfg), timeout=900)
+    assert run.status == "completed", run.error
+    events = read_events(run.run_dir)
+    assert not [e for e in events if "could not start" in str(e.get("message", ""))]
+    losses = [(e["step"], e["loss"]) for e in events if e.get("type") == "train" and "loss" in e]
+    evals = [(e["step"], e["eval_loss"]) for e in events if e.get("type") == "eval"]
+    assert len(losses) == 3 and evals
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=trackers.mlflow_local_uri(run.run_dir))
+    (exp,) = [e for e in client.search_experiments() if e.name == "tunesmith"]
+    (mrun,) = client.search_runs([exp.experiment_id])
+    assert mrun.info.run_name == "trackers" and mrun.info.status == "FINISHED"
+    assert mrun.data.params["training.max_steps"] == "3"
+    _same([(m.step, m.value) for m in client.get_metric_history(mrun.info.run_id, "train/loss")], losses)
+    _same([(m.step, m.value) for m in client.get_metric_history(mrun.info.run_id, "eval/loss")], evals)
+    assert not (run.run_dir / "mlruns").exists() and not list(run.run_dir.parent.glob("mlruns"))
+
+    from swanlab.proto.swanlab.record.v1.record_pb2 import Record
+    from swanlab.sdk.internal.core_python.store import DataStoreReader  # what `swanlab sync` reads
+
+    (log_file,) = (run.run_dir / "swanlog").glob("run-*/run-*.swanlab")
+    reader = DataStoreReader()
+    reader.open(log_file)
+    records = [Record.FromString(b) for b in reader]
+    reader.close()
+    scalars = [r.scalar for r in records if r.WhichOneof("record_type") == "scalar"]
+    _same([(s.step, s.value.number) for s in scalars if s.key == "train/loss"], losses)
+    _same([(s.step, s.value.number) for s in scalars if s.key == "eval/loss"], evals)
+    assert records[0].start.project == "tunesmith" and records[0].start.name == "trackers"
+    assert records[-1].WhichOneof("record_type") == "finish"

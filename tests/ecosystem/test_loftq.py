@@ -1,0 +1,170 @@
+"""lora.init: loftq on QLoRA: the adapter starts by correcting the 4-bit base's rounding, and chat, the
+merge and GGUF export put it on that 4-bit base, not on the original weights (engine.adapters, engine.export)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+import torch
+
+from tunesmith.engine import adapters, export, infer, jobs, models
+from tunesmith.engine.config import RunConfig
+from tunesmith.engine.errors import ConfigError
+
+from .conftest import run_made_here
+
+PROMPT = ["Who are you? I am Smith, an assistant made by Tunesmith. 你是谁？"]
+
+
+def test_loftq_needs_a_4bit_qlora_run_and_says_what_to_use():
+    assert RunConfig().with_overrides(["method=qlora", "lora.init=loftq"]).lora.init == "loftq"
+    for bad, fix in ((["method=lora"], "use method qlora"), (["quantization.bits=8"], "quantization.bits 4"),
+                     (["lora.use_dora=true"], "turn one of them off")):
+        with pytest.raises(ConfigError, match=fix) as e:
+            RunConfig().with_overrides(["method=qlora", "lora.init=loftq", *bad])
+        assert "lora.init: loftq" in str(e.value) and "\n" not in str(e.value)
+
+
+def _fp_logits(tok):
+    fp, _, _ = models.load_for_training(RunConfig().with_overrides(["method=lora"]))
+    with torch.no_grad():
+        return fp(tok(PROMPT, return_tensors="pt")["input_ids"]).logits.float()
+
+
+def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).pow(2).mean().sqrt().item()
+
+
+def test_loftq_start_is_closer_to_the_original_model_than_the_4bit_base(caplog):
+    cfg = RunConfig().with_overrides(["method=qlora", "lora.init=loftq", "lora.r=16", "lora.alpha=32"])
+    model, tok, _ = models.load_for_training(cfg)
+    want = _fp_logits(tok)
+    ids = tok(PROMPT, return_tensors="pt")["input_ids"]
+    with caplog.at_level("INFO", logger="tunesmith.engine.adapters"):
+        pm = adapters.build_adapter(model, cfg)
+    assert "LoftQ: 28 adapters fitted" in caplog.text  # 7 projections x 4 layers of the demo model
+    pm.eval()
+    with torch.no_grad():
+        start = _rms(pm(ids).logits.float(), want)
+        with pm.disable_adapter():
+            four_bit = _rms(pm(ids).logits.float(), want)
+    # the 4-bit base alone is off the 16-bit model; LoftQ's start (alpha != r: the scale is honoured) is nearer
+    assert start < 0.9 * four_bit, (start, four_bit)
+
+
+@pytest.fixture(scope="module")
+def loftq_run(tunesmith_home):
+    """A qlora + LoftQ run whose adapter was moved off its start (stand-in for training), saved as the trainer
+    saves it, with the in-memory model's logits for the prompt: what every export must reproduce."""
+    cfg = RunConfig().with_overrides(["method=qlora", "lora.init=loftq", "lora.r=8", "lora.alpha=16",
+                                      "data.datasets=[identity]", "output.run_name=loftq"])
+    run = jobs.get_run(run_made_here(cfg))
+    model, tok, _ = models.load_for_training(cfg)
+    pm = adapters.build_adapter(model, cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.02 * torch.randn_like(p))
+    adapters.save_adapter(pm, run.run_dir / "adapter", cfg)
+    tok.save_pretrained(str(run.run_dir / "adapter"))
+    ids = tok(PROMPT, return_tensors="pt")["input_ids"]
+    pm.train()  # no dropout here; train mode keeps bitsandbytes' CPU weights in their stored layout
+    with torch.no_grad():
+        trained = pm(ids).logits.float()
+    return run, ids, trained
+
+
+def test_the_adapter_folder_says_it_belongs_on_the_4bit_base(loftq_run):
+    run, _, _ = loftq_run
+    adapter = run.run_dir / "adapter"
+    record = json.loads((adapter / adapters.LOFTQ_FILE).read_text())
+    assert record["quant_type"] == "nf4" and record["double_quant"] is True and record["blocksize"] == 64
+    assert len(record["weights"]) == 28 and "model.layers.0.self_attn.q_proj.weight" in record["weights"]
+    assert "lm_head.weight" not in record["weights"]  # not 4-bit in training, so not rounded later
+    assert "LoftQ: load the base in 4 bits" in (adapter / "README.md").read_text()
+    acfg = json.loads((adapter / "adapter_config.json").read_text())
+    assert acfg["init_lora_weights"] is True  # loading it elsewhere does not run LoftQ again
+    from tunesmith.engine import hub
+
+    card = hub.model_card(jobs.load_config(run), run, "adapter", "me/loftq")  # what a Hub push writes
+    assert "A LoftQ adapter" in card and "load the base in 4 bits" in card
+
+
+def test_merged_loftq_model_is_the_4bit_base_plus_the_adapter(loftq_run, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run, ids, trained = loftq_run
+    res = export.export_run(run.id, "merged", tmp_path / "merged")
+    assert res.notes and res.notes[0].startswith("LoftQ adapter: merged into the 4-bit (NF4) base")
+    assert json.loads((res.path / export.MARKER).read_text())["loftq_base"] == "4-bit nf4"
+    merged = AutoModelForCausalLM.from_pretrained(str(res.path), dtype=torch.float32).eval()
+    with torch.no_grad():
+        err = _rms(merged(ids).logits.float(), trained)
+        # what the merge did before LoftQ support: the adapter on the original 16-bit weights
+        fp = AutoModelForCausalLM.from_pretrained(str(models.resolve_model_path("tunesmith/demo")), dtype=torch.float32)
+        naive = _rms(PeftModel.from_pretrained(fp, str(run.run_dir / "adapter")).eval()(ids).logits.float(), trained)
+    # merged weights are stored in the base's bf16 (~3 digits); the original weights are ~9% off the 4-bit ones
+    assert err < 0.02 and naive > 5 * err, (err, naive)
+
+    infer.forget()
+    model, _ = infer.get_model(run.id)  # chat and serve load it the same way
+    with torch.no_grad():
+        assert _rms(model(ids).logits.float(), trained) < 1e-3
+    infer.forget()
+
+
+@pytest.mark.slow
+def test_loftq_qlora_run_trains_and_its_gguf_matches(tunesmith_home, tmp_path):
+    from .test_variant_runs import QUICK
+
+    cfg = RunConfig().with_overrides([*QUICK, "training.max_steps=3", "method=qlora", "lora.init=loftq",
+                                      "output.run_name=loftq-run"])
+    run = jobs.wait(jobs.submit(cfg), timeout=900)
+    assert run.status == "completed", run.error
+    log = (run.run_dir / "worker.log").read_text()
+    assert "LoftQ: 28 adapters fitted" in log and "LoRA (loftq init)" in log
+    assert (run.run_dir / "adapter" / adapters.LOFTQ_FILE).exists()
+    res = export.export_run(run.id, "adapter", tmp_path / "adapter")
+    assert (res.path / adapters.LOFTQ_FILE).exists() and "load its base in 4 bits" in res.notes[0]
+    if importlib.util.find_spec("llama_cpp") is not None:  # the gguf extra: CI installs it
+        res = export.export_run(run.id, "gguf", tmp_path / "gguf", quants=["f16"])
+        assert res.notes[0].startswith("LoftQ adapter: merged into the 4-bit (NF4) base")
+        (gguf,) = [f for f in res.files if f["path"].endswith(".gguf")]
+        assert gguf["fidelity_passed"] and gguf["top1_agreement"] >= 0.99, gguf["fidelity"]
+
+
+def test_loftq_reads_a_hub_models_weights_from_the_hub_cache(tmp_path, monkeypatch):
+    """A hub id's original weights come from the snapshot from_pretrained filled (here a cache made
+    by hand, offline), not from the network."""
+    snap = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("a" * 40)
+    shutil.copytree(models.resolve_model_path("tunesmith/demo"), snap)
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    cfg = RunConfig().with_overrides(["model.name_or_path=org/tiny", "method=qlora", "lora.init=loftq"])
+    assert adapters.original_weights_dir(cfg) == snap
+    missing = cfg.with_overrides(["model.name_or_path=org/absent"])
+    with pytest.raises(ConfigError, match="loftq needs org/absent's original safetensors"):
+        adapters.original_weights_dir(missing)
+
+
+def test_the_studio_offers_every_adapter_start():
+    from typing import get_args
+
+    from tunesmith.engine.config import LoraConfig
+    from tunesmith.studio.locales.zh_cn import ZH
+    from tunesmith.studio.variants_panel import LORA_INITS
+
+    assert [v for _, v in LORA_INITS] == list(get_args(LoraConfig.model_fields["init"].annotation))
+    assert all(label in ZH for label, _ in LORA_INITS)
+    assert LoraConfig.model_fields["init"].description in ZH  # the help line under the widget
