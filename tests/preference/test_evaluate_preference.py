@@ -132,8 +132,9 @@ def test_chat_rows_are_not_a_preference_test_set(dpo):
     from tunesmith.engine.errors import DataError
     from tunesmith.engine.evaluate_preference import evaluate_preference_run
 
-    with pytest.raises(DataError, match="not preference pairs.*Pick a preference dataset"):
+    with pytest.raises(DataError, match="not preference pairs.*Pick a preference dataset") as e:
         evaluate_preference_run(dpo.id, data="identity", n=4)
+    assert "objective sft" not in str(e.value)  # the run is given; only the test set can change
 
 
 def test_cli_eval_of_a_preference_run_prints_pair_scores(dpo, capsys):
