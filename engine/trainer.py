@@ -62,6 +62,8 @@ log = logging.getLogger("tunesmith.trainer")
 
 __all__ = ["Recipe", "StopRequested", "checkpoint_step", "latest_checkpoint", "peak_memory_gb"]
 
+# Keys of the logging window's sums the loop itself keeps (beside the objective's own metric sums).
+_STEP_LOSS, _STEPS = "_step_loss", "_steps"
 # Rows per length-sorted window when training.group_by_length is on (in optimizer steps).
 _LENGTH_GROUP_STEPS = 16
 
@@ -404,6 +406,9 @@ class Recipe:
                 for k, v in part.items():
                     if v is not None:
                         sums[k] = sums[k] + v if k in sums else v
+                # the loss trained on, summed over passes: each pass is its share of the step's loss
+                sums[_STEP_LOSS] = sums[_STEP_LOSS] + loss.detach() if _STEP_LOSS in sums else loss.detach()
+            sums[_STEPS] = sums.get(_STEPS, 0) + 1  # on the host: one per optimizer step of the window
             dist.all_reduce_grads(params)
             if scaler:
                 scaler.unscale_(self.optimizer)
@@ -462,8 +467,15 @@ class Recipe:
         gn = grad_norm.detach().to(torch.float64).reshape(()) if isinstance(grad_norm, torch.Tensor) else None
         vals = torch.stack(dev + ([gn] if gn is not None else [])).tolist() if dev or gn is not None else []
         host = dict(zip(keys, vals[:len(keys)]))
+        steps = host.pop(_STEPS, 0)  # the same on every rank: not summed over them
+        keys = list(host)
         host = dict(zip(keys, dist.all_reduce_sum([host[k] for k in keys], device)))
+        step_loss = host.pop(_STEP_LOSS, None)
         fields = self.objective.summarize(host) if host else {}
+        if step_loss is not None and steps:
+            # logged as TRL / transformers' Trainer log it: the mean of the window's per-step losses (the
+            # objective's own sums weight steps by their tokens, which differs when step sizes vary)
+            fields["loss"] = step_loss / steps
         gnorm = vals[-1] if gn is not None else None
         eta = elapsed / done * (max_steps - step) if done > 0 else None
         self._emit(
