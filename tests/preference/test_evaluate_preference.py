@@ -18,21 +18,7 @@ import json
 
 import pytest
 
-from tunesmith.engine.catalog import demo_overrides_list
-from tunesmith.engine.config import RunConfig
-
-STEPS = 6
-
-
-def _run(objective: str, name: str, *extra: str):
-    from tunesmith.engine import jobs
-
-    cfg = RunConfig().with_overrides(demo_overrides_list() + [
-        f"objective={objective}", "data.datasets=[preference_pairs]", "method=lora", f"training.max_steps={STEPS}",
-        "training.learning_rate=0.005", "data.val_size=0.25", f"output.run_name={name}", *extra])
-    run = jobs.wait(jobs.submit(cfg), timeout=600)
-    assert run.status == "completed", run.error
-    return run
+from preference_runs import STEPS, train_preference_run  # tests/ is on sys.path
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +31,12 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dpo(home):
-    return _run("dpo", "eval-dpo", f"training.eval_steps={STEPS}")
+    return train_preference_run("dpo", "eval-dpo", f"training.eval_steps={STEPS}")
 
 
 @pytest.fixture(scope="module")
 def reward(home):
-    return _run("reward", "eval-reward")
+    return train_preference_run("reward", "eval-reward")
 
 
 def test_dpo_evaluation_reports_the_held_out_pairs_as_the_chart_did(dpo, home):
@@ -117,7 +103,7 @@ def test_kto_evaluation_scores_labelled_replies(home):
     from tunesmith.engine.evaluate_preference import evaluate_preference_run
     from tunesmith.studio.evaluate_tab import describe, pairs_frame
 
-    kto = _run("kto", "eval-kto", "data.datasets=[kto_feedback]", "data.val_size=0.1")
+    kto = train_preference_run("kto", "eval-kto", "data.datasets=[kto_feedback]", "data.val_size=0.1")
     result = evaluate_preference_run(kto.id, n=6, base=True)
     assert result.unit == "rows" and len(result.pairs) == 6 and result.base_metrics is None
     for p in result.pairs:  # a row is the good reply (chosen) or the bad one (rejected), never both

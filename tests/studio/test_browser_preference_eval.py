@@ -15,24 +15,11 @@ import re
 
 import pytest
 from conftest import serve_studio
+from preference_runs import train_preference_run
 from test_browser import _open_tab, _text_input, _toasts, _wait_for
 from test_browser_finish import _pick, shot
 
-from tunesmith.engine.catalog import demo_overrides_list
-from tunesmith.engine.config import RunConfig
-
 pytestmark = pytest.mark.browser
-
-
-def _train(objective: str, name: str, *extra: str):
-    from tunesmith.engine import jobs
-
-    cfg = RunConfig().with_overrides(demo_overrides_list() + [
-        f"objective={objective}", "data.datasets=[preference_pairs]", "method=lora", "training.max_steps=6",
-        "training.learning_rate=0.005", "data.val_size=0.25", f"output.run_name={name}", *extra])
-    run = jobs.wait(jobs.submit(cfg), timeout=600)
-    assert run.status == "completed", run.error
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +28,7 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         home = tmp_path_factory.mktemp("pref-studio-home")
         mp.setenv("TUNESMITH_HOME", str(home))
-        yield _train("dpo", "eval-dpo"), _train("reward", "eval-reward"), home
+        yield train_preference_run("dpo", "eval-dpo"), train_preference_run("reward", "eval-reward"), home
 
 
 @pytest.fixture(scope="module")
