@@ -36,8 +36,8 @@ What it does not know: whether the preferred replies are good ones; it measures 
 the pairs' labels only. The run is loaded as the Chat tab loads it (engine.infer: a QLoRA run's
 base in 16 bits), so its numbers can differ slightly from the 4-bit training-time eval. The
 reference passes switch the adapter off on the model the chat caches, as training does (no
-second copy of the weights): a chat with the same run while it is evaluated may get a few
-tokens from the base model.
+second copy of the weights), holding engine.infer.exclusive on it meanwhile: a chat with the
+same run waits for them rather than getting tokens from the base model.
 """
 
 from __future__ import annotations
