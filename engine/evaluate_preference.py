@@ -105,16 +105,11 @@ def _rows(objective, cfg, tok, data: str | None) -> tuple[str, list[dict]]:
 
     if data:
         es = load_examples(data, format=None if cfg.data.format == "auto" else cfg.data.format)
-        usable = es.usable(drop_invalid=True)
-        kto = cfg.objective == "kto"
-        if not usable or not all("rejected" in ex or (kto and "kto_label" in ex) for ex in usable):
-            # pair_rows' own message is training advice ("or objective sft"); here the run is fixed, the test set is not
-            raise DataError(f"test set {data!r} is {es.format}, not preference {'rows' if kto else 'pairs'}: a "
-                            f"{cfg.objective} run is evaluated on prompts with a chosen and a rejected reply"
-                            f"{' (or replies labelled desirable / undesirable)' if kto else ''}. Pick a preference "
-                            "dataset or file, or the run's held-out pairs.")
-        named = [(es.name, es.format, usable)]
-        rows = unpaired_rows(cfg, tok, named) if cfg.objective == "kto" else pair_rows(cfg, tok, named, cfg.objective)
+        named = [(es.name, es.format, es.usable(drop_invalid=True))]
+        # the run is fixed here, only the test set can change: the rows' own check ends in this advice
+        fix = "Pick a preference dataset or file, or the run's held-out pairs."
+        rows = (unpaired_rows(cfg, tok, named, fix) if cfg.objective == "kto"
+                else pair_rows(cfg, tok, named, cfg.objective, fix))
         return data, rows
     _, held = objective.prepare(tok)
     if not held:

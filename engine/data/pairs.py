@@ -95,15 +95,20 @@ def _encode(cfg: RunConfig, tokenizer, examples: list[dict]):
     return ds["input_ids"], ds["assistant_masks"], hit
 
 
-def pair_rows(cfg: RunConfig, tokenizer, named: list[tuple[str, str, list[dict]]], objective: str) -> list[dict]:
-    """Tokenized pair rows of preference examples; other rows stop with a DataError."""
+_PAIR_FIX = "Pick a preference dataset (e.g. preference_pairs), or objective sft / kto for this one."
+_LABEL_FIX = "Add the labels, or pick objective sft."
+
+
+def pair_rows(cfg: RunConfig, tokenizer, named: list[tuple[str, str, list[dict]]], objective: str,
+              fix: str = _PAIR_FIX) -> list[dict]:
+    """Tokenized pair rows of preference examples; other rows stop with a DataError ending in `fix`
+    (training's advice by default; an evaluation, whose run is fixed, gives its own)."""
     cutoff = cfg.data.cutoff_len
     rows: list[dict] = []
     for name, fmt, examples in named:
         if not examples or any("rejected" not in ex for ex in examples):
             raise DataError(f"dataset {name!r} is {fmt}, not preference pairs: objective {objective} needs rows with a "
-                            "prompt, a chosen and a rejected reply. Pick a preference dataset (e.g. preference_pairs), "
-                            "or objective sft / kto for this one.")
+                            f"prompt, a chosen and a rejected reply. {fix}")
         sides = [_side(ex, ex["messages"][-1]) for ex in examples] + [_side(ex, ex["rejected"]) for ex in examples]
         ids, masks, hit = _encode(cfg, tokenizer, sides)
         n = len(examples)
@@ -131,9 +136,10 @@ def pair_rows(cfg: RunConfig, tokenizer, named: list[tuple[str, str, list[dict]]
     return rows
 
 
-def unpaired_rows(cfg: RunConfig, tokenizer, named: list[tuple[str, str, list[dict]]]) -> list[dict]:
+def unpaired_rows(cfg: RunConfig, tokenizer, named: list[tuple[str, str, list[dict]]],
+                  fix: str = _LABEL_FIX) -> list[dict]:
     """Tokenized KTO rows: labelled rows as they are, preference pairs split into a desirable and an
-    undesirable row; rows with no label stop with a DataError (nothing is assumed good)."""
+    undesirable row; rows with no label stop with a DataError ending in `fix` (nothing is assumed good)."""
     cutoff = cfg.data.cutoff_len
     rows: list[dict] = []
     for name, fmt, examples in named:
@@ -149,7 +155,7 @@ def unpaired_rows(cfg: RunConfig, tokenizer, named: list[tuple[str, str, list[di
             else:
                 raise DataError(f"dataset {name!r} is {fmt} without KTO labels: objective kto needs each reply marked "
                                 "desirable or undesirable (a true/false `label` or `kto_tag` column) or preference "
-                                "pairs. Add the labels, or pick objective sft.")
+                                f"pairs. {fix}")
         ids, masks, hit = _encode(cfg, tokenizer, sides)
         cut = 0
         for i, label in enumerate(labels):

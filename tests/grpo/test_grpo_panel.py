@@ -59,25 +59,15 @@ def test_a_ticked_pattern_reward_without_a_pattern_is_named():
                                   "objective_settings": {"rewards": rewards_from_picker(values)}})
 
 
-def _events():
-    return [
-        {"type": "train", "step": 1, "loss": 0.0, "reward": 0.2, "reward/regex": 0.4, "completion_length": 9.0,
-         "kl": 0.01},
-        {"type": "samples", "step": 1, "samples": [{"prompt": "What is 1 + 2?", "completion": "1 + 2 = 3.",
-                                                    "answer": "3", "reward": 1.0, "scores": {"regex": 1.0}}]},
-        {"type": "train", "step": 2, "loss": 0.0, "reward": 0.5, "reward/regex": 0.7, "completion_length": 7.0},
-    ]
-
-
-def test_length_and_kl_chart():
-    fig = grpo_panel.length_kl_figure(_events())
+def test_length_and_kl_chart(grpo_events):
+    fig = grpo_panel.length_kl_figure(grpo_events)
     traces = {t.name: t for t in fig.data}
     assert list(traces["completion length (tokens)"].y) == [9.0, 7.0]
     assert list(traces["KL to the base model"].y) == [0.01] and traces["KL to the base model"].yaxis == "y2"
 
 
-def test_samples_frame_has_the_latest_samples():
-    df = grpo_panel.samples_frame(_events())
+def test_samples_frame_has_the_latest_samples(grpo_events):
+    df = grpo_panel.samples_frame(grpo_events)
     assert list(df.columns) == grpo_panel.SAMPLE_COLUMNS
     assert df.iloc[0]["Completion"] == "1 + 2 = 3." and df.iloc[0]["Score per reward"] == "regex 1"
 

@@ -63,6 +63,15 @@ def _read_yaml(page) -> RunConfig:
     return RunConfig.from_yaml_text(text)
 
 
+def _remove_datasets(page) -> None:
+    """Take every chosen dataset out on the Data tab (the demo model's settings mix several)."""
+    remove = page.locator("#datasets .token-remove, #datasets [aria-label^='Remove']")
+    while remove.count():
+        n = remove.count()
+        remove.first.click()
+        _wait_for(lambda: remove.count() < n, 10, "the dataset to go")
+
+
 def _pick_model(page, name: str) -> None:
     _open_tab(page, "1 · Model")
     model = _text_input(page, "model-name")
@@ -149,11 +158,7 @@ def test_export_with_no_run_says_pick_a_run(page):
 
 def test_no_dataset_is_one_plain_sentence(page):
     _open_tab(page, "2 · Data")
-    remove = page.locator("#datasets .token-remove, #datasets [aria-label^='Remove']")
-    while remove.count():  # the demo mixes several datasets: take them all out
-        n = remove.count()
-        remove.first.click()
-        _wait_for(lambda: remove.count() < n, 10, "the dataset to go")
+    _remove_datasets(page)
     _open_tab(page, "3 · Train")
     page.click("#start")
     msg = _only_toast(page, "dataset")
@@ -209,11 +214,7 @@ def test_first_visit_shows_the_guide_and_empty_tabs(page):
         _wait_for(lambda: empty.is_visible() and note in empty.inner_text(), 15, f"the empty note on {tab}")
     # Taking every dataset out moves the strip back to step 2.
     _open_tab(page, "2 · Data")
-    remove = page.locator("#datasets .token-remove, #datasets [aria-label^='Remove']")
-    while remove.count():
-        n = remove.count()
-        remove.first.click()
-        _wait_for(lambda: remove.count() < n, 10, "the dataset to go")
+    _remove_datasets(page)
     _wait_for(lambda: "2 · Data" in page.locator("#guide-next").inner_text(), 15, "the strip to point at Data")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_browser import _open_tab, _shown_yaml, _text_input, _toasts, _wait_for
+from test_browser import _open_tab, _remove_datasets, _shown_yaml, _text_input, _toasts, _wait_for
 from test_browser_finish import _pick
 
 pytestmark = pytest.mark.browser
@@ -29,11 +29,7 @@ def test_grpo_with_two_picked_rewards_fills_the_chart_and_the_samples_table(page
     t0 = time.time()
     # Data: only the bundled arithmetic questions (the demo model's settings mix three chat sets).
     _open_tab(page, "2 · Data")
-    remove = page.locator("#datasets .token-remove, #datasets [aria-label^='Remove']")
-    while remove.count():
-        n = remove.count()
-        remove.first.click()
-        _wait_for(lambda: remove.count() < n, 10, "the dataset to go")
+    _remove_datasets(page)
     _pick(page, "datasets", "arithmetic")
     _wait_for(lambda: "arithmetic" in page.locator("#datasets").inner_text(), 10, "arithmetic chosen")
 

@@ -10,7 +10,7 @@ on the CPU; about a minute here.
 from __future__ import annotations
 
 import pytest
-from test_browser import _open_tab, _text_input, _toasts, _wait_for
+from test_browser import _open_tab, _remove_datasets, _text_input, _toasts, _wait_for
 from test_browser_finish import _pick
 
 pytestmark = pytest.mark.browser
@@ -35,11 +35,7 @@ def _shows_our_dpo(page) -> bool:
 
 def test_dpo_in_the_studio_grows_the_reward_margin_and_keeps_its_settings(page, browser, studio_url):
     _open_tab(page, "2 · Data")
-    remove = page.locator("#datasets .token-remove, #datasets [aria-label^='Remove']")
-    while remove.count():  # the demo's chat sets out, the bundled preference pairs in
-        n = remove.count()
-        remove.first.click()
-        _wait_for(lambda: remove.count() < n, 10, "the dataset to go")
+    _remove_datasets(page)
     _pick(page, "datasets", "preference_pairs")
     _wait_for(lambda: "preference_pairs" in page.locator("#datasets").inner_text(), 10, "the preference set")
 
