@@ -25,7 +25,10 @@ ENV = "TUNESMITH_PROFILE_STEPS"
 def parse_steps(text: str) -> tuple[int, int]:
     """'4-6' -> (4, 6); '5' -> (5, 5)."""
     a, _, b = text.strip().partition("-")
-    first, last = int(a), int(b or a)
+    try:
+        first, last = int(a), int(b or a)
+    except ValueError:
+        first, last = 0, 0  # refused below with the form to use
     if first < 1 or last < first:
         raise ValueError(f"{ENV}={text!r}: give steps as FIRST-LAST, 1-based, e.g. 4-6")
     return first, last

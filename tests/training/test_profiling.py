@@ -37,7 +37,7 @@ def test_steps_parse(text, want):
     assert parse_steps(text) == want
 
 
-@pytest.mark.parametrize("text", ["0-2", "6-4"])
+@pytest.mark.parametrize("text", ["0-2", "6-4", "steps"])
 def test_bad_steps_are_refused_with_the_form(text):
     with pytest.raises(ValueError, match="FIRST-LAST"):
         parse_steps(text)
