@@ -13,11 +13,16 @@ What is timed is what users run, on the same generated chat dataset:
   stock-bf16        (diagnostic, not run by default) stock with the norms and embeddings that
                     prepare_model_for_kbit_training upcasts to fp32 cast back to bf16, so its
                     residual stream is bf16 like Unsloth's and Tunesmith's
+  stock-fp32        (diagnostic) stock computing in fp32 (NF4 compute dtype fp32, no autocast, TF32
+                    off): the reference the 16-bit paths round away from
   unsloth           Unsloth's FastLanguageModel (4-bit) + get_peft_model(use_gradient_checkpointing=
                     "unsloth") + its patched SFTTrainer, adamw_8bit (packing on: TRL's packing under it)
   tunesmith-auto    `tunesmith train` (engine.jobs -> worker -> engine.trainer) with memory_mode auto
   tunesmith-speed   the same with memory_mode speed (the same plan as auto unless auto changes)
   tunesmith-memory  the same with memory_mode memory
+  tunesmith-off     (diagnostic) `tunesmith train` with kernels: off (PEFT layers, stock checkpointing,
+                    padding-free flash varlen passes): Tunesmith's loop on stock arithmetic
+  tunesmith-offpad  (diagnostic) the same with training.padding_free false (padded SDPA passes)
 Each method runs in a process of its own (Unsloth patches transformers on import). Packing off and
 on (data.packing; for TRL-based methods packing=True), 1B and 8B shapes.
 
@@ -173,7 +178,7 @@ def _order(n: int) -> list[int]:
     return epoch_order(n, SEED, 0)
 
 
-def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool) -> dict:
+def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool, log_steps: int = LOG_STEPS) -> dict:
     """stock or unsloth: TRL's SFTTrainer on the pre-tokenized rows, Tunesmith's row order."""
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
     if method == "unsloth":
@@ -200,7 +205,12 @@ def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool)
         tok = AutoTokenizer.from_pretrained(str(model_dir))
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                  bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.uint8)
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=bnb, dtype=torch.bfloat16,
+        dtype = torch.float32 if method == "stock-fp32" else torch.bfloat16
+        if method == "stock-fp32":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+            bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                     bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.uint8)
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=bnb, dtype=dtype,
                                                      device_map={"": 0}, attn_implementation="sdpa")
         model.config.use_cache = False
         transformers.set_seed(SEED)  # the LoRA A matrices start as Tunesmith's (same seed, same peft init)
@@ -250,7 +260,8 @@ def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool)
     args = SFTConfig(
         output_dir=str(work / f"out-{method}"), per_device_train_batch_size=BS, gradient_accumulation_steps=GA,
         max_steps=steps, learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0.03, optim="adamw_8bit",
-        logging_steps=LOG_STEPS, logging_first_step=True, save_strategy="no", bf16=True, report_to="none",
+        logging_steps=log_steps, logging_first_step=True, save_strategy="no", bf16=method != "stock-fp32",
+        report_to="none",
         disable_tqdm=True, seed=SEED, data_seed=SEED, max_length=CUTOFF, packing=packing, remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding", dataset_num_proc=1,
     )
@@ -262,22 +273,30 @@ def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool)
     steady = (tokens - timing["tokens_first"]) / (timing["t1"] - timing["t_first"]) if "t_first" in timing else None
     return {"tokens": tokens, "seconds": secs, "tokens_per_s": tokens / secs, "steady_tokens_per_s": steady,
             "peak_gib": torch.cuda.max_memory_allocated() / GiB, "reserved_gib": torch.cuda.max_memory_reserved() / GiB,
-            "losses": [(h["step"], h["loss"]) for h in logs], "steps": trainer.state.global_step}
+            "losses": [(h["step"], h["loss"]) for h in logs], "steps": trainer.state.global_step,
+            "grad_norms": [(h["step"], h.get("grad_norm")) for h in logs]}
 
 
-def run_tunesmith(method: str, model_dir: Path, work: Path, steps: int, packing: bool, jsonl: Path) -> dict:
+def run_tunesmith(method: str, model_dir: Path, work: Path, steps: int, packing: bool, jsonl: Path,
+                  log_steps: int = LOG_STEPS) -> dict:
     """`tunesmith train CONFIG.yaml`: the product path (job manager -> worker -> engine.trainer)."""
     mode = method.split("-", 1)[1]
+    diagnostic = mode in ("off", "offpad")
+    if diagnostic:
+        mode = "auto"
     home = work / f"home-{method}-{'packed' if packing else 'plain'}"
     cfg = {
         "model": {"name_or_path": str(model_dir)}, "method": "qlora",
         "lora": {"r": 16, "alpha": 16, "dropout": 0.0, "target_modules": TARGETS},
         "data": {"datasets": [str(jsonl)], "cutoff_len": CUTOFF, "packing": packing},
         "training": {"max_steps": steps, "learning_rate": LR, "batch_size": BS, "gradient_accumulation": GA,
-                     "optimizer": "adamw_8bit", "memory_mode": mode, "logging_steps": LOG_STEPS,
+                     "optimizer": "adamw_8bit", "memory_mode": mode, "logging_steps": log_steps,
                      "save_steps": 100000, "seed": SEED, "warmup_ratio": 0.03},
         "output": {"run_name": f"bench-{method}"},
     }
+    if diagnostic:
+        cfg["kernels"] = "off"
+        cfg["training"]["padding_free"] = not method.endswith("offpad")
     import yaml
 
     path = work / f"{method}-{'packed' if packing else 'plain'}.yaml"
@@ -302,7 +321,8 @@ def run_tunesmith(method: str, model_dir: Path, work: Path, steps: int, packing:
     return {"tokens": last["tokens_seen"], "seconds": secs, "tokens_per_s": last["tokens_seen"] / secs,
             "steady_tokens_per_s": steady,
             "peak_gib": max(e["peak_mem_gb"] for e in train), "reserved_gib": max(e.get("peak_reserved_gb", 0) for e in train),
-            "losses": [(e["step"], e["loss"]) for e in train], "steps": last["step"], "plan": infos}
+            "losses": [(e["step"], e["loss"]) for e in train], "steps": last["step"], "plan": infos,
+            "grad_norms": [(e["step"], e.get("grad_norm")) for e in train]}
 
 
 def child(args) -> None:
@@ -310,18 +330,20 @@ def child(args) -> None:
     work, model_dir = Path(args.work), Path(args.model_dir)
     try:
         if args.child.startswith("tunesmith"):
-            res = run_tunesmith(args.child, model_dir, work, args.steps, args.packing, work / "chat.jsonl")
+            res = run_tunesmith(args.child, model_dir, work, args.steps, args.packing, work / "chat.jsonl",
+                                args.log_steps)
         else:
-            res = run_trl(args.child, model_dir, work, args.steps, args.packing)
+            res = run_trl(args.child, model_dir, work, args.steps, args.packing, args.log_steps)
     except Exception as e:  # noqa: BLE001 - the parent records why a method could not run
         traceback.print_exc()
         res = {"error": f"{type(e).__name__}: {str(e)[:2000]}"}
     print("RESULT " + json.dumps(res))
 
 
-def run_method(method: str, shape: str, model_dir: Path, work: Path, steps: int, packing: bool, timeout: int) -> dict:
+def run_method(method: str, shape: str, model_dir: Path, work: Path, steps: int, packing: bool, timeout: int,
+               log_steps: int = LOG_STEPS) -> dict:
     cmd = [sys.executable, __file__, "--child", method, "--model-dir", str(model_dir), "--work", str(work),
-           "--steps", str(steps)] + (["--packing"] if packing else [])
+           "--steps", str(steps), "--log-steps", str(log_steps)] + (["--packing"] if packing else [])
     t = time.time()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(work))
@@ -414,6 +436,7 @@ def main() -> None:
     ap.add_argument("--steps-1b", type=int, default=50, help="1B: 50 steps x 8 rows = one epoch of 400 rows")
     ap.add_argument("--steps-8b", type=int, default=20)
     ap.add_argument("--steps-packed", type=int, default=0, help="packing on: steps (0: one epoch of packed rows)")
+    ap.add_argument("--log-steps", type=int, default=LOG_STEPS, help="log the loss every N steps (and at step 1)")
     ap.add_argument("--work", default="/tmp/bench_sft")
     ap.add_argument("--json", default=None)
     ap.add_argument("--timeout", type=int, default=600, help="seconds per method")
@@ -448,7 +471,7 @@ def main() -> None:
             n = steps
             if packing:
                 n = args.steps_packed or max(1, int(n_rows * 0.22 / (BS * GA)))  # ~4.5 rows per packed row: one epoch
-            r = run_method(method, shape, model_dir, work, n, packing, args.timeout)
+            r = run_method(method, shape, model_dir, work, n, packing, args.timeout, args.log_steps)
             r.update(shape=shape, method=method, packing=packing)
             results.append(r)
             msg = r.get("error") or (f"{r['tokens_per_s']:.0f} tok/s, peak {r['peak_gib']:.2f} GiB, reserved "
