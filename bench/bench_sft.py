@@ -23,6 +23,9 @@ What is timed is what users run, on the same generated chat dataset:
   tunesmith-off     (diagnostic) `tunesmith train` with kernels: off (PEFT layers, stock checkpointing,
                     padding-free flash varlen passes): Tunesmith's loop on stock arithmetic
   tunesmith-offpad  (diagnostic) the same with training.padding_free false (padded SDPA passes)
+  tunesmith-bf16    tunesmith-auto with lora.precision bf16: the adapter weights in bf16, as TRL's
+                    SFTTrainer stores a quantized model's adapters (stock's curve is a bf16-adapter curve;
+                    Tunesmith keeps fp32 adapters by default, whose small updates do not round away)
 Each method runs in a process of its own (Unsloth patches transformers on import). Packing off and
 on (data.packing; for TRL-based methods packing=True), 1B and 8B shapes.
 
@@ -280,10 +283,8 @@ def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool,
 def run_tunesmith(method: str, model_dir: Path, work: Path, steps: int, packing: bool, jsonl: Path,
                   log_steps: int = LOG_STEPS) -> dict:
     """`tunesmith train CONFIG.yaml`: the product path (job manager -> worker -> engine.trainer)."""
-    mode = method.split("-", 1)[1]
-    diagnostic = mode in ("off", "offpad")
-    if diagnostic:
-        mode = "auto"
+    variant = method.split("-", 1)[1]  # auto | speed | memory, or a diagnostic variant of auto
+    mode = "auto" if variant in ("off", "offpad", "bf16") else variant
     home = work / f"home-{method}-{'packed' if packing else 'plain'}"
     cfg = {
         "model": {"name_or_path": str(model_dir)}, "method": "qlora",
@@ -294,9 +295,11 @@ def run_tunesmith(method: str, model_dir: Path, work: Path, steps: int, packing:
                      "save_steps": 100000, "seed": SEED, "warmup_ratio": 0.03},
         "output": {"run_name": f"bench-{method}"},
     }
-    if diagnostic:
+    if variant == "bf16":
+        cfg["lora"]["precision"] = "bf16"
+    elif variant in ("off", "offpad"):
         cfg["kernels"] = "off"
-        cfg["training"]["padding_free"] = not method.endswith("offpad")
+        cfg["training"]["padding_free"] = variant == "off"
     import yaml
 
     path = work / f"{method}-{'packed' if packing else 'plain'}.yaml"

@@ -65,15 +65,26 @@ def build_adapter(model, cfg: RunConfig):
         bias="none", task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, peft_cfg)
-    if lc.init == "pissa":
-        _remember_pissa_init(model)
     if lc.init == "loftq":
         loftq_init(model, cfg)
+    if lc.precision == "bf16":
+        adapters_to_bf16(model)
+    if lc.init == "pissa":
+        _remember_pissa_init(model)
     trainable, total = model.get_nb_trainable_parameters()
     variant = ", ".join(n for n, on in (("DoRA", lc.use_dora), ("rsLoRA", lc.use_rslora), (f"{lc.init} init", lc.init != "default")) if on)
     log.info("LoRA%s: %s trainable of %s parameters (%.2f%%)", f" ({variant})" if variant else "",
              f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
+
+
+def adapters_to_bf16(model) -> None:
+    """lora.precision bf16: the LoRA A/B weights (and so their gradients and updates) in bf16, as TRL's
+    SFTTrainer stores QLoRA adapters. DoRA's magnitudes stay fp32: their updates are far below bf16's
+    step and would never land."""
+    for name, p in model.named_parameters():
+        if p.requires_grad and ("lora_A" in name or "lora_B" in name) and p.dtype != torch.bfloat16:
+            p.data = p.data.to(torch.bfloat16)
 
 
 # ---- LoftQ --------------------------------------------------------------------

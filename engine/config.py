@@ -85,6 +85,11 @@ class LoraConfig(_Section):
         "singular vectors: faster start), or loftq (QLoRA 4-bit only: starts by correcting the 4-bit rounding; "
         "exports merge into the 4-bit base).",
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="What the adapter's own weights are kept and updated in: fp32 keeps small updates "
+        "(default); bf16 halves the adapter's memory and is what TRL does for QLoRA (the QLoRA paper's choice), "
+        "but updates smaller than bf16's step round away, so its loss falls a little slower.",
+    )
 
     @field_validator("target_modules", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from .i18n import T, localize
 LORA_INITS = [("Default (starts as the base model)", "default"), ("Gaussian", "gaussian"),
               ("PiSSA (from the weights' main directions)", "pissa"),
               ("LoftQ (QLoRA: corrects the 4-bit rounding)", "loftq")]
+LORA_PRECISION = [("fp32 (keeps small updates)", "fp32"), ("bf16 (half the memory, as TRL's QLoRA)", "bf16")]
 ROPE = [("None (as trained)", "none"), ("Linear", "linear"), ("Dynamic (NTK)", "dynamic"), ("YaRN", "yarn")]
 ATTENTION = [("Automatic", "auto"), ("Eager (plain PyTorch)", "eager"), ("SDPA", "sdpa"),
              ("FlashAttention 2", "flash_attention_2")]
@@ -28,6 +29,8 @@ def build_variant_fields(ctx: StudioContext) -> gr.Accordion:
             ctx.field("lora.use_dora", gr.Checkbox, label=T("DoRA (learn weight magnitudes)"))
             ctx.field("lora.use_rslora", gr.Checkbox, label=T("rsLoRA (stable scaling at high rank)"))
             localize(ctx.field("lora.init", gr.Dropdown, choices=LORA_INITS, label=T("How the add-on starts")), LORA_INITS)
+            localize(ctx.field("lora.precision", gr.Dropdown, choices=LORA_PRECISION,
+                               label=T("Add-on weights kept in")), LORA_PRECISION)
         with gr.Row():
             ctx.field("freeze.trainable_layers", gr.Number, precision=0, minimum=1,
                       label=T("Freeze: layers to train (from the top)"))

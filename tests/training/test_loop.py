@@ -25,16 +25,13 @@ def _losses(run_dir: Path) -> list[tuple[int, float]]:
     return [(e["step"], e["loss"]) for e in read_events(run_dir) if e["type"] == "train"]
 
 
-def test_loop_matches_trl_sft_loss_over_20_steps(tunesmith_home, tmp_path, monkeypatch):
-    """Same model, data, order, optimizer and schedule: the losses TRL's SFTTrainer logs are ours."""
+def _ours_then_trl(cfg: RunConfig, tmp_path: Path, monkeypatch) -> tuple[list[float], list[float], Recipe]:
+    """20 logged steps of our loop, then TRL's SFTTrainer from the same initial adapter on the same model."""
     from datasets import Dataset
     from torch.utils.data import SequentialSampler
     from trl import SFTConfig, SFTTrainer
 
     monkeypatch.setattr(trainer_mod, "epoch_order", lambda n, *a, **k: list(range(n)))  # TRL below: in order too
-    # 20 steps x 4 rows stay inside one epoch of the 83 identity rows
-    cfg = _cfg("training.max_steps=20", "training.batch_size=2", "training.gradient_accumulation=2",
-               "training.learning_rate=1e-3", "training.warmup_ratio=0.1", "training.save_steps=1000")
     run = tmp_path / "ours"
     run.mkdir()
     recipe = Recipe(cfg, run, EventWriter(run), lambda: False)
@@ -65,12 +62,49 @@ def test_loop_matches_trl_sft_loss_over_20_steps(tunesmith_home, tmp_path, monke
     trl = InOrder(model=recipe.model, args=args, train_dataset=ds, processing_class=recipe.tokenizer)
     trl.train()
     theirs = [h["loss"] for h in trl.state.log_history if "loss" in h]
+    return ours, theirs, recipe
+
+
+# 20 steps x 4 rows stay inside one epoch of the 83 identity rows
+_TWENTY = ("training.max_steps=20", "training.batch_size=2", "training.gradient_accumulation=2",
+           "training.learning_rate=1e-3", "training.warmup_ratio=0.1", "training.save_steps=1000")
+
+
+def test_loop_matches_trl_sft_loss_over_20_steps(tunesmith_home, tmp_path, monkeypatch):
+    """Same model, data, order, optimizer and schedule: the losses TRL's SFTTrainer logs are ours."""
+    ours, theirs, _ = _ours_then_trl(_cfg(*_TWENTY), tmp_path, monkeypatch)
     assert len(ours) == len(theirs) == 20
     # step 1 (same weights, same rows) agrees to ~1e-4; later steps drift apart by fp32 rounding of two
     # different batch layouts (padding-free here, right-padded there), a few 0.1% at most
     assert ours[0] == pytest.approx(theirs[0], rel=3e-4)
     assert ours == pytest.approx(theirs, rel=5e-3), list(zip(ours, theirs))
     assert ours[-1] < ours[0]
+
+
+def test_qlora_with_bf16_adapters_matches_trl_which_stores_them_in_bf16(tunesmith_home, tmp_path, monkeypatch):
+    """TRL's SFTTrainer casts a quantized model's LoRA weights to bf16 (the QLoRA paper's choice), so its
+    QLoRA curve is a bf16-adapter curve; Tunesmith keeps fp32 adapters unless lora.precision says bf16.
+    With bf16 adapters (an NF4 base, on the CPU) the two loops log the same losses."""
+    cfg = RunConfig().with_overrides(demo_overrides_list() + ["method=qlora", "lora.precision=bf16", *_TWENTY])
+    ours, theirs, recipe = _ours_then_trl(cfg, tmp_path, monkeypatch)
+    lora = {n: p.dtype for n, p in recipe.model.named_parameters() if "lora_" in n}
+    assert lora and set(lora.values()) == {torch.bfloat16}
+    assert len(ours) == len(theirs) == 20
+    # bf16 adapter products round differently in padding-free and padded layouts: ~0.05% at step 1
+    assert ours == pytest.approx(theirs, rel=2e-3), list(zip(ours, theirs))
+    assert ours[-1] < ours[0]
+
+
+def test_adapters_are_fp32_unless_lora_precision_says_bf16(tunesmith_home, tmp_path):
+    from tunesmith.engine.adapters import build_adapter
+    from tunesmith.engine.models import load_for_training
+
+    dtypes = {}
+    for precision in ("fp32", "bf16"):
+        cfg = RunConfig().with_overrides(demo_overrides_list() + ["method=lora", f"lora.precision={precision}"])
+        model = build_adapter(load_for_training(cfg)[0], cfg)
+        dtypes[precision] = {p.dtype for n, p in model.named_parameters() if p.requires_grad}
+    assert dtypes == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
 
 
 def test_stop_then_resume_equals_an_uninterrupted_run(tunesmith_home, tmp_path):
