@@ -28,10 +28,15 @@ def test_loftq_needs_a_4bit_qlora_run_and_says_what_to_use():
         assert "lora.init: loftq" in str(e.value) and "\n" not in str(e.value)
 
 
+def _logits(model, ids) -> torch.Tensor:
+    """fp32 logits on the CPU, wherever load_for_training put the model (a GPU when there is one)."""
+    return model(ids.to(model.device)).logits.float().cpu()
+
+
 def _fp_logits(tok):
     fp, _, _ = models.load_for_training(RunConfig().with_overrides(["method=lora"]))
     with torch.no_grad():
-        return fp(tok(PROMPT, return_tensors="pt")["input_ids"]).logits.float()
+        return _logits(fp, tok(PROMPT, return_tensors="pt")["input_ids"])
 
 
 def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -48,9 +53,9 @@ def test_loftq_start_is_closer_to_the_original_model_than_the_4bit_base(caplog):
     assert "LoftQ: 28 adapters fitted" in caplog.text  # 7 projections x 4 layers of the demo model
     pm.eval()
     with torch.no_grad():
-        start = _rms(pm(ids).logits.float(), want)
+        start = _rms(_logits(pm, ids), want)
         with pm.disable_adapter():
-            four_bit = _rms(pm(ids).logits.float(), want)
+            four_bit = _rms(_logits(pm, ids), want)
     # the 4-bit base alone is off the 16-bit model; LoftQ's start (alpha != r: the scale is honoured) is nearer
     assert start < 0.9 * four_bit, (start, four_bit)
 
@@ -74,7 +79,7 @@ def loftq_run(tunesmith_home):
     ids = tok(PROMPT, return_tensors="pt")["input_ids"]
     pm.train()  # no dropout here; train mode keeps bitsandbytes' CPU weights in their stored layout
     with torch.no_grad():
-        trained = pm(ids).logits.float()
+        trained = _logits(pm, ids)
     return run, ids, trained
 
 
@@ -104,17 +109,17 @@ def test_merged_loftq_model_is_the_4bit_base_plus_the_adapter(loftq_run, tmp_pat
     assert json.loads((res.path / export.MARKER).read_text())["loftq_base"] == "4-bit nf4"
     merged = AutoModelForCausalLM.from_pretrained(str(res.path), dtype=torch.float32).eval()
     with torch.no_grad():
-        err = _rms(merged(ids).logits.float(), trained)
+        err = _rms(_logits(merged, ids), trained)
         # what the merge did before LoftQ support: the adapter on the original 16-bit weights
         fp = AutoModelForCausalLM.from_pretrained(str(models.resolve_model_path("tunesmith/demo")), dtype=torch.float32)
-        naive = _rms(PeftModel.from_pretrained(fp, str(run.run_dir / "adapter")).eval()(ids).logits.float(), trained)
+        naive = _rms(_logits(PeftModel.from_pretrained(fp, str(run.run_dir / "adapter")).eval(), ids), trained)
     # merged weights are stored in the base's bf16 (~3 digits); the original weights are ~9% off the 4-bit ones
     assert err < 0.02 and naive > 5 * err, (err, naive)
 
     infer.forget()
     model, _ = infer.get_model(run.id)  # chat and serve load it the same way
     with torch.no_grad():
-        assert _rms(model(ids).logits.float(), trained) < 1e-3
+        assert _rms(_logits(model, ids), trained) < 1e-3
     infer.forget()
 
 
