@@ -44,20 +44,28 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_loftq_start_is_closer_to_the_original_model_than_the_4bit_base(caplog):
+    import re
+
     cfg = RunConfig().with_overrides(["method=qlora", "lora.init=loftq", "lora.r=16", "lora.alpha=32"])
     model, tok, _ = models.load_for_training(cfg)
     want = _fp_logits(tok)
     ids = tok(PROMPT, return_tensors="pt")["input_ids"]
+    torch.manual_seed(0)  # the randomized SVD's projections
     with caplog.at_level("INFO", logger="tunesmith.engine.adapters"):
         pm = adapters.build_adapter(model, cfg)
     assert "LoftQ: 28 adapters fitted" in caplog.text  # 7 projections x 4 layers of the demo model
+    # what LoftQ fits: the weights. A rank-16 fit of noise-like rounding on 256-wide weights removes ~9%
+    # of it (9.21% -> 8.38% of the weights' norm); alpha != r, so a wrong scale would show here
+    before, after = map(float, re.search(r"weight error vs the original ([\d.]+)% -> ([\d.]+)%", caplog.text).groups())
+    assert after < 0.95 * before, (before, after)
     pm.eval()
     with torch.no_grad():
         start = _rms(_logits(pm, ids), want)
         with pm.disable_adapter():
             four_bit = _rms(_logits(pm, ids), want)
-    # the 4-bit base alone is off the 16-bit model; LoftQ's start (alpha != r: the scale is honoured) is nearer
-    assert start < 0.9 * four_bit, (start, four_bit)
+    # and the model's answers start nearer the 16-bit model's than the 4-bit base's do (a few % on this
+    # tiny model; bf16 arithmetic on a GPU blurs the logits further)
+    assert start < four_bit, (start, four_bit)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +121,9 @@ def test_merged_loftq_model_is_the_4bit_base_plus_the_adapter(loftq_run, tmp_pat
         # what the merge did before LoftQ support: the adapter on the original 16-bit weights
         fp = AutoModelForCausalLM.from_pretrained(str(models.resolve_model_path("tunesmith/demo")), dtype=torch.float32)
         naive = _rms(_logits(PeftModel.from_pretrained(fp, str(run.run_dir / "adapter")).eval(), ids), trained)
-    # merged weights are stored in the base's bf16 (~3 digits); the original weights are ~9% off the 4-bit ones
-    assert err < 0.02 and naive > 5 * err, (err, naive)
+    # merged weights are stored in the base's bf16 (~3 digits; CPU 0.004, and the GPU's bf16 forward of the
+    # trained model 0.020); the original weights are ~9% off the 4-bit ones (0.2)
+    assert err < 0.03 and naive > 5 * err, (err, naive)
 
     infer.forget()
     model, _ = infer.get_model(run.id)  # chat and serve load it the same way
