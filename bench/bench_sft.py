@@ -9,7 +9,8 @@ On a bare GPU machine of this workplace (no network; wheels carried in .whl/):
 What is timed is what users run, on the same generated chat dataset:
 
   stock             TRL SFTTrainer + PEFT + bitsandbytes: prepare_model_for_kbit_training, gradient
-                    checkpointing (non-reentrant), padded micro-batches, adamw_8bit
+                    checkpointing (non-reentrant), padded micro-batches, adamw_8bit; SFTTrainer stores a
+                    quantized model's LoRA weights in bf16 (Tunesmith: fp32 unless lora.precision bf16)
   stock-bf16        (diagnostic, not run by default) stock with the norms and embeddings that
                     prepare_model_for_kbit_training upcasts to fp32 cast back to bf16, so its
                     residual stream is bf16 like Unsloth's and Tunesmith's
