@@ -139,6 +139,7 @@ class Settings:
     world: int = 1                       # GPUs
     strategy: str = "ddp"                # ddp: each GPU holds a full copy; fsdp: sharded over `world`
     step_tokens: int = 0                 # auto/speed with kernels: a whole step's tokens, tried first
+    adapter_bytes: int = 4               # per adapter weight (and its gradient): lora.precision fp32 | bf16
 
     @classmethod
     def from_run(cls, cfg: RunConfig, kernels_active: bool, world: int = 1, strategy: str = "ddp") -> "Settings":
@@ -149,7 +150,7 @@ class Settings:
             lora_r=cfg.lora.r, targets=cfg.lora.target_modules, tokens=tokens, step_tokens=step,
             memory_mode=t.memory_mode, kernels=kernels_active,
             gradient_checkpointing=t.gradient_checkpointing, optimizer=t.optimizer, world=world,
-            strategy=strategy if world > 1 else "ddp",
+            strategy=strategy if world > 1 else "ddp", adapter_bytes=2 if cfg.lora.precision == "bf16" else 4,
         )
 
 
@@ -235,7 +236,8 @@ def estimate(shape: ModelShape, s: Settings, free_bytes: int | None = None) -> E
         s = replace(s, step_tokens=0)
     weights = weight_bytes(shape, s)
     p = trainable_params(shape, s)
-    per_param = 4 + OPTIMIZER_BYTES.get(s.optimizer, 8) + (0 if s.method == "full" else 4)
+    a = 4 if s.method == "full" else s.adapter_bytes
+    per_param = a + OPTIMIZER_BYTES.get(s.optimizer, 8) + (0 if s.method == "full" else a)
     fsdp = s.world > 1 and s.strategy == "fsdp"
     if fsdp:
         weights = _fsdp_weights(shape, s, weights)

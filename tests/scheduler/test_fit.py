@@ -54,6 +54,10 @@ def test_estimate_moves_with_the_settings_that_matter():
     assert peak(optimizer="adamw_8bit") < peak()
     assert peak(targets=["q_proj", "v_proj"]) < peak()
     assert peak(double_quant=False) > peak()
+    # lora.precision bf16: 2 bytes a weight and gradient instead of 4 (1B, r=16 on all seven: 11.3M weights)
+    assert 40e6 < peak() - peak(adapter_bytes=2) < 50e6
+    cfg = RunConfig().with_overrides(["lora.precision=bf16"])
+    assert Settings.from_run(cfg, kernels_active=True).adapter_bytes == 2
     assert peak(gradient_checkpointing=False) > peak()
     # full fine-tuning of 8B: 16 bytes a parameter before activations
     full = estimate(LLAMA_8B, Settings(method="full", tokens=4096))
