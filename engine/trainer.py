@@ -184,6 +184,12 @@ class Recipe:
 
     def _wrap(self, model):
         cfg = self.cfg
+        if cfg.lora.precision == "bf16" and self.hw.device == "cuda" and not self.hw.bf16 \
+                and cfg.method in ("lora", "qlora"):
+            from .errors import ConfigError
+
+            raise ConfigError("lora.precision: bf16 needs a GPU with bf16 arithmetic (Ampere or newer); "
+                              f"{self.hw.name} has none: use lora.precision fp32.")
         gc = cfg.training.gradient_checkpointing
         self._kernel_memory_plan = self._kernels_expected(model)
         if self._kernel_memory_plan:
@@ -290,7 +296,7 @@ class Recipe:
         c = capacity
         while c > micro:
             if choose_plan(self.model, c, self.cfg.training.memory_mode, free).checkpointed == 0:
-                return c, why if c == capacity else f"the most that fits without checkpointing"
+                return c, why if c == capacity else "the most that fits without checkpointing"
             c = max(micro, c // 2)
         return micro, "batch_size x cutoff: more would need checkpointing"
 
@@ -318,7 +324,7 @@ class Recipe:
         from .training.optim import build_optimizer, build_scheduler
         from .training.profiling import StepProfiler
 
-        cfg, t = self.cfg, self.cfg.training
+        t = self.cfg.training
         device = self._device()
         rank, world = dist.rank(), dist.world()
         rows = self.train_rows
@@ -377,7 +383,7 @@ class Recipe:
         self.model.train()
         self.stopped = False
         t0 = last_t = time.time()
-        first_step, last_tokens = step, tokens_seen
+        first_step = step
         window_tokens = 0
         grad_norm = None
         sums: dict[str, Any] = {k: v for k, v in window.items()}

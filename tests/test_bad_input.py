@@ -311,3 +311,16 @@ def test_chat_with_an_unknown_name_answers_in_seconds(fresh_home, monkeypatch, c
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
     assert took < HUB_LOOKUP_TIMEOUT_S + 5, took  # not transformers' minute of hub retries
+
+
+def test_bf16_adapters_are_refused_on_a_gpu_without_bf16():
+    """A T4-class GPU computes in fp16 and has no bf16 GEMMs: one line naming the field, not a cuBLAS error."""
+    from tunesmith.engine.models import Hardware
+    from tunesmith.engine.trainer import Recipe
+
+    recipe = Recipe.__new__(Recipe)  # only what _wrap reads before it touches the model
+    recipe.cfg = RunConfig().with_overrides(["method=qlora", "lora.precision=bf16"])
+    recipe.hw = Hardware("cuda", False, "Tesla T4")
+    with pytest.raises(ConfigError, match=r"lora.precision: bf16 needs a GPU with bf16 .*Tesla T4.*use lora.precision fp32") as e:
+        recipe._wrap(None)
+    assert "\n" not in str(e.value)
