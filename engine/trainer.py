@@ -361,7 +361,8 @@ class Recipe:
             log.info("resumed from %s (step %d, epoch %d, row %d)", ckpt.name, step, epoch, pos)
         self._info(f"training: {len(rows)} rows, {per_step} rows per step ({t.batch_size} x "
                    f"{t.gradient_accumulation} x {world} GPU{'s' if world > 1 else ''}), {max_steps} steps, "
-                   f"optimizer {opt_name}, precision {prec}")
+                   f"optimizer {opt_name}, precision {prec}"
+                   + (f", adapter weights {self.cfg.lora.precision}" if self.cfg.method in ("lora", "qlora") else ""))
         if dist.is_main():
             self.events.status("running", "training", max_steps=max_steps)
 

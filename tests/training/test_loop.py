@@ -89,6 +89,8 @@ def test_qlora_with_bf16_adapters_matches_trl_which_stores_them_in_bf16(tunesmit
     ours, theirs, recipe = _ours_then_trl(cfg, tmp_path, monkeypatch)
     lora = {n: p.dtype for n, p in recipe.model.named_parameters() if "lora_" in n}
     assert lora and set(lora.values()) == {torch.bfloat16}
+    infos = [e["message"] for e in read_events(tmp_path / "ours") if e["type"] == "info"]
+    assert any(m.startswith("training: ") and m.endswith("adapter weights bf16") for m in infos), infos
     assert len(ours) == len(theirs) == 20
     # bf16 adapter products round differently in padding-free and padded layouts: ~0.05% at step 1
     assert ours == pytest.approx(theirs, rel=2e-3), list(zip(ours, theirs))
