@@ -82,7 +82,8 @@ SHAPES = {
                  num_key_value_heads=2, head_dim=16, vocab_size=4096, tie_word_embeddings=True),
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-METHODS = ["stock", "unsloth", "tunesmith-auto", "tunesmith-memory"]  # also: tunesmith-speed, stock-bf16
+METHODS = ["stock", "unsloth", "tunesmith-auto", "tunesmith-memory", "tunesmith-bf16"]
+# diagnostics, by --methods: tunesmith-speed, tunesmith-off, tunesmith-offpad, stock-bf16, stock-fp32
 PACKED_METHODS = ["unsloth", "tunesmith-auto"]
 BS, GA, CUTOFF, LR, SEED, LOG_STEPS = 2, 4, 2048, 2e-4, 42, 10
 GiB = 1024**3
