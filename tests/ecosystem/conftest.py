@@ -19,22 +19,29 @@ def run_made_here(cfg: RunConfig) -> str:
     return run_id
 
 
+def nudged_adapter_run(cfg: RunConfig, nudge: float, names: tuple[str, ...] = ("lora_B",)):
+    """(run, adapter model, tokenizer): a run made here whose adapter was moved off its start (a
+    stand-in for training: each parameter whose name holds one of `names` plus nudge x N(0, 1)),
+    saved as the trainer saves it."""
+    run = jobs.get_run(run_made_here(cfg))
+    model, tok, _ = models.load_for_training(cfg)
+    model = adapters.build_adapter(model, cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if any(k in n for k in names):
+                p.add_(nudge * torch.randn_like(p))
+    adapters.save_adapter(model, run.run_dir / "adapter", cfg)
+    tok.save_pretrained(str(run.run_dir / "adapter"))
+    return run, model, tok
+
+
 @pytest.fixture(scope="session")
 def adapter_run(tunesmith_home):
     """A run with a real (freshly initialised, briefly nudged) LoRA adapter and a few metrics events,
     written in-process the way the trainer writes them: no worker, so it is quick."""
     cfg = RunConfig().with_overrides(["method=lora", "lora.r=4", "lora.alpha=8", "output.run_name=hub-push",
                                       "data.datasets=[identity]"])
-    run_id = run_made_here(cfg)
-    run = jobs.get_run(run_id)
-    model, tok, _ = models.load_for_training(cfg)
-    model = adapters.build_adapter(model, cfg)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.add_(0.01 * torch.randn_like(p))
-    adapters.save_adapter(model, run.run_dir / "adapter", cfg)
-    tok.save_pretrained(str(run.run_dir / "adapter"))
+    run, _, _ = nudged_adapter_run(cfg, 0.01)
     ev = EventWriter(run.run_dir)
     ev.write("train", step=1, max_steps=2, loss=2.0)
     ev.write("train", step=2, max_steps=2, loss=1.25)

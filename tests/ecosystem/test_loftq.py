@@ -14,7 +14,7 @@ from tunesmith.engine import adapters, export, infer, jobs, models
 from tunesmith.engine.config import RunConfig
 from tunesmith.engine.errors import ConfigError
 
-from .conftest import run_made_here
+from .conftest import nudged_adapter_run
 
 PROMPT = ["Who are you? I am Smith, an assistant made by Tunesmith. 你是谁？"]
 
@@ -74,16 +74,8 @@ def loftq_run(tunesmith_home):
     saves it, with the in-memory model's logits for the prompt: what every export must reproduce."""
     cfg = RunConfig().with_overrides(["method=qlora", "lora.init=loftq", "lora.r=8", "lora.alpha=16",
                                       "data.datasets=[identity]", "output.run_name=loftq"])
-    run = jobs.get_run(run_made_here(cfg))
-    model, tok, _ = models.load_for_training(cfg)
-    pm = adapters.build_adapter(model, cfg)
     torch.manual_seed(0)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_B" in n:
-                p.add_(0.02 * torch.randn_like(p))
-    adapters.save_adapter(pm, run.run_dir / "adapter", cfg)
-    tok.save_pretrained(str(run.run_dir / "adapter"))
+    run, pm, tok = nudged_adapter_run(cfg, 0.02)
     ids = tok(PROMPT, return_tensors="pt")["input_ids"]
     pm.train()  # no dropout here; train mode keeps bitsandbytes' CPU weights in their stored layout
     with torch.no_grad():

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunesmith.engine import adapters, export, jobs, models
+from tunesmith.engine import export
 from tunesmith.engine.config import RunConfig
 
-from .conftest import run_made_here
+from .conftest import nudged_adapter_run
 
 
 @pytest.mark.parametrize("variant", [["lora.use_dora=true"], ["lora.use_rslora=true"],
@@ -18,15 +18,8 @@ def test_merged_model_matches_the_adapter(tunesmith_home, tmp_path, variant):
     from transformers import AutoModelForCausalLM
 
     cfg = RunConfig().with_overrides(["method=lora", "lora.r=4", "lora.alpha=16", "data.datasets=[identity]", *variant])
-    run = jobs.get_run(run_made_here(cfg))
-    model, tok, _ = models.load_for_training(cfg)
-    pm = adapters.build_adapter(model, cfg)
-    with torch.no_grad():  # stand-in for training: move B and the DoRA magnitudes off their start
-        for n, p in pm.named_parameters():
-            if "lora_B" in n or "magnitude" in n:
-                p.add_(0.05 * torch.randn_like(p))
-    adapters.save_adapter(pm, run.run_dir / "adapter", cfg)
-    tok.save_pretrained(str(run.run_dir / "adapter"))
+    # stand-in for training: move B and the DoRA magnitudes off their start
+    run, pm, tok = nudged_adapter_run(cfg, 0.05, names=("lora_B", "magnitude"))
     ids = tok(["Who are you? 你是谁？"], return_tensors="pt")["input_ids"]
     pm.eval()
     with torch.no_grad():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 from test_browser import _open_tab, _remove_datasets, _text_input, _toasts, _wait_for
-from test_browser_finish import _pick
+from test_browser_finish import _open, _pick
 
 pytestmark = pytest.mark.browser
 
@@ -77,12 +77,8 @@ def test_dpo_in_the_studio_grows_the_reward_margin_and_keeps_its_settings(page, 
     _wait_for(lambda: _shows_our_dpo(page), 30, "DPO, beta 0.2 and hinge after a reload")
 
     # A fresh browser (the default form: SFT) gets them from the run: Runs -> Reuse its settings.
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    ctx, other = _open(browser, studio_url)
     try:
-        other = ctx.new_page()
-        other.set_default_timeout(30_000)
-        other.goto(studio_url)
-        other.wait_for_selector(".ts-header")
         _open_tab(other, "3 · Train")
         _wait_for(lambda: "SFT" in _text_input(other, "objective").input_value(), 15, "the default objective")
         _open_tab(other, "Runs")

@@ -17,7 +17,7 @@ import pytest
 from conftest import serve_studio
 from preference_runs import train_preference_run
 from test_browser import _open_tab, _text_input, _toasts, _wait_for
-from test_browser_finish import _pick, shot
+from test_browser_finish import _open, _pick, shot
 
 pytestmark = pytest.mark.browser
 
@@ -66,12 +66,8 @@ def test_evaluate_shows_preference_scores_for_a_dpo_run(page, browser, studio_ur
     assert not [t for t in _toasts(page) if "rror" in t]
     shot(page, "evaluate-preference-en")
 
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    ctx, zh = _open(browser, studio_url, "zh-CN")
     try:
-        zh = ctx.new_page()
-        zh.set_default_timeout(30_000)
-        zh.goto(studio_url)
-        zh.wait_for_selector(".ts-header")
         text = _evaluate(zh, dpo.id, "成对数据数量", "偏好准确率")
         assert "基座模型" in text and "奖励差距" in text
         assert "按定义为 0" in zh.locator("#eval-hint").inner_text()
