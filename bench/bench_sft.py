@@ -208,13 +208,11 @@ def run_trl(method: str, model_dir: Path, work: Path, steps: int, packing: bool,
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
         tok = AutoTokenizer.from_pretrained(str(model_dir))
-        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                 bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.uint8)
         dtype = torch.float32 if method == "stock-fp32" else torch.bfloat16
         if method == "stock-fp32":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-            bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                     bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.uint8)
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=torch.uint8)
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=bnb, dtype=dtype,
                                                      device_map={"": 0}, attn_implementation="sdpa")
         model.config.use_cache = False
